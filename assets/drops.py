@@ -1,0 +1,246 @@
+"""The drop contract: how sticker drops are laid out, discovered and validated.
+
+A *drop* is a folder (or object-store prefix) ``DROPS_ROOT/<drop_id>/`` holding media files and one
+caption table: ``captions.jsonl`` (preferred), ``captions.csv`` or ``captions.parquet``, with the
+columns ``id``, ``file`` (path relative to the drop folder) and ``caption``. A drop is *ready* when
+its caption table exists, so producers must write it last. Everything is read through fsspec, so
+``/local/path``, ``file://``, ``memory://`` (tests) and ``s3://``/``gs://`` (with the matching fsspec
+backend installed) all work.
+
+Validation is row-level: a bad row is returned as a :class:`RowReject` (quarantined later) and never
+stops the rest of the drop from being ingested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import posixpath
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+import fsspec
+
+from model.rejects import RejectReason
+
+CAPTION_FILES = ("captions.jsonl", "captions.csv", "captions.parquet")  # checked in this order
+DROP_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # also a valid Dagster partition key
+SAFE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # webdataset keys may not contain '.' or '/'
+_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+class CaptionStatus(str, Enum):
+    """Quality of a row's caption, stored in the manifest."""
+
+    OK = "ok"
+    MISSING = "missing"  # null, absent or blank
+    INVALID_UTF8 = "invalid_utf8"  # bytes were not UTF-8; caption replaced by ""
+
+
+class CaptionPolicy(str, Enum):
+    """What to do with a sticker whose caption is missing or undecodable.
+
+    ``keep_empty`` (default) keeps the sticker with an empty caption: RDTF trains with text dropout
+    (Method, "condition mask": text-free generation), so such a sticker is still a useful sample.
+    ``quarantine`` rejects it instead.
+    """
+
+    KEEP_EMPTY = "keep_empty"
+    QUARANTINE = "quarantine"
+
+
+@dataclass(frozen=True)
+class CaptionRow:
+    id: str  # the producer's id, verbatim
+    key: str  # id made safe for file names and webdataset keys
+    file: str  # normalised path relative to the drop folder
+    caption: str  # "" when missing or undecodable
+    caption_status: CaptionStatus
+    row: int  # 1-based line (jsonl/csv incl. header) or row number (parquet)
+
+
+@dataclass(frozen=True)
+class RowReject:
+    id: str | None
+    file: str | None
+    row: int
+    reason: RejectReason
+    message: str
+
+
+def join(root: str, *parts: str) -> str:
+    """Join URL/path segments with '/' (fsspec paths are POSIX-style for every backend)."""
+    out = root.rstrip("/")
+    for p in parts:
+        out = f"{out}/{p.strip('/')}"
+    return out
+
+
+def find_caption_file(drop_url: str) -> str | None:
+    """URL of the drop's caption table, or None when the drop is not ready."""
+    fs, path = fsspec.core.url_to_fs(drop_url)
+    for name in CAPTION_FILES:
+        if fs.isfile(join(path, name)):
+            return join(drop_url, name)
+    return None
+
+
+def list_ready_drops(drops_root: str) -> list[str]:
+    """Sorted ids of the drops under ``drops_root`` that have a caption table.
+
+    Folders whose names are not valid drop ids (see ``DROP_ID_RE``) are skipped: they could not be
+    Dagster partition keys.
+    """
+    fs, root = fsspec.core.url_to_fs(drops_root)
+    if not fs.exists(root):
+        return []
+    ready = []
+    for entry in fs.ls(root, detail=True):
+        if entry.get("type") != "directory":
+            continue
+        name = posixpath.basename(entry["name"].rstrip("/"))
+        if not DROP_ID_RE.match(name):
+            continue
+        if any(fs.isfile(join(entry["name"], f)) for f in CAPTION_FILES):
+            ready.append(name)
+    return sorted(ready)
+
+
+def safe_member_path(file: str) -> str:
+    """Normalise a manifest path and refuse anything that escapes the drop folder.
+
+    Rejected: empty, absolute (``/x``, ``C:\\x``), URLs (``s3://``, ``file:``), backslashes and any
+    ``..`` component. Raises ``ValueError`` with the reason.
+    """
+    if not file or not file.strip():
+        raise ValueError("empty file path")
+    if "\\" in file or "\x00" in file:
+        raise ValueError(f"illegal character in path {file!r}")
+    if file.startswith("/") or _SCHEME_RE.match(file):
+        raise ValueError(f"absolute path or URL not allowed: {file!r}")
+    parts = [p for p in file.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        raise ValueError(f"path escapes the drop folder: {file!r}")
+    return "/".join(parts)
+
+
+def safe_key(sticker_id: str) -> str:
+    """A key usable in file names and webdataset samples; stable for a given id."""
+    if SAFE_KEY_RE.match(sticker_id):
+        return sticker_id
+    digest = hashlib.sha1(sticker_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", sticker_id)[:40].strip("_")
+    return f"{stem}_{digest}" if stem else f"h_{digest}"
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _records_jsonl(data: bytes) -> list[tuple[int, object]]:
+    out = []
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        # surrogateescape keeps undecodable bytes as lone surrogates, so one bad caption does not
+        # make the whole row unparseable; the caption is flagged below.
+        text = raw.decode("utf-8", "surrogateescape")
+        try:
+            out.append((lineno, json.loads(text)))
+        except json.JSONDecodeError as exc:
+            out.append((lineno, exc))
+    return out
+
+
+def _records_csv(data: bytes) -> list[tuple[int, object]]:
+    import pandas as pd
+
+    df = pd.read_csv(
+        io.BytesIO(data), dtype=str, keep_default_na=False, encoding="utf-8", encoding_errors="surrogateescape"
+    )
+    return [(i + 2, rec) for i, rec in enumerate(df.to_dict("records"))]
+
+
+def _records_parquet(data: bytes) -> list[tuple[int, object]]:
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(io.BytesIO(data)).to_pylist()
+    for rec in rows:
+        for k, v in list(rec.items()):
+            if isinstance(v, bytes):
+                rec[k] = v.decode("utf-8", "surrogateescape")
+    return list(enumerate(rows, start=1))
+
+
+def read_caption_table(
+    drop_url: str, policy: CaptionPolicy = CaptionPolicy.KEEP_EMPTY
+) -> tuple[list[CaptionRow], list[RowReject]]:
+    """Parse and validate a drop's caption table.
+
+    Returns the usable rows in file order and the rejected ones. First occurrence of an id wins
+    (``duplicate_id`` for later ones). Raises ``FileNotFoundError`` when the drop is not ready.
+    An unreadable table (e.g. a malformed CSV) yields one ``bad_caption_row`` reject for row 0.
+    """
+    url = find_caption_file(drop_url)
+    if url is None:
+        raise FileNotFoundError(f"drop {drop_url!r} has no caption table (expected one of {CAPTION_FILES})")
+    with fsspec.open(url, "rb") as fh:
+        data = fh.read()
+    parser = {"jsonl": _records_jsonl, "csv": _records_csv, "parquet": _records_parquet}[url.rsplit(".", 1)[1]]
+    try:
+        records = parser(data)
+    except Exception as exc:  # malformed table: nothing in it can be trusted
+        return [], [RowReject(None, None, 0, RejectReason.BAD_CAPTION_ROW, f"unreadable caption table {url}: {exc}")]
+
+    rows: list[CaptionRow] = []
+    rejects: list[RowReject] = []
+    seen_ids: set[str] = set()
+    seen_keys: set[str] = set()
+    for rowno, rec in records:
+        if isinstance(rec, Exception) or not isinstance(rec, dict):
+            rejects.append(RowReject(None, None, rowno, RejectReason.BAD_CAPTION_ROW, f"not a JSON object: {rec}"))
+            continue
+        sid, file = rec.get("id"), rec.get("file")
+        if isinstance(sid, int) and not isinstance(sid, bool):
+            sid = str(sid)
+        if not isinstance(sid, str) or not sid.strip() or _has_surrogates(sid):
+            rejects.append(RowReject(None, _text(file), rowno, RejectReason.BAD_CAPTION_ROW, f"missing or invalid id: {sid!r}"))
+            continue
+        if not isinstance(file, str):
+            rejects.append(RowReject(sid, None, rowno, RejectReason.BAD_CAPTION_ROW, f"missing or invalid file: {file!r}"))
+            continue
+        try:
+            rel = safe_member_path(file)
+        except ValueError as exc:
+            rejects.append(RowReject(sid, _text(file), rowno, RejectReason.PATH_ESCAPE, str(exc)))
+            continue
+        if sid in seen_ids:
+            rejects.append(RowReject(sid, rel, rowno, RejectReason.DUPLICATE_ID, f"id {sid!r} already used by an earlier row"))
+            continue
+        key = safe_key(sid)
+        if key in seen_keys:  # two different unsafe ids hashing alike is astronomically unlikely, but check
+            rejects.append(RowReject(sid, rel, rowno, RejectReason.DUPLICATE_ID, f"key {key!r} collides with an earlier row"))
+            continue
+
+        caption, status = rec.get("caption"), CaptionStatus.OK
+        if isinstance(caption, str) and _has_surrogates(caption):
+            caption, status = "", CaptionStatus.INVALID_UTF8
+        elif not isinstance(caption, str) or not caption.strip():
+            caption, status = "", CaptionStatus.MISSING
+        if status is not CaptionStatus.OK and policy is CaptionPolicy.QUARANTINE:
+            reason = RejectReason.CAPTION_NOT_UTF8 if status is CaptionStatus.INVALID_UTF8 else RejectReason.MISSING_CAPTION
+            rejects.append(RowReject(sid, rel, rowno, reason, f"caption {status.value} (caption_policy=quarantine)"))
+            continue
+        seen_ids.add(sid)
+        seen_keys.add(key)
+        rows.append(CaptionRow(sid, key, rel, caption.strip(), status, rowno))
+    return rows, rejects
+
+
+def _text(value: object) -> str | None:
+    """A printable form of a raw field for the quarantine table (surrogates made visible)."""
+    if value is None:
+        return None
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")

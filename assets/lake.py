@@ -1,0 +1,233 @@
+"""Data-lake layout, Parquet schemas and atomic writes shared by the pipeline stages.
+
+Layout under ``lake_root`` (a local directory; object stores are reached by syncing it, see README)::
+
+    ingest/<drop_id>/manifest.parquet      one row per kept sticker (MANIFEST_SCHEMA)
+    ingest/<drop_id>/quarantine.parquet    one row per rejected sticker or caption row (QUARANTINE_SCHEMA)
+    ingest/<drop_id>/frames/part-NNNNN.parquet   decoded frames, one row per frame (FRAMES_SCHEMA)
+    ingest/<drop_id>/report.json           counts and timings of the last materialization
+
+Why frames are stored as raw RGB in zstd-compressed Parquet rather than PNG/JPEG: the next stages
+(CLIP embeddings, clustering, shards) read every frame at least twice, and zstd decompression is an
+order of magnitude cheaper than PNG decode while flat-colour sticker frames still compress ~10-30x.
+
+Every output directory is built in a staging folder and swapped in with renames, so a killed run
+never leaves a half-written partition and re-running replaces it wholesale (idempotent).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),  # producer's sticker id
+        ("key", pa.string()),  # safe key (file names, webdataset __key__)
+        ("file", pa.string()),  # path relative to the drop
+        ("source_uri", pa.string()),  # full fsspec URL of the source file
+        ("caption", pa.string()),
+        ("caption_status", pa.string()),  # ok | missing | invalid_utf8
+        ("format", pa.string()),  # gif | webp | apng | mp4 | webm
+        ("n_frames", pa.int32()),
+        ("durations_ms", pa.list_(pa.int32())),  # per-frame display time
+        ("fps", pa.float32()),
+        ("width", pa.int32()),  # native canvas size
+        ("height", pa.int32()),
+        ("has_alpha", pa.bool_()),
+        ("hash", pa.string()),  # sha256 of the source bytes
+        ("n_bytes", pa.int64()),  # source file size
+        ("frames_part", pa.string()),  # frames/part-NNNNN.parquet holding this sticker's frames
+        ("frame_size", pa.int32()),  # stored frames are frame_size x frame_size x 3
+    ]
+)
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("file", pa.string()),
+        ("source_uri", pa.string()),
+        ("row", pa.int32()),  # line/row in the caption table (0 = the table itself)
+        ("reason", pa.string()),  # model.rejects.RejectReason value
+        ("message", pa.string()),
+    ]
+)
+
+FRAMES_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("frame_index", pa.int32()),
+        ("duration_ms", pa.int32()),
+        ("frame", pa.binary()),  # raw uint8 RGB, row-major (frame_size, frame_size, 3)
+    ]
+)
+
+
+def write_parquet(table: pa.Table, path: str | Path) -> None:
+    """Write a Parquet file atomically (temp file + rename); deterministic bytes for equal input."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        pq.write_table(
+            table,
+            tmp,
+            compression="zstd",
+            use_dictionary=[c for c in table.column_names if c != "frame"],
+            write_statistics=[c for c in table.column_names if c != "frame"],
+            row_group_size=512,
+        )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(obj: object, path: str | Path) -> None:
+    """Write JSON atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def staging_dir(final: str | Path) -> Path:
+    """A fresh sibling folder to build ``final`` in (same filesystem, so the swap is a rename)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = final.parent / f".staging-{final.name}-{uuid.uuid4().hex[:8]}"
+    stage.mkdir()
+    return stage
+
+
+def swap_in(stage: str | Path, final: str | Path) -> None:
+    """Replace ``final`` by ``stage`` with two renames; the old version is deleted afterwards."""
+    stage, final = Path(stage), Path(final)
+    trash = None
+    if final.exists():
+        trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
+        os.rename(final, trash)
+    os.rename(stage, final)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def clean_stale(parent: str | Path, name: str) -> None:
+    """Remove staging/trash folders left by killed runs for ``name``."""
+    parent = Path(parent)
+    if not parent.exists():
+        return
+    for p in parent.iterdir():
+        if p.name.startswith((f".staging-{name}-", f".trash-{name}-")):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def ingest_dir(lake_root: str | Path, drop_id: str) -> Path:
+    return Path(lake_root) / "ingest" / drop_id
+
+
+def read_manifest(lake_root: str | Path, drop_id: str):
+    """The drop's manifest as a pandas DataFrame."""
+    return pq.read_table(ingest_dir(lake_root, drop_id) / "manifest.parquet").to_pandas()
+
+
+def read_quarantine(lake_root: str | Path, drop_id: str):
+    return pq.read_table(ingest_dir(lake_root, drop_id) / "quarantine.parquet").to_pandas()
+
+
+def iter_sticker_frames(lake_root: str | Path, drop_id: str) -> Iterator[tuple[str, np.ndarray, list[int]]]:
+    """Yield ``(key, frames (F, S, S, 3) uint8, durations_ms)`` per sticker, part by part.
+
+    Memory is bounded by one row group (rows of one sticker are contiguous and in frame order).
+    """
+    root = ingest_dir(lake_root, drop_id)
+    size = int(pq.read_table(root / "manifest.parquet", columns=["frame_size"])["frame_size"][0].as_py())
+    for part in sorted((root / "frames").glob("part-*.parquet")):
+        pf = pq.ParquetFile(part)
+        key, frames, durs = None, [], []
+        for batch in pf.iter_batches(batch_size=256):
+            for k, d, f in zip(
+                batch.column("key").to_pylist(), batch.column("duration_ms").to_pylist(), batch.column("frame").to_pylist()
+            ):
+                if k != key and key is not None:
+                    yield key, np.stack(frames), durs
+                    frames, durs = [], []
+                key = k
+                frames.append(np.frombuffer(f, np.uint8).reshape(size, size, 3))
+                durs.append(d)
+        if key is not None:
+            yield key, np.stack(frames), durs
+
+
+class FramePartWriter:
+    """Streams frames into ``frames/part-NNNNN.parquet`` files with bounded memory.
+
+    Frames are buffered up to ``row_group_frames`` and written as one row group; a new part file
+    starts once the current one holds ``part_max_bytes`` of raw frame data. Stickers never straddle
+    two parts (a part is closed only between stickers), so the manifest can name one part each.
+    Files are written under temporary names and renamed on close (atomic per part).
+    """
+
+    def __init__(self, frames_dir: str | Path, part_max_bytes: int, row_group_frames: int = 64):
+        self.dir = Path(frames_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.part_max_bytes, self.row_group_frames = part_max_bytes, row_group_frames
+        self.index, self.part_bytes = 0, 0
+        self._writer: pq.ParquetWriter | None = None
+        self._tmp: Path | None = None
+        self._buf: list[dict] = []
+        self.n_parts = 0
+
+    @property
+    def current_part(self) -> str:
+        return f"frames/part-{self.index:05d}.parquet"
+
+    def add_sticker(self, key: str, frames: np.ndarray, durations_ms: list[int]) -> str:
+        """Append one sticker's frames (F, S, S, 3) uint8; returns the part it was written to."""
+        part = self.current_part
+        for i in range(frames.shape[0]):
+            self._buf.append({"key": key, "frame_index": i, "duration_ms": int(durations_ms[i]), "frame": frames[i].tobytes()})
+            if len(self._buf) >= self.row_group_frames:
+                self._write_buf()
+        self.part_bytes += frames.nbytes
+        if self.part_bytes >= self.part_max_bytes:
+            self._close_part()
+        return part
+
+    def _write_buf(self) -> None:
+        if not self._buf:
+            return
+        if self._writer is None:
+            self._tmp = self.dir / f".part-{self.index:05d}.tmp-{uuid.uuid4().hex[:8]}"
+            self._writer = pq.ParquetWriter(self._tmp, FRAMES_SCHEMA, compression="zstd",
+                                            use_dictionary=["key"], write_statistics=["key", "frame_index", "duration_ms"])
+        self._writer.write_table(pa.Table.from_pylist(self._buf, schema=FRAMES_SCHEMA))
+        self._buf = []
+
+    def _close_part(self) -> None:
+        self._write_buf()
+        if self._writer is not None:
+            self._writer.close()
+            os.replace(self._tmp, self.dir / f"part-{self.index:05d}.parquet")
+            self._writer, self._tmp = None, None
+            self.index += 1
+            self.n_parts += 1
+        self.part_bytes = 0
+
+    def close(self) -> None:
+        self._close_part()
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+        self._writer, self._tmp, self._buf = None, None, []

@@ -1,0 +1,1 @@
+"""Evaluation metrics (FVD, VQA, CLIP similarity). Never imports ``assets`` or ``pipelines``."""

@@ -1,0 +1,14 @@
+"""Asset jobs. Each later stage extends ``drop_data_job`` with its per-drop assets."""
+
+from dagster import AssetSelection, define_asset_job
+
+from assets.ingest import INGEST_ASSET
+from assets.partitions import drop_partitions
+
+# Everything that runs per drop when it arrives (the new-drop sensor launches this).
+drop_data_job = define_asset_job(
+    "drop_data_job",
+    selection=AssetSelection.assets(INGEST_ASSET),
+    partitions_def=drop_partitions,
+    description="Per-drop data stages for a newly arrived sticker drop.",
+)

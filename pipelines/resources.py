@@ -1,0 +1,38 @@
+"""The one place where concrete resources are chosen.
+
+Defaults are embedded and project-local: everything lives under ``RDTF_HOME`` (default ``./var``):
+drops in ``var/drops``, stage outputs in ``var/lake``, MLflow in the SQLite file ``var/mlflow.db``.
+Environment variables override them without code changes:
+
+- ``RDTF_HOME``            base folder for the defaults below
+- ``RDTF_DROPS_ROOT``      fsspec URL where drops arrive (e.g. ``s3://bucket/sticker-drops``)
+- ``RDTF_LAKE_ROOT``       local directory for stage outputs
+- ``MLFLOW_TRACKING_URI``  MLflow tracking URI (e.g. ``http://127.0.0.1:5000`` or a Postgres URI)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from assets.resources import LakeResource, MlflowResource
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def rdtf_home() -> Path:
+    return Path(os.environ.get("RDTF_HOME", PROJECT_ROOT / "var")).resolve()
+
+
+def default_resources() -> dict:
+    home = rdtf_home()
+    return {
+        "storage": LakeResource(
+            drops_root=os.environ.get("RDTF_DROPS_ROOT", str(home / "drops")),
+            lake_root=os.environ.get("RDTF_LAKE_ROOT", str(home / "lake")),
+        ),
+        "mlflow": MlflowResource(
+            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
+            artifact_location=str(home / "mlartifacts"),
+        ),
+    }

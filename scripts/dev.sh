@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One entry point for the README commands: `bash scripts/dev.sh demo` and `bash scripts/dev.sh test`.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+bash scripts/bootstrap.sh
+export RDTF_HOME=${RDTF_HOME:-$root/var}
+export DAGSTER_HOME=${DAGSTER_HOME:-$RDTF_HOME/dagster_home}
+mkdir -p "$DAGSTER_HOME"
+cp -f dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+export PYTHONUNBUFFERED=1
+cmd=${1:-help}; shift || true
+case "$cmd" in
+  demo)  exec .venv/bin/python -m pipelines.demo "$@" ;;
+  test)  exec .venv/bin/python -m pytest "$@" ;;
+  lint)  exec .venv/bin/ruff check . ;;
+  ui)    exec .venv/bin/dagster dev -h 127.0.0.1 -p "${PORT:-3000}" -w workspace.yaml ;;
+  bench) exec .venv/bin/python "benchmarks/$1.py" "${@:2}" ;;
+  rdtf)  exec .venv/bin/rdtf "$@" ;;
+  *) echo "usage: bash scripts/dev.sh {demo|test|lint|ui|bench NAME|rdtf ARGS...}" >&2; exit 2 ;;
+esac

@@ -1,0 +1,50 @@
+"""Shared fixtures: small synthetic drops (real files, real decoders) and isolated Dagster homes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from model.synthetic import SyntheticConfig, inject_faults, make_drop
+
+# Small canvases keep the suite fast on a 2-core CI machine; every code path is still exercised.
+SMALL = SyntheticConfig(min_size=48, max_size=96, max_frames=40)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Never touch the developer's ./var: every test gets its own RDTF_HOME/DAGSTER_HOME."""
+    home = tmp_path_factory.mktemp("rdtf_home")
+    monkeypatch.setenv("RDTF_HOME", str(home))
+    monkeypatch.delenv("RDTF_DROPS_ROOT", raising=False)
+    monkeypatch.delenv("RDTF_LAKE_ROOT", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    dh = home / "dagster_home"
+    dh.mkdir()
+    (dh / "dagster.yaml").write_text((Path(__file__).parent.parent / "dagster.yaml").read_text())
+    monkeypatch.setenv("DAGSTER_HOME", str(dh))
+    yield home
+
+
+@pytest.fixture(scope="session")
+def clean_drop(tmp_path_factory) -> Path:
+    """24 well-formed stickers (all formats), drop id 'clean-drop'."""
+    root = tmp_path_factory.mktemp("drops")
+    make_drop(str(root / "clean-drop"), n=24, seed=3, cfg=SMALL, progress=False)
+    return root / "clean-drop"
+
+
+@pytest.fixture(scope="session")
+def faulty_drop(tmp_path_factory) -> tuple[Path, dict[str, list[str]]]:
+    """16 good stickers plus one hostile entry per bad-input class."""
+    root = tmp_path_factory.mktemp("drops")
+    drop = root / "faulty-drop"
+    make_drop(str(drop), n=16, seed=5, cfg=SMALL, progress=False)
+    faults = inject_faults(str(drop), seed=5)
+    return drop, faults
+
+
+def cpu_workers() -> int:
+    return min(2, os.cpu_count() or 1)
