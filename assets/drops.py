@@ -19,7 +19,7 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import fsspec
 
@@ -31,7 +31,7 @@ SAFE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # webdataset keys may not c
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
-class CaptionStatus(str, Enum):
+class CaptionStatus(StrEnum):
     """Quality of a row's caption, stored in the manifest."""
 
     OK = "ok"
@@ -39,7 +39,7 @@ class CaptionStatus(str, Enum):
     INVALID_UTF8 = "invalid_utf8"  # bytes were not UTF-8; caption replaced by ""
 
 
-class CaptionPolicy(str, Enum):
+class CaptionPolicy(StrEnum):
     """What to do with a sticker whose caption is missing or undecodable.
 
     ``keep_empty`` (default) keeps the sticker with an empty caption: RDTF trains with text dropout

@@ -35,7 +35,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from assets import lake
-from assets.drops import CaptionPolicy, CaptionRow, RowReject, join, read_caption_table
+from assets.drops import CaptionPolicy, CaptionRow, join, read_caption_table
 from model.media import DecodeLimits, decode_sticker
 from model.rejects import RejectReason, StickerRejected
 

@@ -183,7 +183,8 @@ class FramePartWriter:
         self.index, self.part_bytes = 0, 0
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
-        self._buf: list[dict] = []
+        self._buf: list[tuple[str, int, np.ndarray, list[int]]] = []  # (key, first frame index, (n, S*S*3), durations)
+        self._buffered = 0  # frames in _buf
         self.n_parts = 0
 
     @property
@@ -193,9 +194,15 @@ class FramePartWriter:
     def add_sticker(self, key: str, frames: np.ndarray, durations_ms: list[int]) -> str:
         """Append one sticker's frames (F, S, S, 3) uint8; returns the part it was written to."""
         part = self.current_part
-        for i in range(frames.shape[0]):
-            self._buf.append({"key": key, "frame_index": i, "duration_ms": int(durations_ms[i]), "frame": frames[i].tobytes()})
-            if len(self._buf) >= self.row_group_frames:
+        F = frames.shape[0]
+        flat = np.ascontiguousarray(frames).reshape(F, -1)  # (F, S*S*3)
+        start = 0
+        while start < F:
+            take = min(F - start, self.row_group_frames - self._buffered)
+            self._buf.append((key, start, flat[start : start + take], durations_ms[start : start + take]))
+            self._buffered += take
+            start += take
+            if self._buffered >= self.row_group_frames:
                 self._write_buf()
         self.part_bytes += frames.nbytes
         if self.part_bytes >= self.part_max_bytes:
@@ -209,8 +216,24 @@ class FramePartWriter:
             self._tmp = self.dir / f".part-{self.index:05d}.tmp-{uuid.uuid4().hex[:8]}"
             self._writer = pq.ParquetWriter(self._tmp, FRAMES_SCHEMA, compression="zstd",
                                             use_dictionary=["key"], write_statistics=["key", "frame_index", "duration_ms"])
-        self._writer.write_table(pa.Table.from_pylist(self._buf, schema=FRAMES_SCHEMA))
-        self._buf = []
+        keys, idx, durs = [], [], []
+        for key, start, flat, d in self._buf:
+            keys += [key] * flat.shape[0]
+            idx += range(start, start + flat.shape[0])
+            durs += [int(x) for x in d]
+        data = np.concatenate([flat for _, _, flat, _ in self._buf])  # (N, S*S*3), one copy
+        N, nbytes = data.shape
+        # Zero-copy binary column over the concatenated frames: building it from Python bytes objects
+        # was the main cost of the write path.
+        offsets = pa.py_buffer((np.arange(N + 1, dtype=np.int64) * nbytes).astype(np.int32 if N * nbytes < 2**31 else np.int64))
+        frame_type = pa.binary() if N * nbytes < 2**31 else pa.large_binary()
+        frame_col = pa.Array.from_buffers(frame_type, N, [None, offsets, pa.py_buffer(data)])
+        table = pa.Table.from_arrays(
+            [pa.array(keys, pa.string()), pa.array(idx, pa.int32()), pa.array(durs, pa.int32()), frame_col.cast(pa.binary())],
+            schema=FRAMES_SCHEMA,
+        )
+        self._writer.write_table(table)
+        self._buf, self._buffered = [], 0
 
     def _close_part(self) -> None:
         self._write_buf()
@@ -230,4 +253,4 @@ class FramePartWriter:
             self._writer.close()
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)
-        self._writer, self._tmp, self._buf = None, None, []
+        self._writer, self._tmp, self._buf, self._buffered = None, None, [], 0

@@ -7,10 +7,10 @@ counted in Dagster asset metadata.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class RejectReason(str, Enum):
+class RejectReason(StrEnum):
     """Why a sticker (or a caption row) was quarantined."""
 
     EMPTY_FILE = "empty_file"  # zero-byte media file

@@ -14,7 +14,8 @@ from pathlib import Path
 
 
 def _cmd_make_drop(args: argparse.Namespace) -> int:
-    from model.synthetic import SyntheticConfig, inject_faults, make_drop
+    from model.synthetic import SyntheticConfig, make_drop
+    from model.synthetic_faults import inject_faults
 
     summary = make_drop(args.out, n=args.n, seed=args.seed, cfg=SyntheticConfig(n=args.n, seed=args.seed),
                         workers=args.workers, progress=not args.quiet)

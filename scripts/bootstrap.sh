@@ -15,7 +15,16 @@ py=${PYTHON:-python3}
 import sys; raise SystemExit(0 if sys.version_info >= (3, 11) else 1)
 PYCHK
 pyver=$("$py" -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')
-key=$(cat "$root/pyproject.toml" "$root/constraints.txt" | sha256sum | cut -c1-16)
+# The key covers what is installed (dependency lists, Python floor, constraints), not the whole
+# pyproject.toml, so editing tool settings there does not rebuild the environment.
+key=$("$py" - "$root/pyproject.toml" "$root/constraints.txt" <<'PYKEY'
+import hashlib, json, sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+spec = {k: project.get(k) for k in ("requires-python", "dependencies", "optional-dependencies")}
+blob = json.dumps(spec, sort_keys=True).encode() + open(sys.argv[2], "rb").read()
+print(hashlib.sha256(blob).hexdigest()[:16])
+PYKEY
+)
 cache=${RDTF_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/rdtf-stickers/venvs}
 deps="$cache/deps-$pyver-$key"
 mkdir -p "$cache"

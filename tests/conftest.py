@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from model.synthetic import SyntheticConfig, inject_faults, make_drop
+from model.synthetic import SyntheticConfig, make_drop
+from model.synthetic_faults import inject_faults
 
 # Small canvases keep the suite fast on a 2-core CI machine; every code path is still exercised.
 SMALL = SyntheticConfig(min_size=48, max_size=96, max_frames=40)
@@ -38,10 +39,10 @@ def clean_drop(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def faulty_drop(tmp_path_factory) -> tuple[Path, dict[str, list[str]]]:
-    """16 good stickers plus one hostile entry per bad-input class."""
+    """60 good stickers plus one hostile entry per bad-input class (~20 % of rows rejected)."""
     root = tmp_path_factory.mktemp("drops")
     drop = root / "faulty-drop"
-    make_drop(str(drop), n=16, seed=5, cfg=SMALL, progress=False)
+    make_drop(str(drop), n=60, seed=5, cfg=SMALL, progress=False)
     faults = inject_faults(str(drop), seed=5)
     return drop, faults
 

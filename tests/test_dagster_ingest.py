@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context, materialize
+from dagster._core.errors import DagsterInvalidConfigError
 
 from assets import lake
 from assets.ingest import INGEST_ASSET, REJECT_RATE_CHECK, ingested_stickers
@@ -104,10 +106,12 @@ def test_reject_rate_check_fails_above_threshold_but_keeps_good_data(tmp_path, f
 def test_bad_run_config_is_a_clear_error(tmp_path, clean_drop):
     instance = DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("drops", [clean_drop.name])
-    result = materialize([ingested_stickers], partition_key=clean_drop.name, instance=instance,
-                         resources=_resources(clean_drop.parent, tmp_path / "lake"),
-                         run_config=_run_config(caption_policy="drop_it"), raise_on_error=False)
-    assert not result.success
+    with pytest.raises(DagsterInvalidConfigError, match="caption_policy") as exc:
+        materialize([ingested_stickers], partition_key=clean_drop.name, instance=instance,
+                    resources=_resources(clean_drop.parent, tmp_path / "lake"),
+                    run_config=_run_config(caption_policy="drop_it"), raise_on_error=False)
+    assert "keep_empty" in str(exc.value) or "CaptionPolicy" in str(exc.value)
+    assert not (tmp_path / "lake").exists()  # nothing half-written
 
 
 def test_cli_make_drop_and_ingest(tmp_path):

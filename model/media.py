@@ -1,0 +1,647 @@
+"""Decoding (and, for synthetic data, encoding) of animated stickers.
+
+Why this module exists: the ingest stage receives untrusted bytes in five container formats
+(GIF, animated WebP, APNG, MP4, WebM) and must turn each into a fixed-size RGB clip for the RDTF
+model, or quarantine it with a stable reject code. Three properties matter more than speed:
+
+* **Correct compositing.** Animated image formats store frames as sub-rectangles blended onto a
+  persistent canvas (GIF disposal methods, APNG dispose/blend ops, WebP ANMF frames). Pillow's
+  frame-by-frame seeking composites GIF and WebP correctly; for APNG it does not (see
+  ``_iter_apng``), so we keep our own APNG canvas. The tests check all of it against hand-built
+  files. Alpha is composited onto a background colour at native resolution *before* resizing,
+  so the colour of invisible pixels never bleeds into edges.
+* **Bounded memory / bomb safety.** Pixel and frame limits are checked from the header before any
+  frame is decoded (a 30000x30000 GIF is a few dozen bytes), and decoding streams frame by frame,
+  keeping only the resized output.
+* **No leaking exceptions.** Every failure is a ``StickerRejected`` with a ``RejectReason``, so one
+  bad file never kills an ingest partition.
+
+Conventions: durations are integer milliseconds. A missing duration, or one <= 10 ms, is read as
+100 ms -- what browsers do for GIF "0-delay" frames; we apply it to every image format so a
+degenerate delay never yields an absurd fps. Video durations are ``round(1000 / fps)``. decord
+decodes to RGB only, so ``has_alpha`` is always False for MP4/WebM. GIF disposal 2 follows Pillow:
+restore to transparent when the GIF has a transparent index, else to the logical screen's
+background colour (browsers always clear to transparent; only GIFs without transparency differ).
+
+No torch and no Dagster imports: this runs inside ingest worker processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import math
+import struct
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from fractions import Fraction
+
+import numpy as np
+from PIL import Image
+
+from model.rejects import RejectReason, StickerRejected
+
+FrameIter = Iterator[tuple[np.ndarray, int]]  # (H, W, C) uint8 frame, duration_ms
+
+
+class MediaFormat(str, Enum):  # noqa: UP042 - same style as RejectReason; values are stored
+    GIF = "gif"
+    WEBP = "webp"
+    APNG = "apng"
+    PNG = "png"  # static PNG: recognised so it is rejected as TOO_FEW_FRAMES, not UNSUPPORTED_FORMAT
+    MP4 = "mp4"
+    WEBM = "webm"
+
+
+_PILLOW_PLUGIN = {
+    MediaFormat.GIF: "GIF",
+    MediaFormat.WEBP: "WEBP",
+    MediaFormat.APNG: "PNG",
+    MediaFormat.PNG: "PNG",
+}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# ISO-BMFF brands that are still images (HEIF/AVIF), not video: decord cannot read them.
+_BMFF_IMAGE_BRANDS = frozenset({b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"})
+_DEFAULT_DURATION_MS = 100  # browsers' value for GIF frames with delay <= 10 ms
+_MIN_HONOURED_DURATION_MS = 10
+_VIDEO_CHUNK_PIXELS = 8 * 1024 * 1024  # native pixels per decord batch: 8 Mpx = 24 MB of RGB
+_VIDEO_MAX_CHUNK = 32
+
+
+def sniff_format(data: bytes) -> MediaFormat | None:
+    """Identify the container by magic bytes only (file extensions of scraped stickers lie)."""
+    head = bytes(data[:16])
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return MediaFormat.GIF
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return MediaFormat.WEBP
+    if head[:8] == _PNG_SIGNATURE:
+        return MediaFormat.APNG if _png_has_actl(data) else MediaFormat.PNG
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        return None if head[8:12] in _BMFF_IMAGE_BRANDS else MediaFormat.MP4
+    if head[:4] == b"\x1a\x45\xdf\xa3":  # EBML: WebM and Matroska share it
+        return MediaFormat.WEBM
+    return None
+
+
+def _png_has_actl(data: bytes) -> bool:
+    """APNG = PNG whose acTL chunk precedes the first IDAT (spec requirement)."""
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        ctype = data[pos + 4 : pos + 8]
+        if ctype in (b"acTL", b"IDAT"):
+            return ctype == b"acTL"
+        pos += 12 + length  # length + type + payload + crc
+    return False
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    max_frames: int = 512
+    min_frames: int = 2
+    max_frame_pixels: int = 4096 * 4096
+    max_total_pixels: int = 1 << 31
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.min_frames <= self.max_frames):
+            raise ValueError(f"need 1 <= min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
+        if self.max_frame_pixels < 1 or self.max_total_pixels < 1:
+            raise ValueError("pixel limits must be positive")
+
+
+@dataclass
+class DecodedSticker:
+    frames: np.ndarray  # (F, size, size, 3) uint8
+    durations_ms: list[int]
+    fps: float
+    width: int
+    height: int
+    has_alpha: bool
+    format: MediaFormat
+
+
+@dataclass(frozen=True)
+class _Header:  # what is known about a stream before decoding its first frame
+    format: MediaFormat
+    width: int
+    height: int
+    n_frames: int
+    avg_fps: float | None  # video only
+
+
+@contextlib.contextmanager
+def _guard(what: str) -> Iterator[None]:
+    """Map decoder exceptions to reject codes. Never spans a ``yield`` of the frame generators."""
+    try:
+        with warnings.catch_warnings():
+            # Our DecodeLimits decide what is too big; Pillow's warning threshold is irrelevant.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    except StickerRejected:
+        raise
+    except Image.DecompressionBombError as e:
+        # Pillow's hard ceiling (2 * Image.MAX_IMAGE_PIXELS, ~179 Mpx) still applies; far above ours.
+        raise StickerRejected(RejectReason.PIXEL_LIMIT, f"{what}: {e}") from e
+    except MemoryError as e:
+        raise StickerRejected(RejectReason.PIXEL_LIMIT, f"{what}: out of memory ({e})") from e
+    except Exception as e:  # noqa: BLE001 - any decoder failure means a corrupt/truncated stream
+        raise StickerRejected(RejectReason.DECODE_ERROR, f"{what}: {type(e).__name__}: {e}") from e
+
+
+def _check_header(h: _Header, limits: DecodeLimits) -> None:
+    """All limit checks that need only the header; run before any frame is decoded."""
+    frame_px, total_px = h.width * h.height, h.width * h.height * h.n_frames
+    if h.width <= 0 or h.height <= 0:
+        raise StickerRejected(RejectReason.DECODE_ERROR, f"invalid canvas size {h.width}x{h.height}")
+    if frame_px > limits.max_frame_pixels:
+        msg = (
+            f"canvas {h.width}x{h.height} = {frame_px} px exceeds max_frame_pixels={limits.max_frame_pixels}"
+        )
+        raise StickerRejected(RejectReason.PIXEL_LIMIT, msg)
+    if h.n_frames > limits.max_frames:
+        raise StickerRejected(
+            RejectReason.TOO_MANY_FRAMES, f"{h.n_frames} frames > max_frames={limits.max_frames}"
+        )
+    if h.n_frames < limits.min_frames:
+        raise StickerRejected(
+            RejectReason.TOO_FEW_FRAMES, f"{h.n_frames} frame(s) < min_frames={limits.min_frames}"
+        )
+    if total_px > limits.max_total_pixels:
+        msg = f"{h.width}x{h.height}x{h.n_frames} = {total_px} px exceeds max_total_pixels={limits.max_total_pixels}"
+        raise StickerRejected(RejectReason.PIXEL_LIMIT, msg)
+
+
+def _normalise_duration(raw: float | None) -> int:
+    return _DEFAULT_DURATION_MS if raw is None or raw <= _MIN_HONOURED_DURATION_MS else int(round(raw))
+
+
+# --------------------------------------------------------------------------- image formats (Pillow)
+
+
+def _open_image(data: bytes, fmt: MediaFormat, limits: DecodeLimits) -> tuple[_Header, FrameIter]:
+    if fmt is MediaFormat.GIF and not data.rstrip(b"\x00").endswith(b"\x3b"):
+        # Pillow silently drops a partially written last frame; a missing trailer means truncation.
+        raise StickerRejected(RejectReason.DECODE_ERROR, "GIF has no trailer byte 0x3B: file is truncated")
+    with _guard(f"opening {fmt.value}"):
+        im = Image.open(io.BytesIO(data), formats=[_PILLOW_PLUGIN[fmt]])  # parses headers only
+    W, H = im.size
+    # Cheap canvas check first: counting GIF frames walks the whole file.
+    _check_header(_Header(fmt, W, H, limits.min_frames, None), limits)
+    with _guard(f"counting {fmt.value} frames"):
+        n_frames = int(getattr(im, "n_frames", 1))
+        # Pillow sets info["default_image"] when the IDAT is a static fallback outside the animation
+        # (no fcTL before it) and counts it as frame 0; browsers never show it.
+        skip = 1 if fmt is MediaFormat.APNG and im.info.get("default_image") else 0
+    header = _Header(fmt, W, H, n_frames - skip, None)
+    _check_header(header, limits)
+    frames = _iter_apng(im, header, skip) if fmt is MediaFormat.APNG else _iter_pillow(im, header, limits)
+    return header, frames
+
+
+def _iter_pillow(im: Image.Image, header: _Header, limits: DecodeLimits) -> FrameIter:
+    """GIF / WebP / PNG: Pillow's seek composites the canvas (GIF disposal, libwebp's AnimDecoder)."""
+    W, H = header.width, header.height
+    try:
+        for i in range(header.n_frames):
+            with _guard(f"{header.format.value} frame {i}"):
+                im.seek(i)
+                # Pillow grows a GIF canvas when a later frame lies outside it; check before loading.
+                if im.size[0] * im.size[1] > limits.max_frame_pixels:
+                    raise StickerRejected(RejectReason.PIXEL_LIMIT, f"frame {i} grows canvas to {im.size}")
+                rgba = np.asarray(im.convert("RGBA"))  # (h, w, 4): the composited canvas
+                # WebP only knows a frame's duration once it is loaded, hence after convert().
+                duration = _normalise_duration(im.info.get("duration"))
+            yield rgba[:H, :W], duration  # clip a grown canvas to the logical screen, like browsers
+    finally:
+        im.close()
+
+
+def _blend_over(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Porter-Duff 'over' for straight-alpha (h, w, 4) uint8 images."""
+    sa = src[..., 3:4].astype(np.float32) / 255.0  # (h, w, 1)
+    da = dst[..., 3:4].astype(np.float32) / 255.0
+    out_a = sa + da * (1.0 - sa)
+    rgb = src[..., :3] * sa + dst[..., :3] * (da * (1.0 - sa))
+    rgb = np.divide(rgb, out_a, out=np.zeros_like(rgb), where=out_a > 0)
+    out = np.concatenate([rgb, out_a * 255.0], axis=2)  # (h, w, 4)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _iter_apng(im: Image.Image, header: _Header, skip: int) -> FrameIter:
+    """APNG on our own canvas. Pillow's OP_OVER is a masked paste that also interpolates the alpha
+    channel (50% green over opaque red gives alpha 191, not 255), and Pillow starts the animation
+    on top of a non-animated default image instead of a transparent canvas. So Pillow only decodes
+    each frame's raw region (forced to OP_SOURCE so it does not blend) and we apply the ops per spec.
+    """
+    from PIL.PngImagePlugin import Blend, Disposal
+
+    W, H = header.width, header.height
+    canvas = np.zeros((H, W, 4), np.uint8)  # APNG: the canvas starts fully transparent black
+    try:
+        for i in range(skip, skip + header.n_frames):
+            with _guard(f"apng frame {i - skip}"):
+                im.seek(i)
+                x0, y0, x1, y1 = (int(v) for v in im.dispose_extent)
+                if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
+                    raise StickerRejected(
+                        RejectReason.DECODE_ERROR, f"frame region {(x0, y0, x1, y1)} off canvas"
+                    )
+                dispose_op, blend_op = im.dispose_op, im.blend_op
+                im.blend_op = Blend.OP_SOURCE  # read by load(): makes Pillow skip its own blend
+                patch = np.asarray(im.crop((x0, y0, x1, y1)).convert("RGBA"))  # (h, w, 4) raw frame
+                duration = _normalise_duration(im.info.get("duration"))
+            region = canvas[y0:y1, x0:x1]  # a view: writes go to the canvas
+            saved = region.copy() if dispose_op == Disposal.OP_PREVIOUS else None
+            region[...] = _blend_over(patch, region) if blend_op == Blend.OP_OVER else patch
+            yield canvas.copy(), duration
+            if dispose_op == Disposal.OP_BACKGROUND:
+                region[...] = 0
+            elif saved is not None:  # OP_PREVIOUS (on the first frame this equals OP_BACKGROUND)
+                region[...] = saved
+    finally:
+        im.close()
+
+
+# --------------------------------------------------------------------------- video (PyAV probe + decord)
+
+
+def _bmff_truncation(data: bytes) -> str | None:
+    """Walk top-level ISO-BMFF boxes; a box running past EOF means the file was cut short."""
+    pos = 0
+    while pos + 8 <= len(data):
+        size, box = struct.unpack(">I4s", data[pos : pos + 8])
+        if size == 1:  # 64-bit largesize follows the type
+            if pos + 16 > len(data):
+                return f"box {box!r} header cut at offset {pos}"
+            (size,) = struct.unpack(">Q", data[pos + 8 : pos + 16])
+        elif size == 0:  # box extends to end of file
+            return None
+        if size < 8 or pos + size > len(data):
+            return f"box {box!r} at offset {pos} has size {size}, only {len(data) - pos} bytes left"
+        pos += size
+    return None
+
+
+def _ebml_vint(data: bytes, pos: int, keep_marker: bool) -> tuple[int, int, bool]:
+    """Read an EBML variable-length integer: (value, new_pos, all_value_bits_set)."""
+    if pos >= len(data) or data[pos] == 0:
+        raise ValueError(f"bad EBML vint at offset {pos}")
+    length = 9 - data[pos].bit_length()
+    if pos + length > len(data):
+        raise ValueError(f"EBML vint at offset {pos} cut short")
+    value, all_ones = int.from_bytes(data[pos : pos + length], "big"), (1 << (7 * length)) - 1
+    return (value if keep_marker else value & all_ones), pos + length, value & all_ones == all_ones
+
+
+def _ebml_truncation(data: bytes) -> str | None:
+    """A Matroska Segment whose declared size exceeds the rest of the file was cut short.
+    Seekable muxers back-patch the size; live streams write 'unknown' and cannot be checked."""
+    try:
+        _, pos, _ = _ebml_vint(data, 0, keep_marker=True)  # EBML header ID
+        size, pos, _ = _ebml_vint(data, pos, keep_marker=False)
+        seg_id, pos, _ = _ebml_vint(data, pos + size, keep_marker=True)
+        if seg_id != 0x18538067:
+            return f"expected a Segment after the EBML header, found element 0x{seg_id:X}"
+        size, pos, unknown = _ebml_vint(data, pos, keep_marker=False)
+    except ValueError as e:
+        return str(e)
+    return (
+        None if unknown or pos + size <= len(data) else f"Segment needs {size} bytes, {len(data) - pos} left"
+    )
+
+
+def _open_video(data: bytes, fmt: MediaFormat, limits: DecodeLimits) -> tuple[_Header, FrameIter]:
+    # decord/FFmpeg happily decode a cut-off file (fewer frames, or a torn last frame): check the
+    # container structure ourselves.
+    problem = _bmff_truncation(data) if fmt is MediaFormat.MP4 else _ebml_truncation(data)
+    if problem is not None:
+        raise StickerRejected(RejectReason.DECODE_ERROR, f"{fmt.value} container is truncated: {problem}")
+    import av
+    import decord
+
+    # decord has no width/height API short of decoding a frame; PyAV reads them from the header.
+    with _guard(f"probing {fmt.value}"), av.open(io.BytesIO(data), mode="r") as container:
+        if not container.streams.video:
+            raise StickerRejected(RejectReason.DECODE_ERROR, f"{fmt.value} container has no video stream")
+        W, H = container.streams.video[0].codec_context.width, container.streams.video[0].codec_context.height
+    _check_header(_Header(fmt, W, H, limits.min_frames, None), limits)  # before decord touches a frame
+    with _guard(f"opening {fmt.value} with decord"):
+        # decord reads file-like objects from memory (it copies the bytes): no temp file needed.
+        # One thread: ingest parallelises across processes.
+        vr = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
+        n_frames, fps = len(vr), float(vr.get_avg_fps())
+    if not math.isfinite(fps) or fps <= 0:
+        raise StickerRejected(
+            RejectReason.DECODE_ERROR, f"{fmt.value} stream has no usable frame rate ({fps})"
+        )
+    header = _Header(fmt, W, H, n_frames, fps)
+    _check_header(header, limits)
+    return header, _iter_decord(vr, header, data)
+
+
+def _iter_decord(vr, header: _Header, data: bytes) -> FrameIter:
+    duration = int(round(1000.0 / header.avg_fps))
+    chunk = max(1, min(_VIDEO_MAX_CHUNK, _VIDEO_CHUNK_PIXELS // (header.width * header.height)))
+    for start in range(0, header.n_frames, chunk):
+        idx = list(range(start, min(header.n_frames, start + chunk)))
+        try:
+            batch = vr.get_batch(idx)
+            # decord returns its own NDArray unless a global bridge (e.g. torch) was set elsewhere.
+            batch = batch.asnumpy() if hasattr(batch, "asnumpy") else np.asarray(batch)  # (B, H, W, 3)
+        except Exception:  # noqa: BLE001 - decord raises its own DECORDError types
+            # decord 0.6 mis-computes row strides for some narrow frames (e.g. 48 or 72 px wide:
+            # "from_size == to_size (9216 vs. 6912)"); PyAV decodes the same stream correctly.
+            yield from itertools.islice(_iter_pyav(data, header, duration), start, None)
+            return
+        if batch.shape != (len(idx), header.height, header.width, 3):
+            raise StickerRejected(
+                RejectReason.DECODE_ERROR, f"decord returned a batch of shape {batch.shape}"
+            )
+        yield from ((frame, duration) for frame in batch)
+
+
+def _iter_pyav(data: bytes, header: _Header, duration: int) -> FrameIter:
+    """Fallback video decoder (FFmpeg through PyAV), frame by frame."""
+    import av
+
+    n = 0
+    with _guard(f"decoding {header.format.value} with PyAV"), av.open(io.BytesIO(data), mode="r") as container:
+        stream = container.streams.video[0]
+        stream.thread_count = 1
+        for frame in container.decode(stream):
+            if n >= header.n_frames:
+                break
+            yield frame.to_ndarray(format="rgb24"), duration  # (H, W, 3)
+            n += 1
+    if n != header.n_frames:
+        raise StickerRejected(RejectReason.DECODE_ERROR, f"PyAV decoded {n} frames, decord counted {header.n_frames}")
+
+
+# --------------------------------------------------------------------------- public decoding API
+
+
+def _open_media(data: bytes, limits: DecodeLimits) -> tuple[_Header, FrameIter]:
+    if not data:
+        raise StickerRejected(RejectReason.EMPTY_FILE, "zero-byte media file")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise StickerRejected(
+            RejectReason.UNSUPPORTED_FORMAT, f"unrecognised magic bytes {bytes(data[:12])!r}"
+        )
+    if fmt in (MediaFormat.MP4, MediaFormat.WEBM):
+        return _open_video(data, fmt, limits)
+    return _open_image(data, fmt, limits)
+
+
+def iter_rgba_frames(data: bytes, limits: DecodeLimits = DecodeLimits()) -> FrameIter:
+    """Yield ``((H, W, 4) uint8 composited canvas, duration_ms)`` per frame at native size.
+
+    Works for every format: video frames come back with alpha = 255 (decord has no alpha).
+    Being a generator, validation errors are raised on the first ``next()``, not at call time.
+    """
+    header, frames = _open_media(data, limits)
+    count = 0
+    for frame, duration in frames:
+        count += 1
+        if frame.shape[2] == 3:  # video
+            frame = np.concatenate(
+                [frame, np.full((*frame.shape[:2], 1), 255, np.uint8)], axis=2
+            )  # (H, W, 4)
+        yield frame, duration
+    if count != header.n_frames:
+        raise StickerRejected(
+            RejectReason.DECODE_ERROR, f"header promised {header.n_frames} frames, got {count}"
+        )
+
+
+def decode_sticker(
+    data: bytes, *, size: int = 256, background: tuple[int, int, int] = (255, 255, 255),
+    limits: DecodeLimits = DecodeLimits(),
+) -> DecodedSticker:  # fmt: skip
+    """Decode an animated sticker to ``(F, size, size, 3)`` uint8 frames, streaming frame by frame.
+
+    Native-resolution frames are dropped as soon as they are resized, so peak memory is
+    ``F * size^2 * 3`` plus one native frame (one bounded decord chunk for video).
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    header, frames = _open_media(data, limits)
+    out = np.empty((header.n_frames, size, size, 3), dtype=np.uint8)  # (F, S, S, 3), F from the header
+    durations: list[int] = []
+    has_alpha = False
+    for i, (frame, duration) in enumerate(frames):
+        if i >= header.n_frames:
+            raise StickerRejected(
+                RejectReason.DECODE_ERROR, f"more frames than the header's {header.n_frames}"
+            )
+        has_alpha = has_alpha or (frame.shape[2] == 4 and bool(frame[..., 3].min() < 255))
+        out[i] = fit_to_square(frame, size, background)
+        durations.append(duration)
+    F = len(durations)
+    if F != header.n_frames:
+        raise StickerRejected(
+            RejectReason.DECODE_ERROR, f"header promised {header.n_frames} frames, decoded {F}"
+        )
+    fps = header.avg_fps if header.avg_fps is not None else 1000.0 / (sum(durations) / F)
+    return DecodedSticker(out, durations, float(fps), header.width, header.height, has_alpha, header.format)
+
+
+def fit_to_square(rgba_or_rgb: np.ndarray, size: int, background: Sequence[int]) -> np.ndarray:
+    """Composite onto ``background`` at native resolution, resize (LANCZOS) keeping aspect, pad centred.
+
+    Returns ``(size, size, 3)`` uint8. Compositing first matters: resampling straight-alpha RGBA
+    would blend the arbitrary colour of fully transparent pixels into visible edges.
+    """
+    arr = np.asarray(rgba_or_rgb)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"expected (H, W, 3|4) uint8, got {arr.shape} {arr.dtype}")
+    if len(background) != 3 or not all(0 <= int(c) <= 255 for c in background):
+        raise ValueError(f"background must be 3 ints in 0..255, got {background!r}")
+    H, W = arr.shape[:2]
+    fill = tuple(int(c) for c in background)
+    # Pillow's C paths (alpha_composite, paste) are ~2x faster than the equivalent numpy maths and
+    # give the same integers; compositing still happens at native resolution, before resampling.
+    if arr.shape[2] == 4:
+        im = Image.alpha_composite(Image.new("RGBA", (W, H), fill + (255,)), Image.fromarray(arr, "RGBA")).convert("RGB")
+    else:
+        im = Image.fromarray(arr, "RGB")
+    scale = size / max(H, W)
+    new_w, new_h = max(1, round(W * scale)), max(1, round(H * scale))
+    if (new_w, new_h) != (W, H):
+        im = im.resize((new_w, new_h), Image.Resampling.LANCZOS)
+    if (new_w, new_h) == (size, size):
+        return np.asarray(im)
+    out = Image.new("RGB", (size, size), fill)
+    out.paste(im, ((size - new_w) // 2, (size - new_h) // 2))
+    return np.asarray(out)  # (size, size, 3) uint8
+
+
+# --------------------------------------------------------------------------- encoding (tests, synthetic data)
+
+# Quality-oriented, single-threaded settings (one thread is what makes x264/libvpx bit-exact). x264's
+# macroblock-tree rate control also gave run-to-run differences on small frames (<= ~96 px, varying
+# with heap state, i.e. it reads uninitialised memory), so it is switched off.
+_CODEC_OPTIONS = {
+    "libx264": {"crf": "18", "preset": "medium", "threads": "1", "x264-params": "mbtree=0"},
+    "mpeg4": {"qmin": "1", "qmax": "3", "threads": "1"},
+    "libvpx-vp9": {"crf": "24", "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "0", "threads": "1"},
+    "libvpx": {"crf": "8", "b": "4M", "deadline": "good", "cpu-used": "4", "threads": "1"},
+}
+_CODEC_PREFERENCE = {MediaFormat.MP4: ("libx264", "mpeg4"), MediaFormat.WEBM: ("libvpx-vp9", "libvpx")}
+
+
+def _pick_video_codec(fmt: MediaFormat) -> str:
+    import av
+
+    if fmt not in _CODEC_PREFERENCE:
+        raise ValueError(f"encode_video supports MP4/WEBM, got {fmt}")
+    for name in _CODEC_PREFERENCE[fmt]:
+        try:
+            av.codec.Codec(name, "w")  # codecs_available also lists decoders, so ask for the encoder
+            return name
+        except Exception:  # noqa: BLE001 - PyAV's exception type for unknown codecs varies by version
+            continue
+    raise RuntimeError(f"PyAV has none of the encoders {_CODEC_PREFERENCE[fmt]} for {fmt.value}")
+
+
+def _rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 limited-range RGB -> yuv420p laid out as PyAV's ``(H * 3 // 2, W)`` array.
+
+    Done in numpy so the matrix and chroma filter are explicit rather than whatever swscale build
+    and flags are installed. 601 is what decoders assume for untagged SD streams.
+    """
+    H, W, _ = rgb.shape
+    r, g, b = (rgb[..., c].astype(np.float32) for c in range(3))  # each (H, W)
+    y = 16.0 + 0.256788 * r + 0.504129 * g + 0.097906 * b
+    cb = 128.0 - 0.148223 * r - 0.290993 * g + 0.439216 * b
+    cr = 128.0 + 0.439216 * r - 0.367788 * g - 0.071427 * b
+    cb, cr = (c.reshape(H // 2, 2, W // 2, 2).mean(axis=(1, 3)) for c in (cb, cr))  # (H/2, W/2): 4:2:0
+    planes = [np.clip(np.rint(p), 0, 255).astype(np.uint8).reshape(-1) for p in (y, cb, cr)]
+    return np.concatenate(planes).reshape(H * 3 // 2, W)
+
+
+def encode_video(frames_rgb: np.ndarray, fps: float, fmt: MediaFormat) -> bytes:
+    """Encode ``(F, H, W, 3)`` uint8 RGB as MP4 (H.264, else MPEG-4 part 2) or WebM (VP9, else VP8).
+
+    yuv420p needs even dimensions, so odd sizes are padded by edge replication (right/bottom): the
+    decoded width/height are then the padded ones. Deterministic: numpy colour conversion, one
+    encoder thread and ``fflags=+bitexact`` (without it the Matroska muxer writes a random segment
+    UID), so the same input gives the same bytes with the same FFmpeg/x264/libvpx build.
+    """
+    import av
+
+    frames = np.asarray(frames_rgb)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3 or frames.shape[0] < 1:
+        raise ValueError(f"expected (F, H, W, 3) uint8 with F >= 1, got {frames.shape} {frames.dtype}")
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be positive, got {fps}")
+    _, H, W, _ = frames.shape
+    if H % 2 or W % 2:
+        frames = np.pad(frames, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")  # (F, H', W', 3)
+    codec = _pick_video_codec(fmt)
+    rate = Fraction(fps).limit_denominator(1001)
+    buf = io.BytesIO()
+    container_format = "mp4" if fmt is MediaFormat.MP4 else "webm"
+    with av.open(buf, mode="w", format=container_format, container_options={"fflags": "+bitexact"}) as out:
+        stream = out.add_stream(codec, rate=rate, options=dict(_CODEC_OPTIONS[codec]))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.thread_count = 1
+        for i, frame in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(_rgb_to_yuv420p(frame), format="yuv420p")
+            vf.pts, vf.time_base = i, 1 / rate
+            for packet in stream.encode(vf):
+                out.mux(packet)
+        for packet in stream.encode():  # flush delayed frames
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def _gif_palette_frames(rgba: np.ndarray) -> tuple[list[Image.Image], int | None]:
+    """Map ``(F, H, W, 4)`` frames to 'P' images sharing one global palette (+ a transparent index).
+
+    Alpha is binarised at 128 (GIF has 1-bit transparency). With <= 255 distinct opaque colours
+    across all frames the palette is exact; otherwise a median-cut palette is fitted to all frames
+    (no dithering, so the output is deterministic and flat areas stay flat).
+    """
+    F, H, W, _ = rgba.shape
+    transparent = rgba[..., 3] < 128  # (F, H, W)
+    use_alpha = bool(transparent.any())
+    rgb = rgba[..., :3]
+    keys = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+    opaque_keys = np.unique(keys[~transparent]) if (~transparent).any() else np.zeros(1, np.uint32)
+    n_colours = 255 if use_alpha else 256
+    if len(opaque_keys) <= n_colours:
+        palette = np.stack([(opaque_keys >> 16) & 255, (opaque_keys >> 8) & 255, opaque_keys & 255], 1)
+        index = np.searchsorted(opaque_keys, keys).astype(np.uint8)  # (F, H, W); exact for opaque pixels
+    else:
+        mosaic = Image.fromarray(np.ascontiguousarray(rgb).reshape(F * H, W, 3), "RGB")  # frames stacked
+        quant = mosaic.quantize(colors=n_colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        index = np.asarray(quant).reshape(F, H, W).copy()  # (F, H, W)
+        palette = np.asarray(quant.getpalette()[: 3 * n_colours], np.uint8).reshape(-1, 3)
+    transparency = None
+    if use_alpha:
+        transparency = len(palette)
+        index[transparent] = transparency
+        palette = np.concatenate([palette, np.zeros((1, 3), palette.dtype)])
+    flat_palette = palette.astype(np.uint8).reshape(-1).tolist()
+    images = [Image.fromarray(np.ascontiguousarray(idx), "P") for idx in index]
+    for p in images:
+        p.putpalette(flat_palette)
+    return images, transparency
+
+
+def encode_animated(
+    frames_rgba: list[np.ndarray], durations_ms: list[int], fmt: MediaFormat, *, loop: int = 0
+) -> bytes:
+    """Encode ``(H, W, 4)`` (or ``(H, W, 3)``) uint8 frames as animated GIF, lossless WebP or APNG.
+
+    Deterministic (no dithering, fixed settings). Caveats inherited from the encoders: all three merge
+    *identical consecutive* frames into one with the summed duration, and GIF stores delays in 10 ms
+    units with 1-bit alpha (alpha < 128 becomes transparent; disposal 2 so holes stay transparent).
+    """
+    if fmt not in (MediaFormat.GIF, MediaFormat.WEBP, MediaFormat.APNG):
+        raise ValueError(f"encode_animated supports GIF/WEBP/APNG, got {fmt}")
+    frames = [np.asarray(f) for f in frames_rgba]
+    if not frames or len(frames) != len(durations_ms):
+        raise ValueError(
+            f"need >= 1 frame and one duration per frame, got {len(frames)} / {len(durations_ms)}"
+        )
+    if any(
+        f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] not in (3, 4) or f.shape != frames[0].shape
+        for f in frames
+    ):
+        raise ValueError("frames must all be (H, W, 3|4) uint8 of the same shape")
+    rgba = np.stack(frames)  # (F, H, W, C)
+    if rgba.shape[3] == 3:
+        rgba = np.concatenate([rgba, np.full((*rgba.shape[:3], 1), 255, np.uint8)], axis=3)  # (F, H, W, 4)
+    durations = [int(d) for d in durations_ms]
+    if min(durations) <= 0:
+        raise ValueError(f"durations must be positive, got {durations}")
+    buf = io.BytesIO()
+    common = {"save_all": True, "duration": durations, "loop": loop}
+    if fmt is MediaFormat.GIF:
+        images, transparency = _gif_palette_frames(rgba)
+        extra: dict = {"disposal": 1, "optimize": False}
+        if transparency is not None:
+            extra.update(disposal=2, transparency=transparency, background=transparency)
+        images[0].save(buf, format="GIF", append_images=images[1:], **common, **extra)
+    else:
+        images = [Image.fromarray(f, "RGBA") for f in rgba]
+        if fmt is MediaFormat.WEBP:
+            extra = {"lossless": True, "quality": 100, "method": 4, "exact": True, "allow_mixed": False}
+            images[0].save(buf, format="WEBP", append_images=images[1:], **common, **extra)
+        else:  # APNG: the first frame is also the default image; no blending, no disposal
+            extra = {
+                "default_image": False,
+                "disposal": 0,
+                "blend": 0,
+                "optimize": False,
+                "compress_level": 6,
+            }
+            images[0].save(buf, format="PNG", append_images=images[1:], **common, **extra)
+    return buf.getvalue()
