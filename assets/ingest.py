@@ -26,7 +26,7 @@ from assets.drops import CaptionPolicy
 from assets.ingest_engine import IngestReport, IngestSettings, ingest_drop
 from assets.partitions import drop_partitions
 from assets.resources import LakeResource
-from model.media import DecodeLimits
+from model.media import DecodeLimits, Resample
 
 INGEST_ASSET = "ingested_stickers"
 REJECT_RATE_CHECK = "reject_rate_below_threshold"
@@ -37,6 +37,7 @@ class IngestConfig(Config):
 
     size: int = Field(256, description="Stored frame size in pixels (square; aspect kept with padding).")
     background: list[int] = Field([255, 255, 255], description="RGB that transparent pixels are composited onto.")
+    resample: Resample = Field(Resample.BICUBIC, description="Resize filter: bicubic, lanczos or bilinear.")
     max_frames: int = Field(512, description="Stickers with more frames are quarantined (too_many_frames).")
     min_frames: int = Field(2, description="Stickers with fewer frames are quarantined (too_few_frames).")
     max_frame_pixels: int = Field(4096 * 4096, description="Canvas width*height cap (decompression bombs).")
@@ -58,6 +59,7 @@ class IngestConfig(Config):
         return IngestSettings(
             size=self.size,
             background=tuple(self.background),
+            resample=self.resample,
             limits=limits,
             max_file_bytes=self.max_file_bytes,
             caption_policy=self.caption_policy,

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from assets import lake
 from assets.drops import CaptionPolicy, CaptionRow, join, read_caption_table
-from model.media import DecodeLimits, decode_sticker
+from model.media import DecodeLimits, Resample, decode_sticker
 from model.rejects import RejectReason, StickerRejected
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 class IngestSettings:
     size: int = 256  # stored frame size (square, aspect kept with padding); 256 px as in the paper
     background: tuple[int, int, int] = (255, 255, 255)  # colour transparent pixels are composited onto
+    resample: Resample = Resample.BICUBIC  # resize filter (bicubic | lanczos | bilinear)
     limits: DecodeLimits = field(default_factory=DecodeLimits)  # frame-count and pixel caps (decompression bombs)
     max_file_bytes: int = 64 << 20  # larger source files are rejected before reading
     caption_policy: CaptionPolicy = CaptionPolicy.KEEP_EMPTY  # missing/undecodable captions: keep or quarantine
@@ -126,7 +127,8 @@ def process_one(task: _Task, settings: IngestSettings) -> dict:
         if len(data) > settings.max_file_bytes:
             raise StickerRejected(RejectReason.FILE_TOO_LARGE, f"{len(data)} bytes > max_file_bytes")
         digest = hashlib.sha256(data).hexdigest()
-        dec = decode_sticker(data, size=settings.size, background=settings.background, limits=settings.limits)
+        dec = decode_sticker(data, size=settings.size, background=settings.background, limits=settings.limits,
+                             resample=settings.resample)
         return {
             "ok": True,
             "hash": digest,

@@ -36,7 +36,7 @@ import struct
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from fractions import Fraction
 
 import numpy as np
@@ -97,6 +97,23 @@ def _png_has_actl(data: bytes) -> bool:
             return ctype == b"acTL"
         pos += 12 + length  # length + type + payload + crc
     return False
+
+
+class Resample(StrEnum):
+    """Resampling filter for the resize to the training resolution.
+
+    ``bicubic`` (default) is Pillow's own default and ~25 % cheaper than ``lanczos``; for the mostly
+    flat-colour sticker art, the two differ by a few grey levels along edges.
+    """
+
+    BICUBIC = "bicubic"
+    LANCZOS = "lanczos"
+    BILINEAR = "bilinear"
+
+    @property
+    def pil(self) -> Image.Resampling:
+        return {"bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
+                "bilinear": Image.Resampling.BILINEAR}[self.value]
 
 
 @dataclass(frozen=True)
@@ -420,7 +437,7 @@ def iter_rgba_frames(data: bytes, limits: DecodeLimits = DecodeLimits()) -> Fram
 
 def decode_sticker(
     data: bytes, *, size: int = 256, background: tuple[int, int, int] = (255, 255, 255),
-    limits: DecodeLimits = DecodeLimits(),
+    limits: DecodeLimits = DecodeLimits(), resample: Resample = Resample.BICUBIC,
 ) -> DecodedSticker:  # fmt: skip
     """Decode an animated sticker to ``(F, size, size, 3)`` uint8 frames, streaming frame by frame.
 
@@ -439,7 +456,7 @@ def decode_sticker(
                 RejectReason.DECODE_ERROR, f"more frames than the header's {header.n_frames}"
             )
         has_alpha = has_alpha or (frame.shape[2] == 4 and bool(frame[..., 3].min() < 255))
-        out[i] = fit_to_square(frame, size, background)
+        out[i] = fit_to_square(frame, size, background, resample)
         durations.append(duration)
     F = len(durations)
     if F != header.n_frames:
@@ -450,8 +467,10 @@ def decode_sticker(
     return DecodedSticker(out, durations, float(fps), header.width, header.height, has_alpha, header.format)
 
 
-def fit_to_square(rgba_or_rgb: np.ndarray, size: int, background: Sequence[int]) -> np.ndarray:
-    """Composite onto ``background`` at native resolution, resize (LANCZOS) keeping aspect, pad centred.
+def fit_to_square(
+    rgba_or_rgb: np.ndarray, size: int, background: Sequence[int], resample: Resample = Resample.BICUBIC
+) -> np.ndarray:
+    """Composite onto ``background`` at native resolution, resize keeping aspect, pad centred.
 
     Returns ``(size, size, 3)`` uint8. Compositing first matters: resampling straight-alpha RGBA
     would blend the arbitrary colour of fully transparent pixels into visible edges.
@@ -472,7 +491,7 @@ def fit_to_square(rgba_or_rgb: np.ndarray, size: int, background: Sequence[int])
     scale = size / max(H, W)
     new_w, new_h = max(1, round(W * scale)), max(1, round(H * scale))
     if (new_w, new_h) != (W, H):
-        im = im.resize((new_w, new_h), Image.Resampling.LANCZOS)
+        im = im.resize((new_w, new_h), Resample(resample).pil)
     if (new_w, new_h) == (size, size):
         return np.asarray(im)
     out = Image.new("RGB", (size, size), fill)
