@@ -28,3 +28,26 @@ class MlflowResource(ConfigurableResource):
     tracking_uri: str  # e.g. sqlite:///var/mlflow.db (default) or http://127.0.0.1:5000
     experiment: str = "rdtf-stickers"  # experiment that training/evaluation runs are logged to
     artifact_location: str | None = None  # where new experiments store artifacts (None: MLflow default)
+
+
+class ClipResource(ConfigurableResource):
+    """The CLIP model used for frame embeddings (and later CLIP similarity).
+
+    Defaults to the random-init ``rdtf-tiny-clip`` preset (no download possible); for real use set
+    ``model="ViT-B-32"`` and ``pretrained`` to a local checkpoint file or a tag cached in ``cache_dir``.
+    """
+
+    model: str = "rdtf-tiny-clip"  # open_clip model name
+    pretrained: str | None = None  # local weights file (.pt/.pth/.bin/.safetensors), cached tag, or None = random
+    cache_dir: str | None = None  # cache holding tagged weights
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (GPU autocast; CPU runs fp32)
+    batch_size: int = 64  # frames per forward pass
+    init_seed: int = 0  # seed of the random initialisation
+    num_workers: int = 1  # DataLoader processes decoding/preprocessing frames
+
+    def spec(self):
+        from model.clip import ClipSpec, Precision
+
+        return ClipSpec(model=self.model, pretrained=self.pretrained, cache_dir=self.cache_dir, device=self.device,
+                        precision=Precision(self.precision), batch_size=self.batch_size, init_seed=self.init_seed)

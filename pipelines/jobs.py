@@ -2,13 +2,16 @@
 
 from dagster import AssetSelection, define_asset_job
 
+from assets.clusters import CLUSTER_ASSET
+from assets.embeddings import EMBED_ASSET
 from assets.ingest import INGEST_ASSET
 from assets.partitions import drop_partitions
+from assets.shards import SHARD_ASSET
 
 # Everything that runs per drop when it arrives (the new-drop sensor launches this).
 drop_data_job = define_asset_job(
     "drop_data_job",
-    selection=AssetSelection.assets(INGEST_ASSET),
+    selection=AssetSelection.assets(INGEST_ASSET, EMBED_ASSET, CLUSTER_ASSET, SHARD_ASSET),
     partitions_def=drop_partitions,
-    description="Per-drop data stages for a newly arrived sticker drop.",
+    description="Per-drop data stages for a new sticker drop: ingest -> CLIP embeddings -> frame clusters/split -> shards.",
 )

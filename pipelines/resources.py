@@ -8,6 +8,8 @@ Environment variables override them without code changes:
 - ``RDTF_DROPS_ROOT``      fsspec URL where drops arrive (e.g. ``s3://bucket/sticker-drops``)
 - ``RDTF_LAKE_ROOT``       local directory for stage outputs
 - ``MLFLOW_TRACKING_URI``  MLflow tracking URI (e.g. ``http://127.0.0.1:5000`` or a Postgres URI)
+- ``RDTF_CLIP_MODEL`` / ``RDTF_CLIP_PRETRAINED`` / ``RDTF_CLIP_CACHE``  CLIP for embeddings (default: random
+  ``rdtf-tiny-clip``; e.g. ``ViT-B-32`` + ``/models/open_clip_vit_b32.safetensors``)
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from assets.resources import LakeResource, MlflowResource
+from assets.resources import ClipResource, LakeResource, MlflowResource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,6 +32,11 @@ def default_resources() -> dict:
         "storage": LakeResource(
             drops_root=os.environ.get("RDTF_DROPS_ROOT", str(home / "drops")),
             lake_root=os.environ.get("RDTF_LAKE_ROOT", str(home / "lake")),
+        ),
+        "clip": ClipResource(
+            model=os.environ.get("RDTF_CLIP_MODEL", "rdtf-tiny-clip"),
+            pretrained=os.environ.get("RDTF_CLIP_PRETRAINED") or None,
+            cache_dir=os.environ.get("RDTF_CLIP_CACHE") or None,
         ),
         "mlflow": MlflowResource(
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
