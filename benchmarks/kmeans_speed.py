@@ -42,6 +42,8 @@ def measure(n_stickers: int, dim: int, seed: int = 0) -> dict:
     """Stickers/s of both implementations on the same synthetic stickers (k in 3..8, n_init=3)."""
     embs = synthetic_embeddings(n_stickers, dim, seed)
     cfg = KMeansConfig(seed=seed)
+    cluster_stickers(embs[:50], cfg)  # warm-up: imports, allocator, BLAS threads
+    cluster_stickers_sklearn(embs[:50], cfg)
     t0 = time.perf_counter()
     cluster_stickers(embs, cfg)
     t_batched = time.perf_counter() - t0
