@@ -55,6 +55,11 @@ class MediaFormat(str, Enum):  # noqa: UP042 - same style as RejectReason; value
     MP4 = "mp4"
     WEBM = "webm"
 
+    @property
+    def extension(self) -> str:
+        """Conventional file extension (APNG files are named .png)."""
+        return "png" if self is MediaFormat.APNG else self.value
+
 
 _PILLOW_PLUGIN = {
     MediaFormat.GIF: "GIF",

@@ -45,14 +45,6 @@ from PIL import Image, ImageDraw, ImageFont
 from model.media import MediaFormat, encode_animated, encode_video
 
 CAPTIONS_FILE = "captions.jsonl"
-EXTENSIONS = {
-    MediaFormat.GIF: "gif",
-    MediaFormat.WEBP: "webp",
-    MediaFormat.APNG: "png",
-    MediaFormat.PNG: "png",
-    MediaFormat.MP4: "mp4",
-    MediaFormat.WEBM: "webm",
-}
 VIDEO_FORMATS = frozenset({MediaFormat.MP4, MediaFormat.WEBM})
 
 
@@ -169,7 +161,7 @@ class SyntheticSticker:
 
     @property
     def filename(self) -> str:
-        return f"{self.id}.{EXTENSIONS[self.fmt]}"
+        return f"{self.id}.{self.fmt.extension}"
 
     @property
     def fps(self) -> float:
