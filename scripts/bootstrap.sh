@@ -56,7 +56,7 @@ PYREQ
   touch "$deps/.complete"   # mtime = last use, for pruning
   # prune: keep the two most recently used dependency venvs
   ls -1dt "$cache"/deps-* 2>/dev/null | tail -n +3 | while read -r old; do
-    [ "$old" = "$deps" ] || { echo "bootstrap: pruning old venv $old" >&2; rm -rf "$old"; }
+    [ "$old" = "$deps" ] || { echo "bootstrap: pruning old venv $old" >&2; rm -rf "$old" "$cache/install-${old##*-}.log"; }
   done
 ) 9>"$cache/.lock"
 

@@ -1,0 +1,460 @@
+"""Text conditioning and the latent autoencoder of the discrete frame generation network (DFGN).
+
+Paper (RDTF, arXiv 2503.17735, Method, "Discrete Frame Generation Network"): "For the text guidance,
+we randomly replace the tokens with the symbol '#' with a probability p to achieve generalization.
+After that, CLIP and T5 text encoder extract the text features, which are mapped to the same space
+through linear layers and fed into the model as text embedding." Table 6: LDM with f = 8 (latent
+32x32x4 for 256 px frames), condition embedding dimension 1024, text sequence length 77.
+
+Choices the paper leaves open, and why:
+
+- **Per-token features.** The U-Net cross-attends to a sequence, so both encoders give per-token
+  states: CLIP's text transformer after ``ln_final`` and *before* pooling/projection (as Stable
+  Diffusion does), T5's ``last_hidden_state``. T5's outputs at padding positions are zeroed: its
+  attention masks pad keys but still emits states for pad queries, which carry no caption content.
+- **Fusion.** Each sequence goes through its own trainable ``nn.Linear`` to ``embed_dim``.
+  ``TextFusion.SUM`` (default) adds the two (B, 77, D) sequences position-wise, which keeps the 77
+  tokens of Table 6; ``CONCAT`` appends them instead (154 tokens) for ablations.
+- **Frozen towers, trainable projections.** CLIP and T5 are frozen and kept *outside* the module
+  registry, so ``parameters()`` / ``state_dict()`` hold only the projections (checkpoints stay small;
+  the towers are reloaded from their own paths); ``.to()`` still moves them.
+- **Word-level "#" dropout.** The caption goes through two different tokenizers (CLIP BPE, T5
+  SentencePiece/bytes), so the only unit both share is the word: :func:`drop_tokens` replaces
+  whitespace-separated words (punctuation stays attached) before tokenisation.
+- **Deterministic latents.** :meth:`Autoencoder.encode` uses the posterior *mean* of the KL VAE, not a
+  sample: the VAE's posterior std is tiny, the diffusion noise dominates anyway, and cached latents
+  and tests stay reproducible.
+
+Weights are never downloaded: every pretrained part loads from a local path (safetensors only, or
+open_clip's ``weights_only`` load), and each has a seeded random-init preset for demos/tests whose
+``info["weights"] == "random"`` so callers tag runs ``weights=random``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import numbers
+import random
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from model.clip import ClipSpec, LoadedClip, _hub_offline, autocast_dtype, load_clip, tiny_spec
+
+log = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------- token dropout
+
+_WHITESPACE = re.compile(r"(\s+)")
+DROP_SYMBOL = "#"
+
+
+def drop_tokens(caption: str, p: float, rng: random.Random | np.random.Generator) -> str:
+    """Replace each whitespace-separated word of ``caption`` by ``"#"`` with probability ``p``.
+
+    Word-level on purpose: CLIP and T5 tokenise differently, so dropping before tokenisation is the
+    only way both encoders see the same masked caption. Punctuation attached to a word goes with it;
+    the original whitespace is preserved. Exactly one ``rng.random()`` draw is made per word whatever
+    ``p`` is, so a seeded ``rng`` gives the same stream position for any ``p``.
+    """
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"drop probability p must be a number in [0, 1], got {p!r}")
+    if not callable(getattr(rng, "random", None)):
+        raise TypeError(f"rng must be random.Random or numpy.random.Generator, got {type(rng).__name__}")
+    parts = _WHITESPACE.split(caption)  # words at even indices, whitespace runs at odd ones
+    for i in range(0, len(parts), 2):
+        if parts[i] and float(rng.random()) < p:  # random() is in [0, 1): p=0 never, p=1 always
+            parts[i] = DROP_SYMBOL
+    return "".join(parts)
+
+
+# ----------------------------------------------------------------------------------------- text encoder
+
+
+class TextFusion(StrEnum):
+    SUM = "sum"  # position-wise sum of the two projected sequences: seq_len tokens (Table 6: 77)
+    CONCAT = "concat"  # CLIP tokens then T5 tokens: 2 * seq_len tokens
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig:
+    clip: ClipSpec  # open_clip model whose text tower gives per-token states (after ln_final, before pooling)
+    t5_path: str | None  # local transformers T5 folder; None = random-init tiny T5 + byte-level ByT5 tokenizer
+    t5_seed: int = 0  # seed of the random tiny T5 (ignored with a real folder)
+    embed_dim: int = 1024  # output width = cross-attention dim of the U-Net (Table 6)
+    seq_len: int = 77  # tokens per encoder (Table 6); must equal the CLIP context length
+    fusion: TextFusion = TextFusion.SUM  # how the two projected sequences are combined
+    proj_seed: int = 0  # seed of the trainable projections' initialisation
+
+    def __post_init__(self) -> None:
+        if self.embed_dim < 1 or self.seq_len < 1:
+            raise ValueError(f"embed_dim and seq_len must be >= 1, got {self.embed_dim}, {self.seq_len}")
+        TextFusion(self.fusion)  # raises ValueError naming the bad value
+
+
+def tiny_text_config(embed_dim: int = 64) -> TextEncoderConfig:
+    """Random tiny CLIP (``rdtf-tiny-clip``) + random tiny T5: for demos and tests only."""
+    return TextEncoderConfig(clip=tiny_spec(), t5_path=None, embed_dim=embed_dim)
+
+
+def paper_text_config(clip_weights: str, t5_path: str, clip_model: str = "ViT-H-14") -> TextEncoderConfig:
+    """Paper-size encoder: OpenCLIP ViT-H-14 (text width 1024; or ViT-L-14) + a local T5, D = 1024."""
+    return TextEncoderConfig(clip=ClipSpec(model=clip_model, pretrained=clip_weights), t5_path=t5_path)
+
+
+TINY_T5 = dict(d_model=64, num_layers=2, num_heads=2, d_ff=128, d_kv=32)
+T5_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+T5_TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
+T5_LAYOUT = (
+    "a transformers T5 encoder folder with config.json, model weights as model.safetensors "
+    "(or model.safetensors.index.json + shards) and tokenizer files (tokenizer.json, spiece.model "
+    "or tokenizer_config.json), e.g. written by T5EncoderModel.save_pretrained + tokenizer.save_pretrained"
+)
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError as e:  # not a core dependency of the data pipeline
+        raise ImportError("the text encoder needs the `transformers` package (T5 encoder + tokenizer)") from e
+    return transformers
+
+
+def validate_t5_path(path: str) -> Path:
+    """Fail fast, before loading anything, on a T5 folder that cannot be what we need."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise ValueError(f"T5 path {str(p)!r} {'is not a directory' if p.exists() else 'does not exist'}; expected {T5_LAYOUT}")
+    missing = []
+    if not (p / "config.json").is_file():
+        missing.append("config.json")
+    if not any((p / f).is_file() for f in T5_WEIGHTS):
+        missing.append(" or ".join(T5_WEIGHTS) + (" (.bin is refused: never unpickled)" if (p / "pytorch_model.bin").exists() else ""))
+    if not any((p / f).is_file() for f in T5_TOKENIZER_FILES):
+        missing.append("tokenizer (" + " / ".join(T5_TOKENIZER_FILES) + ")")
+    if missing:
+        raise ValueError(f"T5 folder {str(p)!r} lacks {', '.join(missing)}; expected {T5_LAYOUT}")
+    model_type = json.loads((p / "config.json").read_text()).get("model_type")
+    if model_type != "t5":
+        raise ValueError(f"T5 folder {str(p)!r}: config.json has model_type {model_type!r}, expected 't5'")
+    return p
+
+
+def _load_t5(cfg: TextEncoderConfig) -> tuple[nn.Module, object, dict]:
+    """(T5 encoder in eval mode, tokenizer, info) from ``cfg.t5_path`` or the seeded tiny preset."""
+    tf = _transformers()
+    if cfg.t5_path is None:
+        tok = tf.ByT5Tokenizer()  # byte-level: no vocabulary file to download
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.t5_seed)
+            model = tf.T5EncoderModel(tf.T5Config(vocab_size=len(tok), **TINY_T5))
+        log.warning("T5 encoder has RANDOM weights (weights=random): text embeddings are not semantic")
+        info = {"weights": "random", "path": None, "seed": cfg.t5_seed}
+    else:
+        path = validate_t5_path(cfg.t5_path)
+        d_model = json.loads((path / "config.json").read_text()).get("d_model")
+        with _hub_offline():
+            tok = tf.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            try:
+                model, report = tf.T5EncoderModel.from_pretrained(
+                    str(path), local_files_only=True, use_safetensors=True, output_loading_info=True
+                )
+            except (RuntimeError, ValueError, OSError) as e:
+                raise ValueError(f"T5 weights in {str(path)!r} do not match its config.json (d_model={d_model}): {e}") from e
+        # a T5ForConditionalGeneration checkpoint legitimately carries decoder/lm_head weights
+        unexpected = [k for k in report["unexpected_keys"] if not k.startswith(("decoder.", "lm_head."))]
+        bad = sorted(report["missing_keys"]) + unexpected + sorted(map(str, report["mismatched_keys"]))
+        if bad:  # transformers would silently random-init these: refuse instead
+            raise ValueError(f"T5 weights in {str(path)!r} do not match its config.json (d_model={d_model}): {bad[:8]}")
+        info = {"weights": "file", "path": str(path)}
+    model.eval().requires_grad_(False)
+    info |= {"d_model": int(model.config.d_model), "params": sum(p.numel() for p in model.parameters())}
+    return model, tok, info
+
+
+def _clip_tokenizer(spec: ClipSpec, context_length: int):
+    """open_clip's built-in BPE tokenizer (its vocabulary ships with the package: nothing downloaded)."""
+    import open_clip
+
+    text_cfg = (open_clip.get_model_config(spec.model) or {}).get("text_cfg", {})
+    if text_cfg.get("hf_tokenizer_name"):
+        raise ValueError(f"CLIP model {spec.model!r} uses a Hugging Face tokenizer; only built-in BPE towers are supported")
+    return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
+
+
+def _clip_token_states(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Per-token text states (B, L, W) of an open_clip ``CLIP``: encode_text without pooling/projection."""
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding.to(cast)  # (B, L, W)
+    x = model.transformer(x, attn_mask=model.attn_mask)
+    return model.ln_final(x)  # (B, L, W)
+
+
+class TextEncoder(nn.Module):
+    """Frozen CLIP text tower + frozen T5 encoder -> trainable linear maps to a shared D-dim space."""
+
+    def __init__(self, cfg: TextEncoderConfig):
+        super().__init__()
+        if cfg.t5_path is not None:
+            validate_t5_path(cfg.t5_path)  # before the (slow) CLIP load
+        self.cfg = cfg
+        clip: LoadedClip = load_clip(cfg.clip)
+        model = clip.model
+        if not all(hasattr(model, a) for a in ("token_embedding", "positional_embedding", "transformer", "ln_final")):
+            raise ValueError(f"CLIP model {cfg.clip.model!r} has no built-in text transformer (custom text towers unsupported)")
+        if getattr(model, "visual", None) is not None:
+            del model.visual  # only the text tower is used: frees the (larger) image tower's memory
+        ctx = int(model.positional_embedding.shape[0])
+        if ctx != cfg.seq_len:
+            raise ValueError(f"seq_len {cfg.seq_len} must equal the context length {ctx} of CLIP {cfg.clip.model!r}")
+        t5, t5_tok, t5_info = _load_t5(cfg)
+        self._clip = clip
+        self._clip_tok = _clip_tokenizer(cfg.clip, ctx)
+        self._t5_tok = t5_tok
+        # plain dict, not submodules: frozen towers stay out of parameters()/state_dict() (see _apply)
+        self._frozen = {"clip": model, "t5": t5}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.proj_seed)
+            self.clip_proj = nn.Linear(int(model.transformer.width), cfg.embed_dim)
+            self.t5_proj = nn.Linear(int(t5.config.d_model), cfg.embed_dim)
+        self.to(clip.device)
+        random_parts = clip.info["weights"] == "random" or t5_info["weights"] == "random"
+        self.info = {
+            "weights": "random" if random_parts else "pretrained",  # "random" if ANY tower is random
+            "clip": clip.info,
+            "t5": t5_info,
+            "embed_dim": cfg.embed_dim,
+            "seq_len": cfg.seq_len,
+            "fusion": TextFusion(cfg.fusion).value,
+            "trainable_params": sum(p.numel() for p in self.parameters()),
+        }
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        for m in self._frozen.values():  # .to()/.half() must move the unregistered towers too
+            m._apply(fn)
+        return self
+
+    @property
+    def out_len(self) -> int:
+        return self.cfg.seq_len * (2 if self.cfg.fusion == TextFusion.CONCAT else 1)
+
+    def forward(self, captions: list[str]) -> torch.Tensor:
+        """Captions -> text embedding (B, L, D), L = seq_len (SUM) or 2 * seq_len (CONCAT)."""
+        if isinstance(captions, str) or len(captions) == 0:
+            raise ValueError("captions must be a non-empty list of strings")
+        captions = list(captions)
+        device = self.clip_proj.weight.device
+        L = self.cfg.seq_len
+        clip_ids = self._clip_tok(captions).to(device)  # (B, L)
+        t5_in = self._t5_tok(captions, padding="max_length", max_length=L, truncation=True, return_tensors="pt")
+        t5_ids, t5_mask = t5_in["input_ids"].to(device), t5_in["attention_mask"].to(device)  # (B, L)
+        dtype = autocast_dtype(self.cfg.clip, device)
+        with torch.no_grad():  # frozen towers: no graph, no activations kept
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                h_clip = _clip_token_states(self._frozen["clip"], clip_ids)
+            h_clip = h_clip.float()  # (B, L, Wc)
+            h_t5 = self._frozen["t5"](input_ids=t5_ids, attention_mask=t5_mask).last_hidden_state.float()  # (B, L, Dt)
+            h_t5 = h_t5 * t5_mask.unsqueeze(-1).to(h_t5.dtype)  # pad positions carry no caption content
+        e_clip, e_t5 = self.clip_proj(h_clip), self.t5_proj(h_t5)  # (B, L, D) each, trainable
+        if self.cfg.fusion == TextFusion.SUM:
+            return e_clip + e_t5  # (B, L, D)
+        return torch.cat([e_clip, e_t5], dim=1)  # (B, 2L, D)
+
+    def null_embedding(self, batch: int) -> torch.Tensor:
+        """Embedding of the empty caption, (batch, L, D): the "drop text" input of classifier-free guidance.
+
+        Recomputed on each call (the projections train, so a cached value would go stale).
+        """
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        return self.forward([""]).repeat(batch, 1, 1)  # (batch, L, D)
+
+
+# ----------------------------------------------------------------------------------------- autoencoder
+
+
+class AutoencoderKind(StrEnum):
+    KL = "kl"  # diffusers AutoencoderKL (the LDM VAE of Table 6)
+    PIXEL = "pixel"  # identity: diffusion in pixel space (tiny preset)
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    kind: AutoencoderKind = AutoencoderKind.KL  # latent VAE or identity pixel space
+    path: str | None = None  # local diffusers AutoencoderKL folder, or one .safetensors file beside a config.json
+    tiny_random: bool = False  # random small AutoencoderKL (f=2) for tests; never for real runs
+    seed: int = 0  # seed of the random tiny VAE
+
+    def __post_init__(self) -> None:
+        kind = AutoencoderKind(self.kind)
+        if kind is AutoencoderKind.KL and (self.path is None) == (not self.tiny_random):
+            raise ValueError("a KL autoencoder needs exactly one of path=<local VAE> or tiny_random=True")
+        if kind is AutoencoderKind.PIXEL and (self.path or self.tiny_random):
+            raise ValueError("the pixel autoencoder takes neither path nor tiny_random")
+
+
+def pixel_autoencoder_config() -> AutoencoderConfig:
+    return AutoencoderConfig(kind=AutoencoderKind.PIXEL)
+
+
+def tiny_kl_config(seed: int = 0) -> AutoencoderConfig:
+    return AutoencoderConfig(kind=AutoencoderKind.KL, tiny_random=True, seed=seed)
+
+
+def sd_vae_config(path: str) -> AutoencoderConfig:
+    """The Stable Diffusion VAE (f = 8, 4 latent channels, scaling 0.18215) from a local folder/file."""
+    return AutoencoderConfig(kind=AutoencoderKind.KL, path=path)
+
+
+TINY_KL = dict(  # two resolution levels -> f = 2; 4 latent channels like the SD VAE
+    in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+    block_out_channels=(32, 64), layers_per_block=1, latent_channels=4, norm_num_groups=32, sample_size=64,
+)
+VAE_WEIGHTS = "diffusion_pytorch_model.safetensors"
+VAE_LAYOUT = (
+    f"a diffusers AutoencoderKL folder (config.json + {VAE_WEIGHTS}) or a single .safetensors file "
+    "with a config.json beside it"
+)
+
+
+class Autoencoder(nn.Module):
+    """Frozen frame <-> latent map. ``encode`` takes frames in [0, 1] (or uint8), ``decode`` gives [-1, 1]."""
+
+    def __init__(self, vae: nn.Module | None, info: dict):
+        super().__init__()
+        self.vae = vae  # None = pixel space
+        if vae is None:
+            self.scaling_factor, self.shift_factor, self.latent_channels, self.downsample = 1.0, 0.0, 3, 1
+        else:
+            vae.eval().requires_grad_(False)
+            c = vae.config
+            self.scaling_factor = float(c.scaling_factor)
+            self.shift_factor = float(getattr(c, "shift_factor", None) or 0.0)  # SD VAE: none
+            self.latent_channels = int(c.latent_channels)
+            self.downsample = 2 ** (len(c.block_out_channels) - 1)
+        self.info = info | {
+            "scaling_factor": self.scaling_factor,
+            "latent_channels": self.latent_channels,
+            "downsample": self.downsample,
+        }
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.vae is not None:
+            self.vae.eval()  # frozen: never in train mode
+        return self
+
+    def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        if self.vae is None:
+            return torch.device("cpu"), torch.float32
+        w = next(self.vae.parameters())
+        return w.device, w.dtype
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames (N, 3, H, W), uint8 in [0, 255] or float in [0, 1] -> scaled latents (N, C, H/f, W/f).
+
+        Float input in [-1, 1] is rejected rather than guessed. KL: posterior mean (deterministic).
+        """
+        if frames.ndim != 4 or frames.shape[1] != 3:
+            raise ValueError(f"frames must be (N, 3, H, W), got {tuple(frames.shape)}")
+        N, _, H, W = frames.shape
+        if H % self.downsample or W % self.downsample:
+            raise ValueError(f"frame size {H}x{W} is not divisible by the autoencoder factor f={self.downsample}")
+        if frames.dtype == torch.uint8:
+            x = frames.float() / 255.0
+        else:
+            x = frames.float()
+            lo, hi = float(x.min()), float(x.max())
+            if lo < -1e-3 or hi > 1 + 1e-3:
+                raise ValueError(f"float frames must be in [0, 1] (got [{lo:.3g}, {hi:.3g}]); map [-1, 1] input with (x + 1) / 2")
+        x = x * 2.0 - 1.0  # [0, 1] -> [-1, 1], the VAE's input range
+        if self.vae is None:
+            return x
+        device, dtype = self._device_dtype()
+        mean = self.vae.encode(x.to(device, dtype)).latent_dist.mean  # (N, C, H/f, W/f)
+        return (mean - self.shift_factor) * self.scaling_factor
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (N, C, h, w) -> float frames (N, 3, h*f, w*f) in [-1, 1] (not clamped)."""
+        if latents.ndim != 4 or latents.shape[1] != self.latent_channels:
+            raise ValueError(f"latents must be (N, {self.latent_channels}, h, w), got {tuple(latents.shape)}")
+        if self.vae is None:
+            return latents.float()
+        device, dtype = self._device_dtype()
+        z = latents.to(device, dtype) / self.scaling_factor + self.shift_factor
+        return self.vae.decode(z).sample.float()  # (N, 3, H, W)
+
+
+def _check_report(report: dict, path: Path) -> None:
+    bad = sorted(report.get("missing_keys", [])) + sorted(report.get("unexpected_keys", []))
+    bad += [str(k) for k in report.get("mismatched_keys", [])]
+    if bad:  # diffusers would silently random-init missing weights: refuse instead
+        raise ValueError(f"VAE weights in {str(path)!r} do not match its config.json: {bad[:8]}")
+
+
+def _load_vae_file(path: Path) -> nn.Module:
+    """Single .safetensors file + sibling config.json; LDM (original SD) key names are converted."""
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    if path.suffix != ".safetensors":
+        raise ValueError(f"VAE file {str(path)!r}: only .safetensors is loaded (never unpickled); expected {VAE_LAYOUT}")
+    if not (path.parent / "config.json").is_file():
+        raise ValueError(f"VAE file {str(path)!r} has no config.json beside it (configs are never downloaded); expected {VAE_LAYOUT}")
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(str(path.parent)))
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # safetensors' own error type: corrupt or truncated file
+        raise ValueError(f"could not read VAE weights {str(path)!r} as safetensors: {e}") from e
+    if not set(state) & set(vae.state_dict()):  # original LDM naming (encoder.down.0..., first_stage_model.)
+        from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+        state = convert_ldm_vae_checkpoint(state, vae.config)
+    try:
+        vae.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"VAE weights {str(path)!r} do not match {str(path.parent / 'config.json')!r}: {e}") from e
+    return vae
+
+
+def load_autoencoder(cfg: AutoencoderConfig) -> Autoencoder:
+    """Build the frozen autoencoder described by ``cfg`` (paths validated first)."""
+    kind = AutoencoderKind(cfg.kind)
+    if kind is AutoencoderKind.PIXEL:
+        return Autoencoder(None, {"kind": kind.value, "weights": "none", "path": None})
+    from diffusers import AutoencoderKL
+
+    if cfg.tiny_random:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            vae = AutoencoderKL(**TINY_KL)
+        log.warning("tiny AutoencoderKL has RANDOM weights (weights=random): latents are not meaningful")
+        return Autoencoder(vae, {"kind": kind.value, "weights": "random", "path": None, "seed": cfg.seed})
+    path = Path(cfg.path).expanduser()
+    if not path.exists():
+        raise ValueError(f"VAE path {str(path)!r} does not exist; expected {VAE_LAYOUT}")
+    if path.is_file():
+        vae = _load_vae_file(path)
+    else:
+        missing = [f for f in ("config.json", VAE_WEIGHTS) if not (path / f).is_file()]
+        if missing:
+            raise ValueError(f"VAE folder {str(path)!r} lacks {', '.join(missing)}; expected {VAE_LAYOUT}")
+        with _hub_offline():
+            try:
+                vae, report = AutoencoderKL.from_pretrained(
+                    str(path), local_files_only=True, use_safetensors=True, low_cpu_mem_usage=False, output_loading_info=True
+                )
+            except (RuntimeError, ValueError, OSError) as e:
+                raise ValueError(f"VAE weights in {str(path)!r} do not match its config.json: {e}") from e
+        _check_report(report, path)
+    params = sum(p.numel() for p in vae.parameters())
+    return Autoencoder(vae, {"kind": kind.value, "weights": "file", "path": str(path), "params": params})
