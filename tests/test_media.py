@@ -20,12 +20,11 @@ from model.media import (
     DecodeLimits,
     MediaFormat,
     decode_sticker,
-    encode_animated,
-    encode_video,
     fit_to_square,
     iter_rgba_frames,
     sniff_format,
 )
+from model.media_encode import encode_animated, encode_video
 from model.rejects import RejectReason, StickerRejected
 
 RED, GREEN, BLUE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0)

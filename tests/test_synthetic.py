@@ -74,7 +74,7 @@ def test_ground_truth_is_deterministic():
 
 def test_mp4_bytes_are_deterministic():
     """Same frames -> same MP4 bytes, checked on its own so a failure points at the encoder
-    (model.media.encode_video): libx264 once gave run-to-run different bitstreams for some sizes."""
+    (model.media_encode.encode_video): libx264 once gave run-to-run different bitstreams for some sizes."""
     videos = [s for s in (generate_sticker(0, i, SMALL) for i in range(24)) if s.fmt is MediaFormat.MP4]
     assert videos
     for s in videos:
