@@ -2,7 +2,7 @@
 
     rdtf make-drop OUT [--n 200] [--seed 0] [--faults] [--workers N]
     rdtf ingest DROP_URL --out DIR [--size 256] [--workers 0]
-    rdtf demo [--n 120] [--seed 0]
+    rdtf demo [--n 120] [--seed 0] [--train-steps 200]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
-    return run_demo(n=args.n, seed=args.seed)
+    return run_demo(n=args.n, seed=args.seed, train_steps=args.train_steps)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="make a synthetic drop and materialize every asset through Dagster")
     d.add_argument("--n", type=int, default=120)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--train-steps", type=int, default=200, help="DFGN tiny training steps (0 = skip)")
     d.set_defaults(fn=_cmd_demo)
     return p
 

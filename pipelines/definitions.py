@@ -6,13 +6,14 @@ from assets.clusters import frame_clusters
 from assets.embeddings import frame_embeddings
 from assets.ingest import ingested_stickers
 from assets.shards import webdataset_shards
-from pipelines.jobs import drop_data_job
+from assets.training import trained_model
+from pipelines.jobs import drop_data_job, train_job
 from pipelines.resources import default_resources
 from pipelines.sensors import new_drop_sensor
 
 defs = Definitions(
-    assets=[ingested_stickers, frame_embeddings, frame_clusters, webdataset_shards],
-    jobs=[drop_data_job],
+    assets=[ingested_stickers, frame_embeddings, frame_clusters, webdataset_shards, trained_model],
+    jobs=[drop_data_job, train_job],
     sensors=[new_drop_sensor],
     resources=default_resources(),
 )

@@ -35,7 +35,7 @@ def _instance() -> DagsterInstance:
     return DagsterInstance.get()
 
 
-def run_demo(n: int = 120, seed: int = 0) -> int:
+def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
     from model.synthetic import make_drop
     from model.synthetic_faults import inject_faults
     from pipelines.definitions import defs
@@ -48,13 +48,13 @@ def run_demo(n: int = 120, seed: int = 0) -> int:
     drop_id = f"demo-s{seed}-n{n}"
     drop_url = join(storage.drops_root, drop_id)
     if find_caption_file(drop_url) is None:
-        print(f"[1/3] writing synthetic drop {drop_url} ({n} stickers + hostile entries)")
+        print(f"[1/4] writing synthetic drop {drop_url} ({n} stickers + hostile entries)")
         make_drop(drop_url, n=n, seed=seed, workers=min(2, os.cpu_count() or 1))
         inject_faults(drop_url, seed=seed)
     else:
-        print(f"[1/3] drop {drop_url} already exists (deterministic for the seed), reusing it")
+        print(f"[1/4] drop {drop_url} already exists (deterministic for the seed), reusing it")
 
-    print("[2/3] evaluating the new-drop sensor")
+    print("[2/4] evaluating the new-drop sensor")
     result = new_drop_sensor(build_sensor_context(instance=instance, resources=resources))
     if isinstance(result, SensorResult):
         for req in result.dynamic_partitions_requests or []:
@@ -64,7 +64,7 @@ def run_demo(n: int = 120, seed: int = 0) -> int:
         print(f"      sensor: {result.skip_message} (partition already known; re-materializing it)")
         instance.add_dynamic_partitions("drops", [drop_id])
 
-    print(f"[3/3] materializing drop_data_job for partition {drop_id} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
+    print(f"[3/4] materializing drop_data_job for partition {drop_id} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
     job = defs.resolve_job_def("drop_data_job")
     run = job.execute_in_process(
         partition_key=drop_id,
@@ -77,6 +77,21 @@ def run_demo(n: int = 120, seed: int = 0) -> int:
     if not run.success:
         print("demo: the Dagster run failed; see the Dagster UI (bash scripts/dev.sh ui)", file=sys.stderr)
         return 1
+
+    if train_steps > 0:
+        print(f"[4/4] training DFGN 'tiny_pixel' for {train_steps} steps on CPU via torchrun + Dagster Pipes (train_job)")
+        train = defs.resolve_job_def("train_job").execute_in_process(
+            instance=instance,
+            tags={"rdtf/source": "demo"},
+            run_config={"ops": {"trained_model": {"config": {"steps": train_steps, "batch_size": 2, "ckpt_every": 50,
+                                                             "run_name": f"demo-s{seed}"}}},
+                        "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
+        if not train.success:
+            print("demo: training failed; see the Dagster UI", file=sys.stderr)
+            return 1
+        (mat,) = train.asset_materializations_for_node("trained_model")
+        tmd = {k: v.value for k, v in mat.metadata.items()}
 
     out = lake.ingest_dir(storage.lake_root, drop_id)
     man, quar = lake.read_manifest(storage.lake_root, drop_id), lake.read_quarantine(storage.lake_root, drop_id)
@@ -91,6 +106,13 @@ def run_demo(n: int = 120, seed: int = 0) -> int:
     print(f"  frame clusters    : k=3..8 per sticker, split {cl.split.value_counts().to_dict()} -> {clusters_path(storage.lake_root, drop_id)}")
     index = json.loads((shards_dir(storage.lake_root, drop_id) / "index.json").read_text())
     print(f"  WebDataset shards : {len(index['shards'])} shards {index['counts']} {index['brace']} -> {shards_dir(storage.lake_root, drop_id)}")
+    if train_steps > 0:
+        losses = {k.removeprefix("loss_"): round(v, 3) for k, v in tmd.items() if k.startswith("loss_")}
+        print(f"  trained model     : step {tmd['step']}, final loss {tmd.get('final_loss', float('nan')):.3f} {losses} "
+              f"(weights={tmd['weights']})")
+        print(f"                      checkpoint {tmd['checkpoint']}")
+        print(f"  MLflow run        : {tmd.get('mlflow_run_id')} in {resources['mlflow'].tracking_uri}")
+        print(f"                      (UI: .venv/bin/mlflow ui --backend-store-uri {resources['mlflow'].tracking_uri} --host 127.0.0.1)")
     print(f"  Dagster run       : {run.run_id} in {os.environ['DAGSTER_HOME']}  (UI: bash scripts/dev.sh ui)")
     print(f"  wall time         : {time.perf_counter() - t0:.1f} s")
     return 0
@@ -100,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=120, help="stickers in the synthetic drop")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-steps", type=int, default=200, help="DFGN tiny training steps (0 = skip training)")
     args = p.parse_args(argv)
-    return run_demo(n=args.n, seed=args.seed)
+    return run_demo(n=args.n, seed=args.seed, train_steps=args.train_steps)
 
 
 if __name__ == "__main__":

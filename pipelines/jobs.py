@@ -7,6 +7,7 @@ from assets.embeddings import EMBED_ASSET
 from assets.ingest import INGEST_ASSET
 from assets.partitions import drop_partitions
 from assets.shards import SHARD_ASSET
+from assets.training import TRAIN_ASSET
 
 # Everything that runs per drop when it arrives (the new-drop sensor launches this).
 drop_data_job = define_asset_job(
@@ -14,4 +15,11 @@ drop_data_job = define_asset_job(
     selection=AssetSelection.assets(INGEST_ASSET, EMBED_ASSET, CLUSTER_ASSET, SHARD_ASSET),
     partitions_def=drop_partitions,
     description="Per-drop data stages for a new sticker drop: ingest -> CLIP embeddings -> frame clusters/split -> shards.",
+)
+
+# Training on the shards of every materialized drop (torchrun through Dagster Pipes, "gpu" pool).
+train_job = define_asset_job(
+    "train_job",
+    selection=AssetSelection.assets(TRAIN_ASSET),
+    description="Train DFGN (dual mask + difficulty-adaptive curriculum) on all drops' train shards.",
 )

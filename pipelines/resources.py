@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dagster import PipesSubprocessClient
+
 from assets.resources import ClipResource, LakeResource, MlflowResource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -42,4 +44,6 @@ def default_resources() -> dict:
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
             artifact_location=str(home / "mlartifacts"),
         ),
+        # torchrun is launched as a local subprocess; on Kubernetes use dagster_k8s.PipesK8sClient (README)
+        "pipes_subprocess_client": PipesSubprocessClient(),
     }

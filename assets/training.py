@@ -1,0 +1,80 @@
+"""Stage 3: ``trained_model`` — launches ``torchrun -m model.train`` through Dagster Pipes.
+
+The asset is not partitioned: it trains on the *train* shards of every materialized drop (their
+``index.json`` files). Rank 0 of the torchrun job reports the materialization (steps, final loss per
+task, MLflow run id, checkpoint path) back through Pipes. The asset runs in the ``gpu`` concurrency
+pool, so only one training at a time holds the accelerator(s) (set the pool's limit in the UI or with
+``dagster instance concurrency set gpu 1``).
+
+Kubernetes: swap ``PipesSubprocessClient`` for ``dagster_k8s.PipesK8sClient`` (same ``run(...)`` call,
+with an image and ``torchrun --nnodes N --rdzv-endpoint ...`` as the command); see README.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from dagster import AllPartitionMapping, AssetDep, AssetExecutionContext, Config, PipesSubprocessClient, asset
+from pydantic import Field
+
+from assets.resources import LakeResource, MlflowResource
+from assets.shards import SHARD_ASSET
+
+TRAIN_ASSET = "trained_model"
+
+
+class TrainingConfig(Config):
+    """Run config of the training asset (a subset of model.train.TrainConfig; the rest keeps defaults)."""
+
+    preset: str = Field("tiny_pixel", description="DFGN preset: tiny_pixel, tiny, paper, paper_3dconv.")
+    autoencoder: str = Field("pixel", description="pixel, tiny_kl or a local AutoencoderKL folder.")
+    steps: int = Field(200, description="Optimizer steps.")
+    batch_size: int = Field(4, description="Clips per rank per step.")
+    lr: float = Field(2e-4, description="AdamW learning rate (paper: 1e-5 for the 0.96 B model; tiny trains faster).")
+    nproc_per_node: int = Field(1, description="torchrun processes (GPUs, or CPU ranks with gloo).")
+    curriculum_mode: str = Field("adaptive", description="none | linear | adaptive (Table 4).")
+    ckpt_every: int = Field(50, description="Steps between checkpoints.")
+    num_workers: int = Field(0, description="DataLoader workers per rank.")
+    run_name: str = Field("default", description="Training folder under lake/training/ (resumes if it exists).")
+    seed: int = Field(0, description="Seed of weights, data order and masks.")
+
+
+def shard_indexes(lake_root: str | Path) -> list[str]:
+    return sorted(str(p) for p in (Path(lake_root) / "shards").glob("*/index.json"))
+
+
+@asset(
+    name=TRAIN_ASSET,
+    deps=[AssetDep(SHARD_ASSET, partition_mapping=AllPartitionMapping())],
+    group_name="training",
+    kinds={"pytorch", "mlflow"},
+    pool="gpu",
+    description="DFGN trained with dual masks + difficulty-adaptive curriculum (torchrun via Dagster Pipes).",
+)
+def trained_model(
+    context: AssetExecutionContext,
+    config: TrainingConfig,
+    storage: LakeResource,
+    mlflow: MlflowResource,
+    pipes_subprocess_client: PipesSubprocessClient,
+):
+    indexes = shard_indexes(storage.lake_root)
+    if not indexes:
+        raise ValueError(f"no shard indexes under {storage.lake_root}/shards: materialize webdataset_shards first")
+    out_dir = Path(storage.lake_root) / "training" / config.run_name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_cfg = {
+        "index_paths": indexes, "out_dir": str(out_dir), "preset": config.preset, "autoencoder": config.autoencoder,
+        "steps": config.steps, "batch_size": config.batch_size, "lr": config.lr, "ckpt_every": config.ckpt_every,
+        "num_workers": config.num_workers, "seed": config.seed, "curriculum": {"mode": config.curriculum_mode},
+        "mlflow_uri": mlflow.tracking_uri, "mlflow_experiment": mlflow.experiment, "run_name": config.run_name,
+    }
+    cfg_path = out_dir / "train.json"
+    cfg_path.write_text(json.dumps(train_cfg, indent=2))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config.nproc_per_node}",
+           "-m", "model.train", "--config", str(cfg_path), "--resume", "latest"]
+    context.log.info(f"launching {' '.join(cmd)} on {len(indexes)} drop(s)")
+    env = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // config.nproc_per_node)))}
+    return pipes_subprocess_client.run(command=cmd, context=context, env=env).get_materialize_result()

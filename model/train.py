@@ -1,0 +1,423 @@
+"""torchrun entry point: train DFGN with the dual mask and the difficulty-adaptive curriculum.
+
+    torchrun --nproc_per_node 2 -m model.train --config train.json [--resume latest]
+
+One optimizer step (paper Method + Algorithm 1):
+1. every rank reads its own stream of clips (``model.data``: k ∈ [3, 8] representative frames, padded to F);
+2. the curriculum (``model.curriculum``; identical state on every rank) gives level probabilities, each
+   sample draws (task, n_masked) and a condition mask (``model.masks``, Table 7 families), plus
+   classifier-free-guidance dropout of text / image / both and "#" token dropout of captions;
+3. DDPM ε-prediction (``model.diffusion``: 1000 steps, LDM-linear β 0.00085–0.012): the noisy clip is
+   concatenated with the clean latents of the conditioned frames (zeros elsewhere) — image guidance by
+   concatenation — and text enters through cross-attention;
+4. loss = MSE on the target frames only, normalised by their element count (loss mask);
+5. the loss, averaged across ranks, updates the curriculum's PID controller.
+
+Reproducibility and resume: every random draw of step s on rank r comes from generators seeded with
+(seed, r, s), so a resumed run continues exactly (tested: N steps straight == N/2 + kill + resume).
+Checkpoints (``out_dir/checkpoints/step-NNNNNN``: model + text projections + EMA as safetensors, optimizer,
+curriculum state, data position, MLflow run id) are written to a temp folder and renamed; ``latest``
+names the last complete one. SIGTERM → checkpoint and clean exit. MLflow logging happens on rank 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from model.conditioning import (
+    AutoencoderConfig,
+    AutoencoderKind,
+    TextEncoder,
+    drop_tokens,
+    load_autoencoder,
+    tiny_kl_config,
+    tiny_text_config,
+)
+from model.curriculum import Curriculum, CurriculumConfig, CurriculumMode
+from model.data import DataConfig, make_loader, validate_indexes
+from model.diffusion import DiffusionConfig, make_train_scheduler
+from model.masks import Task, apply_cfg_dropout, batch_masks, loss_weight, masked_mse, sample_condition
+from model.unet import DFGN, DFGNConfig, preset
+
+log = logging.getLogger("rdtf.train")
+
+
+@dataclass
+class TrainConfig:
+    index_paths: list[str]  # shard index.json files of the drops to train on
+    out_dir: str  # checkpoints and logs
+    preset: str = "tiny_pixel"  # DFGN preset: tiny_pixel | tiny | paper | paper_3dconv
+    autoencoder: str = "pixel"  # pixel | tiny_kl | <local AutoencoderKL folder>
+    steps: int = 300  # optimizer steps in total
+    batch_size: int = 4  # clips per rank per micro-batch (Table 6: 1 per GPU)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-5  # AdamW learning rate (Table 6: 1e-5)
+    warmup_steps: int = 20  # linear warm-up
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max gradient norm
+    ema_decay: float = 0.999  # EMA of the weights (used for sampling)
+    ckpt_every: int = 100  # steps between checkpoints
+    keep_ckpts: int = 2  # complete checkpoints kept
+    log_every: int = 10  # steps between metric logs
+    seed: int = 0
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    grad_checkpointing: bool = False
+    num_workers: int = 0  # DataLoader workers per rank
+    curriculum: dict = field(default_factory=dict)  # CurriculumConfig fields (mode: none | linear | adaptive)
+    p_drop_text: float = 0.1  # CFG training: drop text only
+    p_drop_image: float = 0.1  # CFG training: drop visual conditions only
+    p_drop_both: float = 0.05  # CFG training: drop both
+    token_dropout: float = 0.1  # "#" token replacement probability (Method)
+    include_conditioned_in_loss: bool = False  # also supervise conditioned frames
+    mlflow_uri: str | None = None  # None: no MLflow logging
+    mlflow_experiment: str = "rdtf-stickers"
+    run_name: str | None = None
+    diffusion: dict = field(default_factory=dict)  # DiffusionConfig overrides
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        data = json.loads(Path(path).read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}; allowed: {sorted(known)}")
+        return cls(**data)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _dist() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def _step_generators(seed: int, rank: int, step: int, device: torch.device) -> tuple[np.random.Generator, torch.Generator]:
+    rng = np.random.default_rng([seed, rank, step])
+    g = torch.Generator(device=device)
+    g.manual_seed(int(rng.integers(0, 2**62)))
+    return rng, g
+
+
+def _lr_factor(step: int, warmup: int) -> float:
+    return min(1.0, (step + 1) / max(1, warmup))
+
+
+def _atomic_json(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:6]}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    marker = Path(out_dir) / "checkpoints" / "latest"
+    if not marker.exists():
+        return None
+    path = marker.parent / marker.read_text().strip()
+    return path if (path / "trainer.json").exists() else None
+
+
+def check_compatible(saved: dict, current: dict) -> None:
+    """Refuse a checkpoint whose model config differs, naming the fields."""
+    diff = {k: (saved.get(k), current.get(k)) for k in set(saved) | set(current) if saved.get(k) != current.get(k)}
+    if diff:
+        raise ValueError(f"checkpoint is incompatible with this config; differing model fields (saved, current): {diff}")
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.rank, self.world, local = _dist()
+        self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.mcfg: DFGNConfig = preset(cfg.preset)
+        validate_indexes(self._data_cfg())  # clear error before any work
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.model = DFGN.from_dataclass(self.mcfg).to(self.device)
+        if cfg.grad_checkpointing:
+            self.model.enable_gradient_checkpointing()
+        self.text = TextEncoder(dataclasses.replace(tiny_text_config(self.mcfg.cross_attention_dim), proj_seed=cfg.seed)).to(self.device)
+        self.vae = load_autoencoder(self._ae_cfg()).to(self.device)
+        if self.vae.latent_channels * 2 != self.mcfg.in_channels:
+            raise ValueError(f"autoencoder {cfg.autoencoder!r} has {self.vae.latent_channels} channels; preset "
+                             f"{cfg.preset!r} expects in_channels={self.mcfg.in_channels} (= 2 x latent channels)")
+        self.params = [p for p in list(self.model.parameters()) + list(self.text.parameters()) if p.requires_grad]
+        self.ddp = None
+        if self.world > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
+        self.sched = make_train_scheduler(DiffusionConfig(**cfg.diffusion))
+        self.curriculum = Curriculum(CurriculumConfig(**{**cfg.curriculum, "total_steps": cfg.steps,
+                                                         "mode": CurriculumMode(cfg.curriculum.get("mode", "adaptive")),
+                                                         "k_max": self.mcfg.num_frames}))
+        self.step = 0
+        self.mlflow_run_id: str | None = None
+        self.history: list[dict] = []
+        self._stop = False
+
+    def _data_cfg(self) -> DataConfig:
+        size = self.mcfg.sample_size * (1 if self.cfg.autoencoder == "pixel" else (2 if self.cfg.autoencoder == "tiny_kl" else 8))
+        return DataConfig(index_paths=tuple(self.cfg.index_paths), num_frames=self.mcfg.num_frames, image_size=size,
+                          batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers, seed=self.cfg.seed)
+
+    def _ae_cfg(self) -> AutoencoderConfig:
+        if self.cfg.autoencoder == "pixel":
+            return AutoencoderConfig(kind=AutoencoderKind.PIXEL)
+        if self.cfg.autoencoder == "tiny_kl":
+            return tiny_kl_config(self.cfg.seed)
+        return AutoencoderConfig(kind=AutoencoderKind.KL, path=self.cfg.autoencoder)
+
+    @property
+    def weights_tag(self) -> str:
+        text_w = self.text.info.get("weights", "random")
+        vae_w = self.vae.info.get("weights", "none")
+        return "random" if "random" in (text_w, vae_w) else "pretrained"
+
+    # ------------------------------------------------------------------------------ checkpoints
+
+    def trainable_text_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().contiguous().cpu() for k, v in self.text.state_dict().items()}
+
+    def save(self) -> Path | None:
+        if self.rank != 0:
+            return None
+        root = Path(self.cfg.out_dir) / "checkpoints"
+        root.mkdir(parents=True, exist_ok=True)
+        name = f"step-{self.step:06d}"
+        tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:6]}"
+        self.model.save_pretrained(tmp / "model")
+        save_file({k: v.contiguous().cpu() for k, v in self.ema.items()}, tmp / "ema.safetensors")
+        save_file(self.trainable_text_state(), tmp / "text_proj.safetensors")
+        torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
+        _atomic_json({"step": self.step, "curriculum": self.curriculum.state_dict(),
+                      "data_batches": self.step * self.cfg.grad_accum, "mlflow_run_id": self.mlflow_run_id,
+                      "model_config": asdict(self.mcfg), "train_config": asdict(self.cfg),
+                      "history": self.history[-2000:]}, tmp / "trainer.json")
+        final = root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        (root / ".latest.tmp").write_text(name)
+        os.replace(root / ".latest.tmp", root / "latest")  # the marker moves only after the folder is complete
+        done = sorted(p for p in root.glob("step-*") if (p / "trainer.json").exists())
+        for old in done[: -self.cfg.keep_ckpts]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load(self, path: Path) -> None:
+        meta = json.loads((path / "trainer.json").read_text())
+        check_compatible(meta["model_config"], json.loads(json.dumps(asdict(self.mcfg))))
+        self.model.load_state_dict(load_file(path / "model" / "diffusion_pytorch_model.safetensors", device=str(self.device)))
+        self.text.load_state_dict(load_file(path / "text_proj.safetensors", device=str(self.device)))
+        self.ema = {k: v.float() for k, v in load_file(path / "ema.safetensors", device=str(self.device)).items()}
+        self.opt.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True))
+        self.curriculum.load_state_dict(meta["curriculum"])
+        self.step = int(meta["step"])
+        self.mlflow_run_id = meta.get("mlflow_run_id")
+        self.history = meta.get("history", [])
+
+    # ------------------------------------------------------------------------------ one step
+
+    def _autocast(self):
+        p = self.cfg.precision
+        use_bf16 = p == "bf16" or (p == "auto" and self.device.type == "cuda")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    def train_step(self, batches) -> dict:
+        cfg, F = self.cfg, self.mcfg.num_frames
+        rng, gen = _step_generators(cfg.seed, self.rank, self.step, self.device)
+        lr = cfg.lr * _lr_factor(self.step, cfg.warmup_steps)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.opt.zero_grad(set_to_none=True)
+        net = self.ddp or self.model
+        total, per_task = 0.0, {t.value: [] for t in Task}
+        for _ in range(cfg.grad_accum):
+            batch = next(batches)
+            frames = batch["frames"].to(self.device)  # (B, F, 3, S, S) in [-1, 1]
+            B = frames.shape[0]
+            with torch.no_grad():
+                x0 = self.vae.encode(((frames.flatten(0, 1) + 1) / 2).clamp(0, 1))  # (B·F, C, h, w)
+            x0 = x0.reshape(B, F, *x0.shape[1:])  # (B, F, C, h, w)
+            levels = self.curriculum.sample(self.step, rng, B)
+            masks = [apply_cfg_dropout(sample_condition(int(k), F, lvl, rng), rng, cfg.p_drop_text, cfg.p_drop_image,
+                                       cfg.p_drop_both) for k, lvl in zip(batch["k"].tolist(), levels)]
+            mb = {k: v.to(self.device) for k, v in batch_masks(masks).items()}
+            captions = [drop_tokens(c, cfg.token_dropout, rng) if m.text else "" for c, m in zip(batch["caption"], masks)]
+            noise = torch.randn(x0.shape, generator=gen, device=self.device)
+            t = torch.randint(0, self.sched.config.num_train_timesteps, (B,), generator=gen, device=self.device)
+            xt = self.sched.add_noise(x0.flatten(1), noise.flatten(1), t).reshape(x0.shape)  # (B, F, C, h, w)
+            cond = x0 * mb["cond"][:, :, None, None, None]  # clean latents of conditioned frames only
+            with self._autocast():
+                ctx = self.text(captions)  # (B, L, D)
+                pred = net(torch.cat([xt, cond], dim=2), t, ctx)  # (B, F, C, h, w)
+            w = loss_weight(mb, cfg.include_conditioned_in_loss)  # (B, F)
+            loss = masked_mse(pred.float(), noise, w)
+            (loss / cfg.grad_accum).backward()
+            total += float(loss.detach()) / cfg.grad_accum
+            with torch.no_grad():  # per-task loss for logging
+                err = (pred.float() - noise).square().mean(dim=(2, 3, 4))  # (B, F)
+                for i, m in enumerate(masks):
+                    if w[i].sum() > 0:
+                        per_task[m.task.value].append(float((err[i] * w[i]).sum() / w[i].sum()))
+        gnorm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.opt.step()
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                self.ema[k].mul_(cfg.ema_decay).add_(v.float(), alpha=1 - cfg.ema_decay)
+        loss_all = torch.tensor([total], device=self.device)
+        if self.world > 1:
+            dist.all_reduce(loss_all)
+            loss_all /= self.world
+        self.curriculum.update(float(loss_all))  # same value on every rank -> same curriculum state
+        self.step += 1
+        return {"loss": float(loss_all), "lr": lr, "grad_norm": float(gnorm),
+                **{f"loss_{k}": float(np.mean(v)) for k, v in per_task.items() if v},
+                **{f"curriculum_{k}": float(v) for k, v in self.curriculum.stats(self.step).items()}}
+
+    # ------------------------------------------------------------------------------ loop
+
+    def _should_stop(self) -> bool:
+        flag = torch.tensor([1.0 if self._stop else 0.0])
+        if self.world > 1:
+            dist.all_reduce(flag)
+        return bool(flag.item() > 0)
+
+    def run(self, max_steps: int | None = None) -> dict:
+        cfg = self.cfg
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
+        target = min(cfg.steps, max_steps) if max_steps else cfg.steps
+        loader = make_loader(self._data_cfg(), self.rank, self.world, start_batch=self.step * cfg.grad_accum)
+        batches = iter(loader)
+        mlf = _MlflowLogger(self) if self.rank == 0 and cfg.mlflow_uri else None
+        t0, last = time.perf_counter(), {}
+        while self.step < target:
+            last = self.train_step(batches)
+            if self.rank == 0:
+                self.history.append({"step": self.step, **{k: v for k, v in last.items() if k.startswith(("loss", "curriculum"))}})
+                if mlf and (self.step % cfg.log_every == 0 or self.step == target):
+                    mlf.log(last, self.step, samples_per_s=self.step * cfg.batch_size * cfg.grad_accum * self.world / (time.perf_counter() - t0))
+            if self.step % cfg.ckpt_every == 0 or self.step == target:
+                self.save()
+            if self._should_stop():
+                self.save()
+                log.warning("SIGTERM: checkpoint written at step %d, stopping", self.step)
+                break
+        if not last and self.history:  # resumed at or past the target: report the last logged step
+            last = {k: v for k, v in self.history[-1].items() if k != "step"}
+        ckpt = latest_checkpoint(cfg.out_dir)
+        if mlf:
+            mlf.finish(ckpt)
+        summary = {"step": self.step, "final_loss": last.get("loss"), "checkpoint": str(ckpt) if ckpt else None,
+                   "mlflow_run_id": self.mlflow_run_id, "weights": self.weights_tag,
+                   **{k: v for k, v in last.items() if k.startswith("loss_")}}
+        if self.rank == 0:
+            _atomic_json(summary, Path(cfg.out_dir) / "summary.json")
+        return summary
+
+
+class _MlflowLogger:
+    """Rank-0 MLflow logging; resumes the same MLflow run after a restart (one coherent history)."""
+
+    def __init__(self, trainer: Trainer):
+        import mlflow
+
+        self.mlflow, self.t = mlflow, trainer
+        mlflow.set_tracking_uri(trainer.cfg.mlflow_uri)
+        mlflow.set_experiment(trainer.cfg.mlflow_experiment)
+        run = mlflow.start_run(run_id=trainer.mlflow_run_id, run_name=trainer.cfg.run_name)
+        trainer.mlflow_run_id = run.info.run_id
+        if trainer.step == 0:
+            flat = {f"train.{k}": v for k, v in asdict(trainer.cfg).items()}
+            flat |= {f"model.{k}": v for k, v in asdict(trainer.mcfg).items()}
+            mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
+        mlflow.set_tags({"weights": trainer.weights_tag, "preset": trainer.cfg.preset, "world_size": trainer.world,
+                         "curriculum": trainer.curriculum.cfg.mode.value})
+
+    def log(self, metrics: dict, step: int, samples_per_s: float) -> None:
+        self.mlflow.log_metrics({**metrics, "samples_per_s": samples_per_s}, step=step)
+
+    def finish(self, ckpt: Path | None) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        hist = self.t.history
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for task in Task:
+            key = f"curriculum_p_{task.value}"
+            pts = [(h["step"], h[key]) for h in hist if key in h]
+            if pts:
+                ax.plot(*zip(*pts), label=task.value)
+        ax.set_xlabel("step")
+        ax.set_ylabel("task probability")
+        ax.set_title(f"curriculum ({self.t.curriculum.cfg.mode.value})")
+        ax.legend()
+        fig.tight_layout()
+        out = Path(self.t.cfg.out_dir) / "task_probabilities.png"
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        self.mlflow.log_artifact(str(out))
+        if ckpt is not None:
+            self.mlflow.log_artifact(str(ckpt / "trainer.json"), artifact_path="checkpoint")
+            self.mlflow.set_tag("checkpoint", str(ckpt))
+        self.mlflow.end_run()
+
+
+def _report_to_dagster(summary: dict) -> None:
+    """Rank 0 under Dagster Pipes: report the materialization metadata."""
+    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
+
+    if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:  # plain torchrun, not launched by Dagster
+        return
+    with open_dagster_pipes() as pipes:
+        pipes.report_asset_materialization(metadata={k: v for k, v in summary.items() if v is not None})
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Train DFGN (RDTF) — run under torchrun for several ranks")
+    ap.add_argument("--config", required=True, help="TrainConfig as JSON")
+    ap.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
+    ap.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total (testing)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s rank%(rank)s %(message)s".replace("%(rank)s", os.environ.get("RANK", "0")))
+    cfg = TrainConfig.from_json(args.config)
+    trainer = Trainer(cfg)
+    if args.resume:
+        path = latest_checkpoint(cfg.out_dir) if args.resume == "latest" else Path(args.resume)
+        if path is None:
+            log.warning("--resume latest: no complete checkpoint in %s, starting from scratch", cfg.out_dir)
+        else:
+            trainer.load(path)
+            log.info("resumed from %s at step %d", path, trainer.step)
+    if trainer.weights_tag == "random":
+        log.warning("text encoder / autoencoder use RANDOM weights (weights=random)")
+    summary = trainer.run(args.max_steps)
+    if trainer.rank == 0:
+        _report_to_dagster(summary)
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
