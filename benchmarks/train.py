@@ -22,14 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from assets import lake  # noqa: E402
-from assets.clusters import cluster_drop  # noqa: E402
-from assets.embedding_engine import EmbedSettings, embed_drop  # noqa: E402
-from assets.ingest_engine import IngestSettings, ingest_drop  # noqa: E402
-from assets.shards import build_shards, shards_dir  # noqa: E402
+from assets.embedding_engine import EmbedSettings  # noqa: E402
+from assets.ingest_engine import IngestSettings  # noqa: E402
+from assets.local_run import run_data_stages  # noqa: E402
 from model.data import DataConfig, make_loader  # noqa: E402
-from model.kmeans import KMeansConfig  # noqa: E402
-from model.shards import FrameEncoding  # noqa: E402
 from model.splits import SplitConfig  # noqa: E402
 from model.synthetic import make_drop  # noqa: E402
 
@@ -56,11 +52,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_drop(str(tmp / "drops" / "b"), n=args.n, seed=0, progress=False)
-        ingest_drop(str(tmp / "drops" / "b"), lake.ingest_dir(tmp / "lake", "b"), IngestSettings(size=64), progress=False)
-        embed_drop(tmp / "lake", "b", EmbedSettings(num_workers=0), progress=False)
-        cluster_drop(tmp / "lake", "b", KMeansConfig(), SplitConfig(max_test_fraction=0.2), progress=False)
-        build_shards(tmp / "lake", "b", encoding=FrameEncoding.WEBP, max_count=8, max_bytes=64 << 20)
-        index = shards_dir(tmp / "lake", "b") / "index.json"
+        index = run_data_stages(str(tmp / "drops" / "b"), tmp / "lake", "b", ingest=IngestSettings(size=64),
+                                embed=EmbedSettings(num_workers=0), split=SplitConfig(max_test_fraction=0.2), max_count=8)
 
         loader = iter(make_loader(DataConfig(index_paths=(str(index),), image_size=32, batch_size=args.batch)))
         next(loader)

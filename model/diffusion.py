@@ -23,24 +23,15 @@ class DiffusionConfig:
     prediction_type: str = "epsilon"  # Table 6: ε-parameterisation
 
 
+def _schedule_kwargs(cfg: DiffusionConfig) -> dict:
+    return {"num_train_timesteps": cfg.num_train_timesteps, "beta_start": cfg.beta_start, "beta_end": cfg.beta_end,
+            "beta_schedule": cfg.beta_schedule, "prediction_type": cfg.prediction_type, "clip_sample": False}
+
+
 def make_train_scheduler(cfg: DiffusionConfig = DiffusionConfig()) -> DDPMScheduler:
-    return DDPMScheduler(
-        num_train_timesteps=cfg.num_train_timesteps,
-        beta_start=cfg.beta_start,
-        beta_end=cfg.beta_end,
-        beta_schedule=cfg.beta_schedule,
-        prediction_type=cfg.prediction_type,
-        clip_sample=False,
-    )
+    return DDPMScheduler(**_schedule_kwargs(cfg))
 
 
 def make_ddim_scheduler(cfg: DiffusionConfig = DiffusionConfig()) -> DDIMScheduler:
-    return DDIMScheduler(
-        num_train_timesteps=cfg.num_train_timesteps,
-        beta_start=cfg.beta_start,
-        beta_end=cfg.beta_end,
-        beta_schedule=cfg.beta_schedule,
-        prediction_type=cfg.prediction_type,
-        clip_sample=False,
-        set_alpha_to_one=False,
-    )
+    """DDIM for sampling, on exactly the training betas."""
+    return DDIMScheduler(**_schedule_kwargs(cfg), set_alpha_to_one=False)

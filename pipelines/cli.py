@@ -2,6 +2,7 @@
 
     rdtf make-drop OUT [--n 200] [--seed 0] [--faults] [--workers N]
     rdtf ingest DROP_URL --out DIR [--size 256] [--workers 0]
+    rdtf build-drop DROP_URL --lake DIR [--size 256]
     rdtf demo [--n 120] [--seed 0] [--train-steps 200]
 """
 
@@ -36,6 +37,17 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build_drop(args: argparse.Namespace) -> int:
+    from assets.ingest_engine import IngestSettings
+    from assets.local_run import run_data_stages
+
+    drop_id = args.drop_id or args.drop_url.rstrip("/").rsplit("/", 1)[-1]
+    index = run_data_stages(args.drop_url, Path(args.lake), drop_id, ingest=IngestSettings(size=args.size),
+                            progress=not args.quiet)
+    print(f"shards ready: {index}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
@@ -63,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--caption-policy", choices=["keep_empty", "quarantine"], default="keep_empty")
     i.add_argument("--quiet", action="store_true")
     i.set_defaults(fn=_cmd_ingest)
+
+    b = sub.add_parser("build-drop", help="ingest -> embeddings -> clusters -> shards without Dagster")
+    b.add_argument("drop_url")
+    b.add_argument("--lake", required=True, help="lake root (outputs under ingest/, embeddings/, clusters/, shards/)")
+    b.add_argument("--drop-id", default=None, help="default: the drop folder's name")
+    b.add_argument("--size", type=int, default=256)
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(fn=_cmd_build_drop)
 
     d = sub.add_parser("demo", help="make a synthetic drop and materialize every asset through Dagster")
     d.add_argument("--n", type=int, default=120)

@@ -57,18 +57,12 @@ def tiny_shards(clean_drop, tmp_path_factory) -> Path:
 
     Returns the shard ``index.json`` path.
     """
-    from assets import lake
-    from assets.clusters import cluster_drop
-    from assets.embedding_engine import EmbedSettings, embed_drop
-    from assets.ingest_engine import IngestSettings, ingest_drop
-    from assets.shards import build_shards, shards_dir
-    from model.kmeans import KMeansConfig
-    from model.shards import FrameEncoding
+    from assets.embedding_engine import EmbedSettings
+    from assets.ingest_engine import IngestSettings
+    from assets.local_run import run_data_stages
     from model.splits import SplitConfig
 
     root = tmp_path_factory.mktemp("shard_lake")
-    ingest_drop(str(clean_drop), lake.ingest_dir(root, "d0"), IngestSettings(size=64, workers=1), progress=False)
-    embed_drop(root, "d0", EmbedSettings(num_workers=0), progress=False)
-    cluster_drop(root, "d0", KMeansConfig(), SplitConfig(max_test_fraction=0.25, n_semantic_clusters=3), progress=False)
-    build_shards(root, "d0", encoding=FrameEncoding.WEBP, max_count=4, max_bytes=64 << 20)
-    return shards_dir(root, "d0") / "index.json"
+    return run_data_stages(str(clean_drop), root, "d0", ingest=IngestSettings(size=64, workers=1),
+                           embed=EmbedSettings(num_workers=0), split=SplitConfig(max_test_fraction=0.25, n_semantic_clusters=3),
+                           max_count=4, max_bytes=64 << 20)

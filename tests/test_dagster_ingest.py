@@ -125,6 +125,10 @@ def test_cli_make_drop_and_ingest(tmp_path):
                         "--size", "32", "--workers", "1", "--quiet"], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["n_ingested"] == 6
+    p = subprocess.run([sys.executable, "-m", "pipelines.cli", "build-drop", str(out), "--lake", str(tmp_path / "lake"),
+                        "--size", "32", "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "lake" / "shards" / "cli-drop" / "index.json").read_text())["counts"]["train"] == 6
     p = subprocess.run([sys.executable, "-m", "pipelines.cli", "ingest", str(tmp_path / "missing"), "--out",
                         str(tmp_path / "o2")], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "caption table" in p.stderr

@@ -12,15 +12,12 @@ import torch
 
 import model.data as data
 import model.shards as shards
-from assets import lake
-from assets.clusters import cluster_drop
-from assets.embedding_engine import EmbedSettings, embed_drop
-from assets.ingest_engine import IngestSettings, ingest_drop
-from assets.shards import build_shards, shards_dir
+from assets.embedding_engine import EmbedSettings
+from assets.ingest_engine import IngestSettings
+from assets.local_run import run_data_stages
 from model.clip import tiny_spec
 from model.data import DataConfig, TrainStream, make_loader, select_frames, validate_indexes
-from model.kmeans import KMeansConfig
-from model.shards import FrameEncoding, ShardSample, make_dataset, shard_urls, write_index, write_shards
+from model.shards import ShardSample, make_dataset, shard_urls, write_index, write_shards
 from model.splits import SplitConfig
 from model.synthetic import SyntheticConfig, make_drop
 
@@ -34,13 +31,9 @@ def index(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("data")
     make_drop(str(tmp / "drops" / "d"), n=16, seed=7, cfg=SyntheticConfig(min_size=48, max_size=96, max_frames=40),
               progress=False)
-    ingest_drop(str(tmp / "drops" / "d"), lake.ingest_dir(tmp / "lake", "d"), IngestSettings(size=SIZE, workers=1),
-                progress=False)
-    embed_drop(tmp / "lake", "d", EmbedSettings(clip=tiny_spec(batch_size=32), num_workers=0), progress=False)
-    cluster_drop(tmp / "lake", "d", KMeansConfig(), SplitConfig(max_test_fraction=0.25, n_semantic_clusters=3),
-                 progress=False)
-    build_shards(tmp / "lake", "d", encoding=FrameEncoding.WEBP, max_count=4, max_bytes=512 << 20)
-    path = shards_dir(tmp / "lake", "d") / "index.json"
+    path = run_data_stages(str(tmp / "drops" / "d"), tmp / "lake", "d", ingest=IngestSettings(size=SIZE, workers=1),
+                           embed=EmbedSettings(clip=tiny_spec(batch_size=32), num_workers=0),
+                           split=SplitConfig(max_test_fraction=0.25, n_semantic_clusters=3), max_count=4)
     assert len(shard_urls([path], "train")) >= 3
     return path
 

@@ -1,0 +1,40 @@
+"""Run a drop's data stages (ingest -> embeddings -> clusters/split -> shards) without Dagster.
+
+The same engines the assets wrap, in one call, for the CLI (``rdtf build-drop``), tests and benchmarks
+that need real shards quickly. Production runs go through Dagster (``drop_data_job``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from assets import lake
+from assets.clusters import cluster_drop
+from assets.embedding_engine import EmbedSettings, embed_drop
+from assets.ingest_engine import IngestSettings, ingest_drop
+from assets.shards import build_shards, shards_dir
+from model.kmeans import KMeansConfig
+from model.shards import FrameEncoding
+from model.splits import SplitConfig
+
+
+def run_data_stages(
+    drop_url: str,
+    lake_root: str | Path,
+    drop_id: str,
+    *,
+    ingest: IngestSettings | None = None,
+    embed: EmbedSettings | None = None,
+    kmeans: KMeansConfig | None = None,
+    split: SplitConfig | None = None,
+    encoding: FrameEncoding = FrameEncoding.WEBP,
+    max_count: int = 1000,
+    max_bytes: int = 512 << 20,
+    progress: bool = False,
+) -> Path:
+    """Materialize every per-drop data stage into ``lake_root``; returns the shard ``index.json``."""
+    ingest_drop(drop_url, lake.ingest_dir(lake_root, drop_id), ingest or IngestSettings(), drop_id=drop_id, progress=progress)
+    embed_drop(lake_root, drop_id, embed or EmbedSettings(), progress=progress)
+    cluster_drop(lake_root, drop_id, kmeans or KMeansConfig(), split or SplitConfig(), progress=progress)
+    build_shards(lake_root, drop_id, encoding=encoding, max_count=max_count, max_bytes=max_bytes)
+    return shards_dir(lake_root, drop_id) / "index.json"
