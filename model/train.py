@@ -78,6 +78,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     grad_checkpointing: bool = False
+    fsdp: bool = False  # shard the U-Net with FSDP2 (fully_shard per stage) instead of DDP when world size > 1
     num_workers: int = 0  # DataLoader workers per rank
     curriculum: dict = field(default_factory=dict)  # CurriculumConfig fields (mode: none | linear | adaptive)
     p_drop_text: float = 0.1  # CFG training: drop text only
@@ -157,10 +158,20 @@ class Trainer:
         if self.vae.latent_channels * 2 != self.mcfg.in_channels:
             raise ValueError(f"autoencoder {cfg.autoencoder!r} has {self.vae.latent_channels} channels; preset "
                              f"{cfg.preset!r} expects in_channels={self.mcfg.in_channels} (= 2 x latent channels)")
-        self.params = [p for p in list(self.model.parameters()) + list(self.text.parameters()) if p.requires_grad]
         self.ddp = None
-        if self.world > 1:
+        if self.world > 1 and cfg.fsdp:
+            from torch.distributed.fsdp import fully_shard
+
+            from model.unet import _Stage
+
+            for stage in [m for m in self.model.modules() if isinstance(m, _Stage)]:
+                fully_shard(stage)  # one all-gather per U-Net layer: peak memory ~ one stage's full weights
+            fully_shard(self.model)
+        elif self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)
+        # one module holding everything the optimizer updates (U-Net + text projections), for state-dict APIs
+        self.net = torch.nn.ModuleDict({"unet": self.model, "text": self.text})
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
         self.sched = make_train_scheduler(DiffusionConfig(**cfg.diffusion))
@@ -195,17 +206,35 @@ class Trainer:
     def trainable_text_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().contiguous().cpu() for k, v in self.text.state_dict().items()}
 
+    def _gather_state(self) -> tuple[dict, dict, dict]:
+        """Full (unsharded) model, EMA and optimizer state; a collective call under FSDP (every rank)."""
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+        from torch.distributed.tensor import DTensor
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_sd = get_model_state_dict(self.model, options=opts)
+        optim_sd = get_optimizer_state_dict(self.net, self.opt, options=opts)
+        ema = {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().contiguous().cpu() for k, v in self.ema.items()}
+        return model_sd, ema, optim_sd
+
     def save(self) -> Path | None:
+        model_sd, ema, optim_sd = self._gather_state()
         if self.rank != 0:
             return None
         root = Path(self.cfg.out_dir) / "checkpoints"
         root.mkdir(parents=True, exist_ok=True)
         name = f"step-{self.step:06d}"
         tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:6]}"
-        self.model.save_pretrained(tmp / "model")
-        save_file({k: v.contiguous().cpu() for k, v in self.ema.items()}, tmp / "ema.safetensors")
+        (tmp / "model").mkdir(parents=True)
+        self.model.save_config(tmp / "model")  # diffusers layout: DFGN.from_pretrained(tmp / "model") works
+        save_file({k: v.contiguous() for k, v in model_sd.items()}, tmp / "model" / "diffusion_pytorch_model.safetensors")
+        save_file(ema, tmp / "ema.safetensors")
         save_file(self.trainable_text_state(), tmp / "text_proj.safetensors")
-        torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
+        torch.save(optim_sd, tmp / "optimizer.pt")
         _atomic_json({"step": self.step, "curriculum": self.curriculum.state_dict(),
                       "data_batches": self.step * self.cfg.grad_accum, "mlflow_run_id": self.mlflow_run_id,
                       "model_config": asdict(self.mcfg), "train_config": asdict(self.cfg),
@@ -222,12 +251,24 @@ class Trainer:
         return final
 
     def load(self, path: Path) -> None:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+        from torch.distributed.tensor import DTensor, distribute_tensor
+
         meta = json.loads((path / "trainer.json").read_text())
         check_compatible(meta["model_config"], json.loads(json.dumps(asdict(self.mcfg))))
-        self.model.load_state_dict(load_file(path / "model" / "diffusion_pytorch_model.safetensors", device=str(self.device)))
+        opts = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(self.model, load_file(path / "model" / "diffusion_pytorch_model.safetensors"), options=opts)
         self.text.load_state_dict(load_file(path / "text_proj.safetensors", device=str(self.device)))
-        self.ema = {k: v.float() for k, v in load_file(path / "ema.safetensors", device=str(self.device)).items()}
-        self.opt.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True))
+        full_ema = load_file(path / "ema.safetensors", device=str(self.device))
+        for k, cur in self.ema.items():  # re-shard like the live parameters under FSDP
+            v = full_ema[k].float()
+            self.ema[k] = distribute_tensor(v, cur.device_mesh, cur.placements) if isinstance(cur, DTensor) else v
+        optim_sd = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+        set_optimizer_state_dict(self.net, self.opt, optim_state_dict=optim_sd, options=opts)
         self.curriculum.load_state_dict(meta["curriculum"])
         self.step = int(meta["step"])
         self.mlflow_run_id = meta.get("mlflow_run_id")
@@ -239,6 +280,22 @@ class Trainer:
         p = self.cfg.precision
         use_bf16 = p == "bf16" or (p == "auto" and self.device.type == "cuda")
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    def _clip_gradients(self) -> torch.Tensor:
+        """Clip by the global norm over U-Net (possibly FSDP-sharded DTensor grads) and text projections."""
+        from torch.distributed.tensor import DTensor
+
+        groups = [[p for p in mod.parameters() if p.grad is not None] for mod in (self.model, self.text)]
+        norms = []
+        for g in groups:
+            if g:
+                n = torch.nn.utils.get_total_norm([p.grad for p in g])
+                norms.append(n.full_tensor() if isinstance(n, DTensor) else n)
+        total = torch.stack(norms).norm()
+        for g in groups:
+            if g:
+                torch.nn.utils.clip_grads_with_norm_(g, self.cfg.grad_clip, total)
+        return total
 
     def train_step(self, batches) -> dict:
         cfg, F = self.cfg, self.mcfg.num_frames
@@ -277,7 +334,12 @@ class Trainer:
                 for i, m in enumerate(masks):
                     if w[i].sum() > 0:
                         per_task[m.task.value].append(float((err[i] * w[i]).sum() / w[i].sum()))
-        gnorm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        if self.world > 1:  # the text projections sit outside DDP/FSDP: average their gradients by hand
+            for p in self.text.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
+        gnorm = self._clip_gradients()
         self.opt.step()
         with torch.no_grad():
             for k, v in self.model.state_dict().items():

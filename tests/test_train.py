@@ -139,3 +139,17 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, tiny_shards):
     last = _ckpt(tmp_path / "term")
     step = json.loads((last / "trainer.json").read_text())["step"]
     assert 0 < step < 400 and json.loads((tmp_path / "term" / "summary.json").read_text())["step"] == step
+
+
+def test_fsdp_two_ranks_checkpoint_and_resume(tmp_path, tiny_shards):
+    cfg = _cfg(tmp_path, tiny_shards, "fsdp", steps=4, ckpt_every=2, fsdp=True)
+    p = _run(["--config", str(cfg), "--max-steps", "2"], nproc=2)
+    assert p.returncode == 0, p.stderr[-4000:]
+    p = _run(["--config", str(cfg), "--resume", "latest"], nproc=2)
+    assert p.returncode == 0, p.stderr[-4000:]
+    last = _ckpt(tmp_path / "fsdp")
+    assert last.name == "step-000004"
+    from model.unet import DFGN
+
+    model = DFGN.from_pretrained(last / "model")  # full (unsharded) weights in the diffusers layout
+    assert sum(p.numel() for p in model.parameters()) > 1e6
