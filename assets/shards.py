@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 from dagster import (
     AssetCheckResult,
@@ -71,7 +72,9 @@ def build_shards(lake_root: str | Path, drop_id: str, *, encoding: FrameEncoding
         for split in (Split.TRAIN, Split.TEST):
             infos += write_shards(_samples(lake_root, drop_id, split, meta_by_key, caption_of), stage, split.value,
                                   encoding=encoding, max_count=max_count, max_bytes=max_bytes)
-        extra = {"drop_id": drop_id, "encoding": encoding.value, "k_range": [ks[0], ks[-1]] if ks else []}
+        durs = [d for m in meta_by_key.values() for d in m["durations_ms"]]
+        extra = {"drop_id": drop_id, "encoding": encoding.value, "k_range": [ks[0], ks[-1]] if ks else [],
+                 "median_duration_ms": int(np.median(durs)) if durs else 100}  # default frame time of generated GIFs
         write_index(infos, stage, extra=extra)
         lake.swap_in(stage, out)
     except BaseException:

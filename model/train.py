@@ -53,6 +53,7 @@ from model.curriculum import Curriculum, CurriculumConfig, CurriculumMode
 from model.data import DataConfig, make_loader, validate_indexes
 from model.diffusion import DiffusionConfig, make_train_scheduler
 from model.masks import Task, apply_cfg_dropout, batch_masks, loss_weight, masked_mse, sample_condition
+from model.shards import read_index
 from model.unet import DFGN, DFGNConfig, preset
 
 log = logging.getLogger("rdtf.train")
@@ -179,6 +180,8 @@ class Trainer:
                                                          "mode": CurriculumMode(cfg.curriculum.get("mode", "adaptive")),
                                                          "k_max": self.mcfg.num_frames}))
         self.step = 0
+        durs = [read_index(p).get("median_duration_ms", 100) for p in cfg.index_paths]
+        self.typical_duration_ms = int(np.median(durs)) if durs else 100  # default frame time for sampling
         self.mlflow_run_id: str | None = None
         self.history: list[dict] = []
         self._stop = False
@@ -236,6 +239,7 @@ class Trainer:
         save_file(self.trainable_text_state(), tmp / "text_proj.safetensors")
         torch.save(optim_sd, tmp / "optimizer.pt")
         _atomic_json({"step": self.step, "curriculum": self.curriculum.state_dict(),
+                      "typical_duration_ms": self.typical_duration_ms,
                       "data_batches": self.step * self.cfg.grad_accum, "mlflow_run_id": self.mlflow_run_id,
                       "model_config": asdict(self.mcfg), "train_config": asdict(self.cfg),
                       "history": self.history[-2000:]}, tmp / "trainer.json")
@@ -268,7 +272,10 @@ class Trainer:
             v = full_ema[k].float()
             self.ema[k] = distribute_tensor(v, cur.device_mesh, cur.placements) if isinstance(cur, DTensor) else v
         optim_sd = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-        set_optimizer_state_dict(self.net, self.opt, optim_state_dict=optim_sd, options=opts)
+        if optim_sd.get("state") and all(isinstance(k, int) for k in optim_sd["state"]):
+            self.opt.load_state_dict(optim_sd)  # older checkpoints: torch's index-keyed layout (unsharded runs)
+        else:
+            set_optimizer_state_dict(self.net, self.opt, optim_state_dict=optim_sd, options=opts)
         self.curriculum.load_state_dict(meta["curriculum"])
         self.step = int(meta["step"])
         self.mlflow_run_id = meta.get("mlflow_run_id")

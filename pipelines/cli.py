@@ -3,6 +3,7 @@
     rdtf make-drop OUT [--n 200] [--seed 0] [--faults] [--workers N]
     rdtf ingest DROP_URL --out DIR [--size 256] [--workers 0]
     rdtf build-drop DROP_URL --lake DIR [--size 256]
+    rdtf generate --checkpoint DIR --prompt TEXT [--image a.png | --task interpolate --frames a.png,b.png] --out x.gif
     rdtf demo [--n 120] [--seed 0] [--train-steps 200]
 """
 
@@ -12,6 +13,8 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from pipelines.generate_cli import add_generate_parser
 
 
 def _cmd_make_drop(args: argparse.Namespace) -> int:
@@ -83,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--size", type=int, default=256)
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(fn=_cmd_build_drop)
+
+    add_generate_parser(sub)  # rdtf generate --checkpoint ... --prompt ... --out x.gif
 
     d = sub.add_parser("demo", help="make a synthetic drop and materialize every asset through Dagster")
     d.add_argument("--n", type=int, default=120)

@@ -79,12 +79,14 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
         return 1
 
     if train_steps > 0:
-        print(f"[4/4] training DFGN 'tiny_pixel' for {train_steps} steps on CPU via torchrun + Dagster Pipes (train_job)")
+        print(f"[4/4] training DFGN 'tiny_pixel' for {train_steps} steps on CPU via torchrun + Dagster Pipes, then a "
+              "sample gallery (train_job)")
         train = defs.resolve_job_def("train_job").execute_in_process(
             instance=instance,
             tags={"rdtf/source": "demo"},
             run_config={"ops": {"trained_model": {"config": {"steps": train_steps, "batch_size": 2, "ckpt_every": 50,
-                                                             "run_name": f"demo-s{seed}"}}},
+                                                             "run_name": f"demo-s{seed}"}},
+                                "sample_gallery": {"config": {"run_name": f"demo-s{seed}", "n_stickers": 2, "steps": 10}}},
                         "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
         if not train.success:
@@ -92,6 +94,8 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
             return 1
         (mat,) = train.asset_materializations_for_node("trained_model")
         tmd = {k: v.value for k, v in mat.metadata.items()}
+        (gmat,) = train.asset_materializations_for_node("sample_gallery")
+        gmd = {k: v.value for k, v in gmat.metadata.items()}
 
     out = lake.ingest_dir(storage.lake_root, drop_id)
     man, quar = lake.read_manifest(storage.lake_root, drop_id), lake.read_quarantine(storage.lake_root, drop_id)
@@ -111,7 +115,8 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
         print(f"  trained model     : step {tmd['step']}, final loss {tmd.get('final_loss', float('nan')):.3f} {losses} "
               f"(weights={tmd['weights']})")
         print(f"                      checkpoint {tmd['checkpoint']}")
-        print(f"  MLflow run        : {tmd.get('mlflow_run_id')} in {resources['mlflow'].tracking_uri}")
+        print(f"  sample gallery    : {gmd['n_gifs']} GIFs (text/image/interpolate/predict, 10 DDIM steps) -> {gmd['gallery_dir']}")
+        print(f"  MLflow run        : {tmd.get('mlflow_run_id')} in {resources['mlflow'].tracking_uri} (gallery/ artifacts)")
         print(f"                      (UI: .venv/bin/mlflow ui --backend-store-uri {resources['mlflow'].tracking_uri} --host 127.0.0.1)")
     print(f"  Dagster run       : {run.run_id} in {os.environ['DAGSTER_HOME']}  (UI: bash scripts/dev.sh ui)")
     print(f"  wall time         : {time.perf_counter() - t0:.1f} s")

@@ -4,6 +4,7 @@ from dagster import AssetSelection, define_asset_job
 
 from assets.clusters import CLUSTER_ASSET
 from assets.embeddings import EMBED_ASSET
+from assets.gallery import GALLERY_ASSET
 from assets.ingest import INGEST_ASSET
 from assets.partitions import drop_partitions
 from assets.shards import SHARD_ASSET
@@ -20,6 +21,6 @@ drop_data_job = define_asset_job(
 # Training on the shards of every materialized drop (torchrun through Dagster Pipes, "gpu" pool).
 train_job = define_asset_job(
     "train_job",
-    selection=AssetSelection.assets(TRAIN_ASSET),
-    description="Train DFGN (dual mask + difficulty-adaptive curriculum) on all drops' train shards.",
+    selection=AssetSelection.assets(TRAIN_ASSET, GALLERY_ASSET),
+    description="Train DFGN (dual mask + difficulty-adaptive curriculum) on all drops' train shards, then sample a gallery.",
 )

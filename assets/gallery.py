@@ -1,0 +1,99 @@
+"""Stage 4: ``sample_gallery`` — stickers from the trained model on fixed test-split conditions.
+
+For the first ``n_stickers`` test samples (all drops' test shards, in index order) and each task of
+paper Fig. 1 — text→GIF, image&text→GIF, interpolation and forward prediction — generate one animated
+sticker with a fixed seed, write GIFs and contact sheets to ``lake/gallery/<run>/``, log them as artifacts
+of the training's MLflow run, and preview the contact sheets in the Dagster metadata.
+"""
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from assets.resources import LakeResource, MlflowResource
+from assets.training import TRAIN_ASSET, shard_indexes
+from model.export import contact_sheet, save_animation
+
+GALLERY_ASSET = "sample_gallery"
+GALLERY_TASKS = ("generate_text", "generate_image", "interpolate", "predict_forward")
+
+
+class GalleryConfig(Config):
+    run_name: str = Field("default", description="Training run (lake/training/<run_name>) to sample from.")
+    n_stickers: int = Field(2, description="Test stickers whose captions/frames condition the gallery.")
+    steps: int = Field(25, description="DDIM steps (paper: 50 in Table 6, 25 in the experiments).")
+    text_scale: float = Field(7.5, description="Text guidance scale (Table 6).")
+    image_scale: float = Field(7.5, description="Image guidance scale (Table 6).")
+    seed: int = Field(0, description="Sampling seed.")
+
+
+def _test_samples(lake_root: str, n: int) -> list[dict]:
+    from model.shards import make_dataset, shard_urls
+
+    urls = shard_urls(shard_indexes(lake_root), "test")
+    if not urls:
+        raise ValueError("no test shards: materialize webdataset_shards with a test split first")
+    out = []
+    for s in make_dataset(urls, nodesplitter=lambda x: x, workersplitter=lambda x: x):
+        out.append(s)
+        if len(out) >= n:
+            break
+    return out
+
+
+def _resize(frame: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BICUBIC))
+
+
+@asset(
+    name=GALLERY_ASSET,
+    deps=[TRAIN_ASSET],
+    group_name="training",
+    kinds={"pytorch", "mlflow"},
+    description="GIFs from the trained model for fixed test-split prompts/conditions (Fig. 1 tasks).",
+)
+def sample_gallery(context: AssetExecutionContext, config: GalleryConfig, storage: LakeResource,
+                   mlflow: MlflowResource) -> MaterializeResult:
+    from model.sampling import RDTFPipeline
+
+    run_dir = Path(storage.lake_root) / "training" / config.run_name
+    pipe = RDTFPipeline.from_pretrained(run_dir)  # its latest checkpoint; clear ValueError if none
+    out = Path(storage.lake_root) / "gallery" / config.run_name
+    out.mkdir(parents=True, exist_ok=True)
+    F, S = pipe.num_frames, pipe.image_size
+    previews, files = [], []
+    for i, sample in enumerate(_test_samples(storage.lake_root, config.n_stickers)):
+        frames = [_resize(f, S) for f in sample["frames"]]
+        known = {"generate_text": [], "generate_image": frames[:1], "interpolate": [frames[0], frames[-1]],
+                 "predict_forward": frames[: min(3, len(frames) - 1)]}
+        for task in GALLERY_TASKS:
+            images = known[task]
+            if task == "interpolate" and len(frames) < 2:
+                continue
+            res = pipe(sample["caption"], images=images, task=task.removesuffix("_text").removesuffix("_image"),
+                       num_inference_steps=config.steps, text_guidance_scale=config.text_scale,
+                       image_guidance_scale=config.image_scale, seed=config.seed, progress=False)
+            gif = save_animation(res.frames, res.durations_ms, out / f"{i:02d}-{task}.gif")
+            sheet = contact_sheet(res.frames, out / f"{i:02d}-{task}.png", label=f"{task}: {sample['caption'][:60]}")
+            files += [gif, sheet]
+            previews.append((task, sample["caption"], sheet))
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    run_id = summary.get("mlflow_run_id")
+    if run_id:
+        import mlflow as mlf
+
+        mlf.MlflowClient(tracking_uri=mlflow.tracking_uri).log_artifacts(run_id, str(out), artifact_path="gallery")
+    md = "\n\n".join(f"**{task}** — {caption[:80]}\n\n![{task}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
+                     for task, caption, p in previews[:8])
+    return MaterializeResult(metadata={
+        "n_gifs": len(previews), "steps": config.steps, "frames_per_gif": F, "frame_size": S,
+        "mlflow_run_id": run_id or "", "gallery_dir": MetadataValue.path(str(out)), "preview": MetadataValue.md(md),
+        "weights": summary.get("weights", "unknown"),
+    }, tags={"weights": summary.get("weights", "unknown")})

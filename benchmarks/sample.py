@@ -1,0 +1,70 @@
+"""Sampling benchmark: one batched dual-guidance forward per DDIM step vs. three sequential forwards,
+and bf16 autocast vs fp32, measured in the same run.
+
+    bash scripts/dev.sh bench sample [--widths 64,128,192,256] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from model.sampling import sample_latents  # noqa: E402
+from model.unet import DFGN, paper  # noqa: E402
+
+
+def _time(fn, reps: int) -> float:
+    fn()
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--widths", default="64,128,192,256")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    widths = tuple(int(w) for w in args.widths.split(","))
+    torch.manual_seed(0)
+    model = DFGN.from_dataclass(replace(paper(), block_out_channels=widths, cross_attention_dim=256)).eval()
+    cond = torch.randn(1, 8, 4, 32, 32)
+    mask = torch.zeros(1, 8, dtype=torch.bool)
+    mask[0, 0] = True
+    txt, null = torch.randn(1, 77, 256), torch.zeros(1, 77, 256)
+
+    def run(batched: bool, bf16: bool = False):
+        def go():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                sample_latents(model, cond, mask, txt, null, steps=args.steps, generator=torch.Generator().manual_seed(0),
+                               batched=batched)
+        return go
+
+    t_batched = _time(run(True), args.reps)
+    t_seq = _time(run(False), args.reps)
+    t_bf16 = _time(run(True, bf16=True), args.reps)
+    n = sum(p.numel() for p in model.parameters())
+    print(f"DFGN {n / 1e6:.1f} M params (widths {widths}), 1 clip x 8 frames x 4 x 32x32, {args.steps} DDIM steps, "
+          f"dual guidance, torch threads {torch.get_num_threads()}")
+    print(f"three sequential forwards per step : {t_seq:6.2f} s ({t_seq / args.steps * 1e3:.0f} ms/step)")
+    print(f"one batched forward per step       : {t_batched:6.2f} s ({t_batched / args.steps * 1e3:.0f} ms/step)")
+    print(f"RATIO sequential / batched         : {t_seq / t_batched:6.2f}x")
+    print(f"bf16 autocast (batched)            : {t_bf16:6.2f} s -> RATIO fp32 / bf16 {t_batched / t_bf16:.2f}x "
+          "(CPU autocast; on GPU see the device notes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""Sampling: DDIM with dual classifier-free guidance over text and image conditions (paper Table 6).
+
+Table 6 sampling parameters: DDIM, 50 steps, η = 1.0, text guidance 7.5, image guidance 7.5 (the
+experiments section reports 25 steps; 50 is the default here, configurable). The scheduler is built by
+``model.diffusion.make_ddim_scheduler`` on exactly the training betas.
+
+Dual guidance (the InstructPix2Pix-style decomposition, matching the three condition-dropout cases used
+in training — drop both, drop text only, keep both)::
+
+    ε = ε(∅, ∅) + s_img · (ε(∅, img) − ε(∅, ∅)) + s_txt · (ε(txt, img) − ε(∅, img))
+
+With s_img = s_txt = 0 this is the unconditional prediction; with s_img = 1, s_txt = 1 the fully
+conditional one. The three predictions come from ONE batched forward pass per step (3·B clips).
+Known frames enter as condition latents at their positions (concatenated channels, like training);
+``paste_known`` replaces them in the output by their exact latents.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from model.conditioning import (
+    AutoencoderConfig,
+    AutoencoderKind,
+    TextEncoder,
+    load_autoencoder,
+    tiny_kl_config,
+    tiny_text_config,
+)
+from model.diffusion import DiffusionConfig, make_ddim_scheduler
+from model.unet import DFGN
+
+PIPELINE_TASKS = ("generate", "interpolate", "predict_forward", "predict_backward")
+
+
+def guided_epsilon(eps_uncond: torch.Tensor, eps_image: torch.Tensor, eps_full: torch.Tensor,
+                   text_scale: float, image_scale: float) -> torch.Tensor:
+    """Dual classifier-free guidance (see module docstring)."""
+    return eps_uncond + image_scale * (eps_image - eps_uncond) + text_scale * (eps_full - eps_image)
+
+
+def condition_positions(task: str, n_images: int, num_frames: int, positions: list[int] | None) -> list[int]:
+    """Frame positions of the given images for a task (explicit ``positions`` win)."""
+    if task not in PIPELINE_TASKS:
+        raise ValueError(f"unknown task {task!r}; allowed: {PIPELINE_TASKS}")
+    if positions is not None:
+        if len(positions) != n_images or len(set(positions)) != n_images or not all(0 <= p < num_frames for p in positions):
+            raise ValueError(f"positions {positions} must be {n_images} distinct frame indices in [0, {num_frames})")
+        return list(positions)
+    if task == "generate":
+        if n_images > 1:
+            raise ValueError("generate takes at most one image (its position defaults to frame 0)")
+        return [0] * n_images
+    if n_images < 1 or n_images >= num_frames:
+        raise ValueError(f"{task} needs between 1 and {num_frames - 1} known frames, got {n_images}")
+    if task == "interpolate":
+        if n_images < 2:
+            raise ValueError("interpolate needs at least 2 known frames")
+        return [int(round(x)) for x in np.linspace(0, num_frames - 1, n_images)]
+    if task == "predict_forward":
+        return list(range(n_images))
+    return list(range(num_frames - n_images, num_frames))  # predict_backward: known frames at the end
+
+
+@torch.no_grad()
+def sample_latents(
+    model: DFGN,
+    cond_latents: torch.Tensor,
+    cond_mask: torch.Tensor,
+    text_emb: torch.Tensor,
+    null_emb: torch.Tensor,
+    *,
+    steps: int = 50,
+    eta: float = 1.0,
+    text_scale: float = 7.5,
+    image_scale: float = 7.5,
+    generator: torch.Generator | None = None,
+    paste_known: bool = True,
+    batched: bool = True,
+    diffusion: DiffusionConfig = DiffusionConfig(),
+    progress: bool = False,
+) -> torch.Tensor:
+    """cond_latents (B, F, C, h, w), cond_mask (B, F) bool, text/null embeddings (B, L, D) -> latents (B, F, C, h, w)."""
+    B, F, C, h, w = cond_latents.shape
+    sched = make_ddim_scheduler(diffusion)
+    sched.set_timesteps(steps)
+    dev, dtype = cond_latents.device, cond_latents.dtype
+    cond = cond_latents * cond_mask[:, :, None, None, None].to(dtype)  # (B, F, C, h, w)
+    zeros = torch.zeros_like(cond)
+    x = torch.randn(cond.shape, generator=generator, device=dev, dtype=dtype) * sched.init_noise_sigma
+    for t in tqdm(sched.timesteps, desc="DDIM", disable=not progress, leave=False):
+        if batched:
+            inp = torch.cat([torch.cat([x, zeros], 2), torch.cat([x, cond], 2), torch.cat([x, cond], 2)], 0)  # (3B, F, 2C, h, w)
+            eps_u, eps_i, eps_f = model(inp, t, torch.cat([null_emb, null_emb, text_emb], 0)).chunk(3)
+        else:
+            eps_u = model(torch.cat([x, zeros], 2), t, null_emb)
+            eps_i = model(torch.cat([x, cond], 2), t, null_emb)
+            eps_f = model(torch.cat([x, cond], 2), t, text_emb)
+        eps = guided_epsilon(eps_u, eps_i, eps_f, text_scale, image_scale)
+        x = sched.step(eps, t, x, eta=eta, generator=generator).prev_sample
+    if paste_known:
+        x = torch.where(cond_mask[:, :, None, None, None], cond_latents, x)
+    return x
+
+
+@dataclass
+class StickerResult:
+    frames: np.ndarray  # (F, H, W, 3) uint8
+    durations_ms: list[int]
+    task: str
+    prompt: str
+
+
+class RDTFPipeline:
+    """Checkpoint -> animated stickers (text->GIF, image&text->GIF, interpolation, pre/post prediction)."""
+
+    def __init__(self, model: DFGN, text: TextEncoder, vae, *, image_size: int, default_duration_ms: int = 100,
+                 device: str = "cpu"):
+        self.model, self.text, self.vae = model.eval(), text.eval(), vae
+        self.image_size, self.num_frames = image_size, model.cfg.num_frames
+        self.default_duration_ms, self.device = default_duration_ms, torch.device(device)
+
+    @classmethod
+    def from_pretrained(cls, checkpoint_dir: str | Path, *, use_ema: bool = True, device: str = "cpu") -> RDTFPipeline:
+        ckpt = Path(checkpoint_dir)
+        if (ckpt / "checkpoints" / "latest").exists():  # a training folder: take its latest checkpoint
+            ckpt = ckpt / "checkpoints" / (ckpt / "checkpoints" / "latest").read_text().strip()
+        meta_path = ckpt / "trainer.json"
+        if not meta_path.is_file() or not (ckpt / "model" / "config.json").is_file():
+            raise ValueError(f"{checkpoint_dir} is not an RDTF checkpoint (expected trainer.json and model/config.json, "
+                             "e.g. lake/training/<run>/checkpoints/step-000200)")
+        meta = json.loads(meta_path.read_text())
+        tcfg = meta.get("train_config", {})
+        try:
+            model = DFGN.from_pretrained(ckpt / "model")
+            if use_ema:
+                model.load_state_dict(load_file(ckpt / "ema.safetensors"))
+        except (OSError, RuntimeError, KeyError) as exc:
+            raise ValueError(f"cannot load the DFGN weights in {ckpt}: {exc}") from exc
+        text = TextEncoder(_text_config(model, tcfg))
+        text.load_state_dict(load_file(ckpt / "text_proj.safetensors"))
+        ae = tcfg.get("autoencoder", "pixel")
+        vae = load_autoencoder(AutoencoderConfig(kind=AutoencoderKind.PIXEL) if ae == "pixel" else
+                               tiny_kl_config(tcfg.get("seed", 0)) if ae == "tiny_kl" else
+                               AutoencoderConfig(kind=AutoencoderKind.KL, path=ae))
+        if vae.latent_channels * 2 != model.cfg.in_channels:
+            raise ValueError(f"checkpoint {ckpt}: autoencoder {ae!r} does not fit the model's {model.cfg.in_channels} input channels")
+        size = model.cfg.sample_size * vae.downsample
+        return cls(model.to(device), text.to(device), vae.to(device), image_size=size,
+                   default_duration_ms=int(meta.get("typical_duration_ms", 100)), device=device)
+
+    def _encode_images(self, images: list[np.ndarray]) -> torch.Tensor:
+        arr = np.stack([np.asarray(im, np.uint8) for im in images])  # (N, H, W, 3)
+        if arr.shape[1:] != (self.image_size, self.image_size, 3):
+            raise ValueError(f"images must be {self.image_size}x{self.image_size} RGB uint8, got {arr.shape[1:]}")
+        x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(255).to(self.device)  # (N, 3, S, S)
+        return self.vae.encode(x)  # (N, C, h, w)
+
+    @torch.no_grad()
+    def __call__(self, prompt: str, images: list[np.ndarray] | None = None, task: str = "generate",
+                 frame_positions: list[int] | None = None, num_inference_steps: int = 50, text_guidance_scale: float = 7.5,
+                 image_guidance_scale: float = 7.5, eta: float = 1.0, seed: int | None = 0, paste_known: bool = True,
+                 progress: bool = True) -> StickerResult:
+        images = images or []
+        F = self.num_frames
+        pos = condition_positions(task, len(images), F, frame_positions)
+        C, s = self.vae.latent_channels, self.model.cfg.sample_size
+        cond = torch.zeros(1, F, C, s, s, device=self.device)
+        mask = torch.zeros(1, F, dtype=torch.bool, device=self.device)
+        if images:
+            lat = self._encode_images(images)  # (N, C, h, w)
+            for p, z in zip(pos, lat):
+                cond[0, p], mask[0, p] = z, True
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**62))
+        lat = sample_latents(self.model, cond, mask, self.text([prompt]), self.text.null_embedding(1),
+                             steps=num_inference_steps, eta=eta, text_scale=text_guidance_scale,
+                             image_scale=image_guidance_scale, generator=gen, paste_known=paste_known, progress=progress)
+        frames = self.vae.decode(lat[0])  # (F, 3, S, S) in [-1, 1]
+        out = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # (F, S, S, 3)
+        return StickerResult(out, [self.default_duration_ms] * F, task, prompt)
+
+
+def _text_config(model: DFGN, tcfg: dict):
+    """The text-encoder config the trainer used (model.train builds the same)."""
+    import dataclasses
+
+    return dataclasses.replace(tiny_text_config(model.cfg.cross_attention_dim), proj_seed=tcfg.get("seed", 0))
+
+
+def tiny_checkpoint_for_tests(out_dir: str | Path, seed: int = 0) -> Path:
+    """A random-init ``tiny_pixel`` checkpoint in the trainer's layout (tests and the CLI's smoke checks)."""
+    from safetensors.torch import save_file
+
+    from model.unet import tiny
+
+    torch.manual_seed(seed)
+    model = DFGN.from_dataclass(tiny(pixel_space=True))
+    text = TextEncoder(_text_config(model, {"seed": seed}))
+    ckpt = Path(out_dir) / "checkpoints" / "step-000000"
+    model.save_pretrained(ckpt / "model")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, ckpt / "ema.safetensors")
+    save_file({k: v.contiguous() for k, v in text.state_dict().items()}, ckpt / "text_proj.safetensors")
+    (ckpt / "trainer.json").write_text(json.dumps({"step": 0, "train_config": {"preset": "tiny_pixel", "autoencoder": "pixel",
+                                                                                "seed": seed}, "typical_duration_ms": 100}))
+    (ckpt.parent / "latest").write_text(ckpt.name)
+    return ckpt
+
