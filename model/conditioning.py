@@ -108,6 +108,23 @@ def paper_text_config(clip_weights: str, t5_path: str, clip_model: str = "ViT-H-
     return TextEncoderConfig(clip=ClipSpec(model=clip_model, pretrained=clip_weights), t5_path=t5_path)
 
 
+def text_config_for(embed_dim: int, *, seed: int = 0, clip_model: str | None = None, clip_pretrained: str | None = None,
+                    t5_path: str | None = None) -> TextEncoderConfig:
+    """The text encoder a training run uses: real towers when weights are given, else the random tiny preset.
+
+    Shared by ``model.train`` and ``model.sampling`` so a checkpoint is always re-opened with the encoder it
+    was trained with (the settings are stored in the checkpoint's train config).
+    """
+    import dataclasses
+
+    if clip_pretrained or t5_path:
+        cfg = TextEncoderConfig(clip=ClipSpec(model=clip_model or "ViT-H-14", pretrained=clip_pretrained), t5_path=t5_path,
+                                embed_dim=embed_dim)
+    else:
+        cfg = tiny_text_config(embed_dim)
+    return dataclasses.replace(cfg, proj_seed=seed)
+
+
 TINY_T5 = dict(d_model=64, num_layers=2, num_heads=2, d_ff=128, d_kv=32)
 T5_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 T5_TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")

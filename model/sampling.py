@@ -31,8 +31,8 @@ from model.conditioning import (
     AutoencoderKind,
     TextEncoder,
     load_autoencoder,
+    text_config_for,
     tiny_kl_config,
-    tiny_text_config,
 )
 from model.diffusion import DiffusionConfig, make_ddim_scheduler
 from model.unet import DFGN
@@ -189,10 +189,9 @@ class RDTFPipeline:
 
 
 def _text_config(model: DFGN, tcfg: dict):
-    """The text-encoder config the trainer used (model.train builds the same)."""
-    import dataclasses
-
-    return dataclasses.replace(tiny_text_config(model.cfg.cross_attention_dim), proj_seed=tcfg.get("seed", 0))
+    """The text-encoder config the checkpoint was trained with (see model.conditioning.text_config_for)."""
+    return text_config_for(model.cfg.cross_attention_dim, seed=tcfg.get("seed", 0), clip_model=tcfg.get("text_clip_model"),
+                           clip_pretrained=tcfg.get("text_clip_pretrained"), t5_path=tcfg.get("text_t5_path"))
 
 
 def tiny_checkpoint_for_tests(out_dir: str | Path, seed: int = 0) -> Path:

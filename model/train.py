@@ -46,8 +46,8 @@ from model.conditioning import (
     TextEncoder,
     drop_tokens,
     load_autoencoder,
+    text_config_for,
     tiny_kl_config,
-    tiny_text_config,
 )
 from model.curriculum import Curriculum, CurriculumConfig, CurriculumMode
 from model.data import DataConfig, make_loader, validate_indexes
@@ -91,6 +91,9 @@ class TrainConfig:
     mlflow_experiment: str = "rdtf-stickers"
     run_name: str | None = None
     diffusion: dict = field(default_factory=dict)  # DiffusionConfig overrides
+    text_clip_model: str | None = None  # open_clip model of the text tower (real weights only; default ViT-H-14)
+    text_clip_pretrained: str | None = None  # local CLIP weights file; None with text_t5_path None = random tiny towers
+    text_t5_path: str | None = None  # local transformers T5 encoder folder
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
@@ -154,7 +157,8 @@ class Trainer:
         self.model = DFGN.from_dataclass(self.mcfg).to(self.device)
         if cfg.grad_checkpointing:
             self.model.enable_gradient_checkpointing()
-        self.text = TextEncoder(dataclasses.replace(tiny_text_config(self.mcfg.cross_attention_dim), proj_seed=cfg.seed)).to(self.device)
+        self.text = TextEncoder(text_config_for(self.mcfg.cross_attention_dim, seed=cfg.seed, clip_model=cfg.text_clip_model,
+                                                clip_pretrained=cfg.text_clip_pretrained, t5_path=cfg.text_t5_path)).to(self.device)
         self.vae = load_autoencoder(self._ae_cfg()).to(self.device)
         if self.vae.latent_channels * 2 != self.mcfg.in_channels:
             raise ValueError(f"autoencoder {cfg.autoencoder!r} has {self.vae.latent_channels} channels; preset "

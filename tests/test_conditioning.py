@@ -237,3 +237,12 @@ def test_kl_mismatched_weights(tmp_path):
     cfg_path.write_text(json.dumps(conf | {"layers_per_block": 2}))  # missing weights, not silently random
     with pytest.raises(ValueError, match="do not match"):
         load_autoencoder(sd_vae_config(str(tmp_path / "vae")))
+
+
+def test_text_config_for_real_and_random():
+    from model.conditioning import text_config_for
+
+    tiny_cfg = text_config_for(64, seed=3)
+    assert tiny_cfg.t5_path is None and tiny_cfg.clip.pretrained is None and tiny_cfg.proj_seed == 3
+    real = text_config_for(1024, clip_pretrained="/models/clip.safetensors", t5_path="/models/t5")
+    assert (real.embed_dim, real.clip.model, real.clip.pretrained, real.t5_path) == (1024, "ViT-H-14", "/models/clip.safetensors", "/models/t5")
