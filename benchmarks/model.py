@@ -9,9 +9,7 @@ reduced so that the comparison runs on a 2-core CPU (``--widths``). Times are me
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,17 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 from diffusers import UNet3DConditionModel  # noqa: E402
 
+from benchmarks.timing import median_time  # noqa: E402
 from model.unet import DFGN, paper  # noqa: E402
-
-
-def _median_time(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -69,7 +58,7 @@ def main() -> int:
 
     n_d = sum(p.numel() for p in dfgn.parameters())
     n_u = sum(p.numel() for p in unet3d.parameters())
-    res = {name: _median_time(fn, args.reps) for name, fn in
+    res = {name: median_time(fn, args.reps) for name, fn in
            [("dfgn_fwd", fwd_dfgn), ("u3d_fwd", fwd_u3d), ("dfgn_train", train_dfgn), ("u3d_train", train_u3d)]}
     print(f"widths {widths}, cross-attn dim {args.cross_dim}, input 1x{args.frames}x8x32x32, torch threads {torch.get_num_threads()}")
     print(f"params        DFGN {n_d / 1e6:7.1f} M   UNet3DConditionModel {n_u / 1e6:7.1f} M   (ratio {n_d / n_u:.2f})")

@@ -7,9 +7,7 @@ and bf16 autocast vs fp32, measured in the same run.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,18 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from benchmarks.timing import median_time  # noqa: E402
 from model.sampling import sample_latents  # noqa: E402
 from model.unet import DFGN, paper  # noqa: E402
-
-
-def _time(fn, reps: int) -> float:
-    fn()
-    out = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
 
 
 def main() -> int:
@@ -52,9 +41,9 @@ def main() -> int:
                                batched=batched)
         return go
 
-    t_batched = _time(run(True), args.reps)
-    t_seq = _time(run(False), args.reps)
-    t_bf16 = _time(run(True, bf16=True), args.reps)
+    t_batched = median_time(run(True), args.reps)
+    t_seq = median_time(run(False), args.reps)
+    t_bf16 = median_time(run(True, bf16=True), args.reps)
     n = sum(p.numel() for p in model.parameters())
     print(f"DFGN {n / 1e6:.1f} M params (widths {widths}), 1 clip x 8 frames x 4 x 32x32, {args.steps} DDIM steps, "
           f"dual guidance, torch threads {torch.get_num_threads()}")
