@@ -7,6 +7,7 @@ of the training's MLflow run, and preview the contact sheets in the Dagster meta
 """
 
 import base64
+import itertools
 import json
 from pathlib import Path
 
@@ -31,18 +32,18 @@ class GalleryConfig(Config):
     seed: int = Field(0, description="Sampling seed.")
 
 
-def _test_samples(lake_root: str, n: int) -> list[dict]:
+def iter_test_samples(indexes: list[str]):
+    """Decoded test-split samples of the given shard indexes, in index order (deterministic)."""
     from model.shards import make_dataset, shard_urls
 
-    urls = shard_urls(shard_indexes(lake_root), "test")
+    urls = shard_urls(indexes, "test")
     if not urls:
         raise ValueError("no test shards: materialize webdataset_shards with a test split first")
-    out = []
-    for s in make_dataset(urls, nodesplitter=lambda x: x, workersplitter=lambda x: x):
-        out.append(s)
-        if len(out) >= n:
-            break
-    return out
+    yield from make_dataset(urls, nodesplitter=lambda x: x, workersplitter=lambda x: x)
+
+
+def _test_samples(lake_root: str, n: int) -> list[dict]:
+    return list(itertools.islice(iter_test_samples(shard_indexes(lake_root)), n))
 
 
 def _resize(frame: np.ndarray, size: int) -> np.ndarray:

@@ -51,3 +51,25 @@ class ClipResource(ConfigurableResource):
 
         return ClipSpec(model=self.model, pretrained=self.pretrained, cache_dir=self.cache_dir, device=self.device,
                         precision=Precision(self.precision), batch_size=self.batch_size, init_seed=self.init_seed)
+
+
+class EvalModelsResource(ConfigurableResource):
+    """Weights of the metric networks (I3D for FVD, FAST-VQA) and where evaluation runs.
+
+    ``None`` = the seeded random-init preset (no download possible here); results are then tagged
+    ``fvd.weights=random`` / ``vqa.weights=random``. For numbers comparable to the paper, point these at the
+    published files: ``i3d_pretrained_400.pt`` (the I3D port used by StyleGAN-V / content-debiased-fvd) and
+    ``FAST_VQA_B_1_4.pth`` (FAST-VQA-B).
+    """
+
+    i3d_weights: str | None = None  # local path of i3d_pretrained_400.pt, or None = random init
+    fastvqa_weights: str | None = None  # local path of FAST_VQA_B_1_4.pth, or None = random init
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (sampling and metric networks)
+    init_seed: int = 0  # seed of the random-init presets
+
+    def torch_device(self) -> str:
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"

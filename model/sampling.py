@@ -156,36 +156,58 @@ class RDTFPipeline:
         return cls(model.to(device), text.to(device), vae.to(device), image_size=size,
                    default_duration_ms=int(meta.get("typical_duration_ms", 100)), device=device)
 
-    def _encode_images(self, images: list[np.ndarray]) -> torch.Tensor:
-        arr = np.stack([np.asarray(im, np.uint8) for im in images])  # (N, H, W, 3)
-        if arr.shape[1:] != (self.image_size, self.image_size, 3):
-            raise ValueError(f"images must be {self.image_size}x{self.image_size} RGB uint8, got {arr.shape[1:]}")
-        x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(255).to(self.device)  # (N, 3, S, S)
-        return self.vae.encode(x)  # (N, C, h, w)
-
     @torch.no_grad()
     def __call__(self, prompt: str, images: list[np.ndarray] | None = None, task: str = "generate",
                  frame_positions: list[int] | None = None, num_inference_steps: int = 50, text_guidance_scale: float = 7.5,
                  image_guidance_scale: float = 7.5, eta: float = 1.0, seed: int | None = 0, paste_known: bool = True,
                  progress: bool = True) -> StickerResult:
         images = images or []
-        F = self.num_frames
+        F, S = self.num_frames, self.image_size
         pos = condition_positions(task, len(images), F, frame_positions)
+        known = np.zeros((1, F, S, S, 3), np.uint8)  # (1, F, S, S, 3)
+        for p, im in zip(pos, images):
+            known[0, p] = self._check_image(im)
+        out = self.sample_batch([prompt], known, pos, num_inference_steps=num_inference_steps,
+                                text_guidance_scale=text_guidance_scale, image_guidance_scale=image_guidance_scale,
+                                eta=eta, seed=seed, paste_known=paste_known, progress=progress)
+        return StickerResult(out[0], [self.default_duration_ms] * F, task, prompt)
+
+    def _check_image(self, im: np.ndarray) -> np.ndarray:
+        arr = np.asarray(im, np.uint8)
+        if arr.shape != (self.image_size, self.image_size, 3):
+            raise ValueError(f"images must be {self.image_size}x{self.image_size} RGB uint8, got {arr.shape}")
+        return arr
+
+    @torch.no_grad()
+    def sample_batch(self, prompts: list[str], known: np.ndarray | None, positions: list[int], *,
+                     num_inference_steps: int = 50, text_guidance_scale: float = 7.5, image_guidance_scale: float = 7.5,
+                     eta: float = 1.0, seed: int | None = 0, paste_known: bool = True, progress: bool = False) -> np.ndarray:
+        """B prompts with the same known-frame positions -> uint8 frames (B, F, S, S, 3).
+
+        ``known`` (B, F, S, S, 3) uint8 holds the condition frames at ``positions`` (other frames are ignored;
+        None when ``positions`` is empty). One generator seeded with ``seed`` draws the noise of the whole
+        batch, so results are reproducible for the same batch composition.
+        """
+        B, F, S = len(prompts), self.num_frames, self.image_size
         C, s = self.vae.latent_channels, self.model.cfg.sample_size
-        cond = torch.zeros(1, F, C, s, s, device=self.device)
-        mask = torch.zeros(1, F, dtype=torch.bool, device=self.device)
-        if images:
-            lat = self._encode_images(images)  # (N, C, h, w)
-            for p, z in zip(pos, lat):
-                cond[0, p], mask[0, p] = z, True
+        if positions and (known is None or known.shape != (B, F, S, S, 3)):
+            raise ValueError(f"known frames must be uint8 ({B}, {F}, {S}, {S}, 3), got "
+                             f"{None if known is None else known.shape}")
+        cond = torch.zeros(B, F, C, s, s, device=self.device)  # (B, F, C, h, w)
+        mask = torch.zeros(B, F, dtype=torch.bool, device=self.device)  # (B, F)
+        if positions:
+            imgs = torch.from_numpy(np.ascontiguousarray(known[:, positions]))  # (B, P, S, S, 3)
+            x = imgs.reshape(-1, S, S, 3).permute(0, 3, 1, 2).float().div(255).to(self.device)  # (B*P, 3, S, S)
+            lat = self.vae.encode(x).reshape(B, len(positions), C, s, s)  # (B, P, C, h, w)
+            cond[:, positions], mask[:, positions] = lat, True
         gen = torch.Generator(device=self.device)
         gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**62))
-        lat = sample_latents(self.model, cond, mask, self.text([prompt]), self.text.null_embedding(1),
+        lat = sample_latents(self.model, cond, mask, self.text(list(prompts)), self.text.null_embedding(B),
                              steps=num_inference_steps, eta=eta, text_scale=text_guidance_scale,
                              image_scale=image_guidance_scale, generator=gen, paste_known=paste_known, progress=progress)
-        frames = self.vae.decode(lat[0])  # (F, 3, S, S) in [-1, 1]
-        out = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()  # (F, S, S, 3)
-        return StickerResult(out, [self.default_duration_ms] * F, task, prompt)
+        frames = self.vae.decode(lat.reshape(B * F, C, s, s))  # (B*F, 3, S, S) in [-1, 1]
+        out = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)  # (B*F, S, S, 3)
+        return out.reshape(B, F, S, S, 3).cpu().numpy()  # (B, F, S, S, 3)
 
 
 def _text_config(model: DFGN, tcfg: dict):

@@ -4,17 +4,19 @@ from dagster import Definitions
 
 from assets.clusters import frame_clusters
 from assets.embeddings import frame_embeddings
+from assets.evaluation import EVALUATION_ASSETS
 from assets.gallery import sample_gallery
 from assets.ingest import ingested_stickers
 from assets.shards import webdataset_shards
 from assets.training import trained_model
-from pipelines.jobs import drop_data_job, train_job
+from pipelines.jobs import drop_data_job, evaluate_job, train_job
 from pipelines.resources import default_resources
 from pipelines.sensors import new_drop_sensor
 
 defs = Definitions(
-    assets=[ingested_stickers, frame_embeddings, frame_clusters, webdataset_shards, trained_model, sample_gallery],
-    jobs=[drop_data_job, train_job],
+    assets=[ingested_stickers, frame_embeddings, frame_clusters, webdataset_shards, trained_model, sample_gallery,
+            *EVALUATION_ASSETS],
+    jobs=[drop_data_job, train_job, evaluate_job],
     sensors=[new_drop_sensor],
     resources=default_resources(),
 )

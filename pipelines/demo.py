@@ -80,13 +80,17 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
 
     if train_steps > 0:
         print(f"[4/4] training DFGN 'tiny_pixel' for {train_steps} steps on CPU via torchrun + Dagster Pipes, then a "
-              "sample gallery (train_job)")
+              "sample gallery, evaluation (FVD, VQA, CLIP similarity, PSNR/SSIM) and the run comparison (train_job)")
         train = defs.resolve_job_def("train_job").execute_in_process(
             instance=instance,
             tags={"rdtf/source": "demo"},
             run_config={"ops": {"trained_model": {"config": {"steps": train_steps, "batch_size": 2, "ckpt_every": 50,
                                                              "run_name": f"demo-s{seed}"}},
-                                "sample_gallery": {"config": {"run_name": f"demo-s{seed}", "n_stickers": 2, "steps": 10}}},
+                                "sample_gallery": {"config": {"run_name": f"demo-s{seed}", "n_stickers": 2, "steps": 10}},
+                                # CPU demo: all test stickers, 25 DDIM steps; FAST-VQA with 1 clip of 16 frames
+                                # instead of 4 x 32 (tagged vqa_num_clips / vqa_clip_len in MLflow)
+                                "evaluation_samples": {"config": {"run_name": f"demo-s{seed}", "steps": 25}},
+                                "vqa": {"config": {"num_clips": 1, "clip_len": 16}}},
                         "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
         if not train.success:
@@ -96,6 +100,10 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
         tmd = {k: v.value for k, v in mat.metadata.items()}
         (gmat,) = train.asset_materializations_for_node("sample_gallery")
         gmd = {k: v.value for k, v in gmat.metadata.items()}
+        emd = {}
+        for node in ("fvd", "vqa", "clip_similarity", "reconstruction_metrics", "model_comparison"):
+            (m,) = train.asset_materializations_for_node(node)
+            emd[node] = {k: v.value for k, v in m.metadata.items()}
 
     out = lake.ingest_dir(storage.lake_root, drop_id)
     man, quar = lake.read_manifest(storage.lake_root, drop_id), lake.read_quarantine(storage.lake_root, drop_id)
@@ -116,7 +124,15 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
               f"(weights={tmd['weights']})")
         print(f"                      checkpoint {tmd['checkpoint']}")
         print(f"  sample gallery    : {gmd['n_gifs']} GIFs (text/image/interpolate/predict, 10 DDIM steps) -> {gmd['gallery_dir']}")
-        print(f"  MLflow run        : {tmd.get('mlflow_run_id')} in {resources['mlflow'].tracking_uri} (gallery/ artifacts)")
+        f, v, c, r = (emd[k] for k in ("fvd", "vqa", "clip_similarity", "reconstruction_metrics"))
+        print(f"  evaluation        : {f['n_videos']} test stickers x 4 tasks (metric networks: weights=random)")
+        for task in ("t2v", "i2v", "interpolation", "prediction"):
+            extra = (f", PSNR {r[f'{task}/psnr']:.2f} dB, SSIM {r[f'{task}/ssim']:.3f}" if f"{task}/psnr" in r else "")
+            print(f"      {task:<13} FVD {f[f'{task}/fvd']:8.2f}, VQA {v[f'{task}/vqa']:.3f}, "
+                  f"CLIP {c[f'{task}/clip_matched']:.3f} (top-1 {c[f'{task}/clip_top1']:.2f}){extra}")
+        print(f"  comparison        : {emd['model_comparison']['n_runs']} run(s) -> {emd['model_comparison']['report']}")
+        print(f"  MLflow run        : {tmd.get('mlflow_run_id')} in {resources['mlflow'].tracking_uri} "
+              "(eval/* metrics; gallery/, evaluation/ artifacts)")
         print(f"                      (UI: .venv/bin/mlflow ui --backend-store-uri {resources['mlflow'].tracking_uri} --host 127.0.0.1)")
     print(f"  Dagster run       : {run.run_id} in {os.environ['DAGSTER_HOME']}  (UI: bash scripts/dev.sh ui)")
     print(f"  wall time         : {time.perf_counter() - t0:.1f} s")

@@ -4,6 +4,7 @@ from dagster import AssetSelection, define_asset_job
 
 from assets.clusters import CLUSTER_ASSET
 from assets.embeddings import EMBED_ASSET
+from assets.evaluation import EVALUATION_ASSETS
 from assets.gallery import GALLERY_ASSET
 from assets.ingest import INGEST_ASSET
 from assets.partitions import drop_partitions
@@ -18,9 +19,20 @@ drop_data_job = define_asset_job(
     description="Per-drop data stages for a new sticker drop: ingest -> CLIP embeddings -> frame clusters/split -> shards.",
 )
 
-# Training on the shards of every materialized drop (torchrun through Dagster Pipes, "gpu" pool).
+_EVALUATION = AssetSelection.assets(*EVALUATION_ASSETS)
+
+# Training on the shards of every materialized drop (torchrun through Dagster Pipes, "gpu" pool), then
+# the gallery and the full evaluation (every training is evaluated and enters the comparison).
 train_job = define_asset_job(
     "train_job",
-    selection=AssetSelection.assets(TRAIN_ASSET, GALLERY_ASSET),
-    description="Train DFGN (dual mask + difficulty-adaptive curriculum) on all drops' train shards, then sample a gallery.",
+    selection=AssetSelection.assets(TRAIN_ASSET, GALLERY_ASSET) | _EVALUATION,
+    description="Train DFGN (dual mask + difficulty-adaptive curriculum) on all drops' train shards, sample a gallery, "
+                "evaluate (FVD, VQA, CLIP similarity, PSNR/SSIM) and update the run comparison.",
+)
+
+# Re-evaluate the latest trained model (e.g. with real metric weights) without retraining.
+evaluate_job = define_asset_job(
+    "evaluate_job",
+    selection=_EVALUATION,
+    description="Evaluation samples -> FVD, VQA, CLIP similarity, PSNR/SSIM -> model comparison (MLflow).",
 )

@@ -9,7 +9,9 @@ Environment variables override them without code changes:
 - ``RDTF_LAKE_ROOT``       local directory for stage outputs
 - ``MLFLOW_TRACKING_URI``  MLflow tracking URI (e.g. ``http://127.0.0.1:5000`` or a Postgres URI)
 - ``RDTF_CLIP_MODEL`` / ``RDTF_CLIP_PRETRAINED`` / ``RDTF_CLIP_CACHE``  CLIP for embeddings (default: random
-  ``rdtf-tiny-clip``; e.g. ``ViT-B-32`` + ``/models/open_clip_vit_b32.safetensors``)
+  ``rdtf-tiny-clip``; e.g. ``ViT-B-32`` + ``/models/open_clip_vit_b32.safetensors``); also used for CLIP similarity
+- ``RDTF_I3D_WEIGHTS`` / ``RDTF_FASTVQA_WEIGHTS``  local ``i3d_pretrained_400.pt`` / ``FAST_VQA_B_1_4.pth`` for
+  FVD / VQA (default: random-init presets, tagged ``weights=random``)
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from dagster import PipesSubprocessClient
 
-from assets.resources import ClipResource, LakeResource, MlflowResource
+from assets.resources import ClipResource, EvalModelsResource, LakeResource, MlflowResource
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +45,10 @@ def default_resources() -> dict:
         "mlflow": MlflowResource(
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
             artifact_location=str(home / "mlartifacts"),
+        ),
+        "evaluators": EvalModelsResource(
+            i3d_weights=os.environ.get("RDTF_I3D_WEIGHTS") or None,
+            fastvqa_weights=os.environ.get("RDTF_FASTVQA_WEIGHTS") or None,
         ),
         # torchrun is launched as a local subprocess; on Kubernetes use dagster_k8s.PipesK8sClient (README)
         "pipes_subprocess_client": PipesSubprocessClient(),

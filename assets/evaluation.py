@@ -1,0 +1,214 @@
+"""Stage 5: evaluation — ``evaluation_samples`` then ``fvd``, ``vqa``, ``clip_similarity``, ``reconstruction_metrics``.
+
+Thin Dagster wrappers over :mod:`evaluation` (which runs anywhere without Dagster):
+
+- ``evaluation_samples`` generates every evaluation task for the test split from the trained model's
+  latest checkpoint with fixed seeds (:mod:`evaluation.samples`) into ``lake/evaluation/<run>/samples``.
+- each metric asset reads that set, computes its metric per task, writes ``metrics/<name>.json`` and logs
+  ``eval/<task>/<metric>`` to the *training's* MLflow run, with tags naming the metric network's weights
+  (``<metric>.weights=random`` for the random presets) and the protocol options.
+
+Which training run is evaluated: ``run_name`` in the config of ``evaluation_samples``; empty = the run of
+the latest ``trained_model`` materialization. The metric assets follow the latest ``evaluation_samples``.
+"""
+
+
+import json
+from pathlib import Path
+
+from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from assets.resources import ClipResource, EvalModelsResource, LakeResource, MlflowResource
+from assets.training import TRAIN_ASSET, shard_indexes
+
+SAMPLES_ASSET = "evaluation_samples"
+FVD_ASSET, VQA_ASSET, CLIP_ASSET, RECON_ASSET = "fvd", "vqa", "clip_similarity", "reconstruction_metrics"
+METRIC_ASSETS = (FVD_ASSET, VQA_ASSET, CLIP_ASSET, RECON_ASSET)
+
+
+def evaluation_dir(lake_root: str | Path, run_name: str) -> Path:
+    return Path(lake_root) / "evaluation" / run_name
+
+
+def _latest_metadata(context: AssetExecutionContext, asset_name: str) -> dict:
+    ev = context.instance.get_latest_materialization_event(AssetKey(asset_name))
+    if ev is None or ev.asset_materialization is None:
+        return {}
+    return {k: v.value for k, v in ev.asset_materialization.metadata.items()}
+
+
+def _training_summary(run_dir: Path) -> dict:
+    p = run_dir / "summary.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+class EvaluationSamplesConfig(Config):
+    run_name: str = Field("", description="Training run (lake/training/<run_name>); empty = latest trained_model.")
+    tasks: list[str] = Field(["t2v", "i2v", "interpolation", "prediction"], description="Evaluation tasks.")
+    n_videos: int = Field(500, description="Test stickers per task (paper: 500).")
+    steps: int = Field(25, description="DDIM steps (paper Sec. 4: 25).")
+    seed: int = Field(0, description="Sampling seed (batch b uses seed + b).")
+    batch_size: int = Field(8, description="Clips per sampler call.")
+
+
+@asset(
+    name=SAMPLES_ASSET,
+    deps=[TRAIN_ASSET],
+    group_name="evaluation",
+    kinds={"pytorch", "numpy"},
+    pool="gpu",
+    description="Generated clips for every evaluation task (T2V, I&T2V, interpolation, prediction) on the test split.",
+)
+def evaluation_samples(context: AssetExecutionContext, config: EvaluationSamplesConfig, storage: LakeResource,
+                       evaluators: EvalModelsResource) -> MaterializeResult:
+    from assets.gallery import iter_test_samples
+    from evaluation.samples import EvalSamplesConfig, generate_eval_samples
+    from model.sampling import RDTFPipeline
+
+    run_name = config.run_name
+    if not run_name:
+        ckpt = _latest_metadata(context, TRAIN_ASSET).get("checkpoint")
+        if not ckpt:
+            raise ValueError("no trained_model materialization found: set run_name or materialize trained_model first")
+        run_name = Path(ckpt).parent.parent.name
+    run_dir = Path(storage.lake_root) / "training" / run_name
+    pipe = RDTFPipeline.from_pretrained(run_dir, device=evaluators.torch_device())
+    ckpt = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
+    cfg = EvalSamplesConfig(tasks=tuple(config.tasks), n_videos=config.n_videos, steps=config.steps,
+                            seed=config.seed, batch_size=config.batch_size)
+    summary = _training_summary(run_dir)
+    out = evaluation_dir(storage.lake_root, run_name) / "samples"
+    manifest = generate_eval_samples(
+        pipe, iter_test_samples(shard_indexes(storage.lake_root)), cfg, out, checkpoint=ckpt,
+        extra={"run_name": run_name, "mlflow_run_id": summary.get("mlflow_run_id"), "step": summary.get("step"),
+               "model_weights": summary.get("weights", "unknown")})
+    return MaterializeResult(metadata={
+        "run_name": run_name, "samples_dir": MetadataValue.path(str(out)), "n_videos": manifest["n_videos"],
+        "tasks": MetadataValue.json(manifest["tasks"]), "checkpoint": str(ckpt), "steps": config.steps,
+        "n_stretched": manifest["n_stretched"], "mlflow_run_id": manifest.get("mlflow_run_id") or "",
+        "image_size": manifest["image_size"], "weights": manifest.get("model_weights", "unknown"),
+    })
+
+
+def _samples(context: AssetExecutionContext, storage: LakeResource):
+    from evaluation.samples import load_eval_samples
+
+    run_name = _latest_metadata(context, SAMPLES_ASSET).get("run_name")
+    if not run_name:
+        raise ValueError("no evaluation_samples materialization found: materialize evaluation_samples first")
+    return load_eval_samples(evaluation_dir(storage.lake_root, run_name) / "samples")
+
+
+def _finish(context: AssetExecutionContext, report, samples, storage: LakeResource,
+            mlflow: MlflowResource) -> MaterializeResult:
+    """Write metrics/<name>.json, log to the training's MLflow run, and build the materialization."""
+    from evaluation.suite import log_report, save_report
+
+    out = evaluation_dir(storage.lake_root, samples.manifest["run_name"]) / "metrics" / f"{report.name}.json"
+    save_report(report, out)
+    run_id = samples.manifest.get("mlflow_run_id")
+    if run_id:
+        log_report(report, mlflow.tracking_uri, run_id, step=samples.manifest.get("step") or 0)
+    else:
+        context.log.warning("the training run has no MLflow run id: metrics are only in %s", out)
+    for w in report.warnings:
+        context.log.warning(w)
+    md = {k.removeprefix("eval/"): float(v) for k, v in report.metrics.items()}
+    return MaterializeResult(
+        metadata={**md, "warnings": MetadataValue.json(report.warnings), "tags": MetadataValue.json(report.tags),
+                  "n_videos": samples.manifest["n_videos"], "report": MetadataValue.path(str(out)),
+                  "mlflow_run_id": run_id or "", "run_name": samples.manifest["run_name"]},
+        tags={k.replace(".", "/"): v for k, v in report.tags.items() if k.endswith("weights")},
+    )
+
+
+class FvdAssetConfig(Config):
+    num_frames: int = Field(16, description="Frames fed to I3D; 8-frame clips are up-sampled (I3D needs >= 9).")
+    upsample: str = Field("repeat", description="Temporal up-sampling: repeat | interpolate | none.")
+    covariance: str = Field("biased", description="Covariance: biased (N, cd-fvd/StyleGAN-V) | unbiased (N-1, VideoGPT).")
+    batch_size: int = Field(4, description="Videos per I3D forward.")
+
+
+@asset(name=FVD_ASSET, deps=[SAMPLES_ASSET], group_name="evaluation", kinds={"pytorch", "mlflow"},
+       description="Fréchet Video Distance (I3D features) of each task's samples vs. the test clips.")
+def fvd(context: AssetExecutionContext, config: FvdAssetConfig, storage: LakeResource, mlflow: MlflowResource,
+        evaluators: EvalModelsResource) -> MaterializeResult:
+    from evaluation.fvd import Covariance, FVDConfig
+    from evaluation.i3d import TemporalUpsample
+    from evaluation.suite import run_fvd
+
+    samples = _samples(context, storage)
+    cfg = FVDConfig(num_frames=config.num_frames, upsample=TemporalUpsample(config.upsample),
+                    covariance=Covariance(config.covariance), batch_size=config.batch_size,
+                    weights=evaluators.i3d_weights, seed=evaluators.init_seed, device=evaluators.torch_device())
+    return _finish(context, run_fvd(samples, cfg), samples, storage, mlflow)
+
+
+class VqaAssetConfig(Config):
+    num_clips: int = Field(4, description="Fragment clips per video (FAST-VQA test setting: 4).")
+    clip_len: int = Field(32, description="Frames per clip (FAST-VQA: 32; smaller only for CPU smoke runs, tagged).")
+    seed: int = Field(0, description="Seed of the fragment offsets.")
+    include_real: bool = Field(True, description="Also score the test clips (a reference ceiling).")
+
+
+@asset(name=VQA_ASSET, deps=[SAMPLES_ASSET], group_name="evaluation", kinds={"pytorch", "mlflow"},
+       description="FAST-VQA quality score of each task's samples.")
+def vqa(context: AssetExecutionContext, config: VqaAssetConfig, storage: LakeResource, mlflow: MlflowResource,
+        evaluators: EvalModelsResource) -> MaterializeResult:
+    from evaluation.suite import run_vqa
+    from evaluation.vqa import VQAConfig
+
+    samples = _samples(context, storage)
+    cfg = VQAConfig(weights=evaluators.fastvqa_weights, seed=config.seed, num_clips=config.num_clips,
+                    clip_len=config.clip_len,
+                    device=evaluators.torch_device())
+    return _finish(context, run_vqa(samples, cfg, include_real=config.include_real), samples, storage, mlflow)
+
+
+@asset(name=CLIP_ASSET, deps=[SAMPLES_ASSET], group_name="evaluation", kinds={"pytorch", "mlflow"},
+       description="CLIP similarity of samples and captions: matched (CLIPScore-style) and retrieval over all test texts.")
+def clip_similarity(context: AssetExecutionContext, storage: LakeResource, mlflow: MlflowResource,
+                    clip: ClipResource, evaluators: EvalModelsResource) -> MaterializeResult:
+    from evaluation.clip_similarity import ClipSimConfig
+    from evaluation.suite import run_clip_similarity
+
+    samples = _samples(context, storage)
+    cfg = ClipSimConfig(model=clip.model, pretrained=clip.pretrained, cache_dir=clip.cache_dir,
+                        device=evaluators.torch_device(), seed=clip.init_seed)
+    return _finish(context, run_clip_similarity(samples, cfg), samples, storage, mlflow)
+
+
+@asset(name=RECON_ASSET, deps=[SAMPLES_ASSET], group_name="evaluation", kinds={"numpy", "mlflow"},
+       description="PSNR/SSIM of generated frames vs. ground truth for interpolation and prediction (beyond the paper).")
+def reconstruction_metrics(context: AssetExecutionContext, storage: LakeResource,
+                           mlflow: MlflowResource) -> MaterializeResult:
+    from evaluation.suite import run_reconstruction
+
+    samples = _samples(context, storage)
+    return _finish(context, run_reconstruction(samples), samples, storage, mlflow)
+
+
+@asset(name="model_comparison", deps=list(METRIC_ASSETS), group_name="evaluation", kinds={"mlflow", "pandas"},
+       description="Paper-style comparison (Tables 1–4) of every evaluated run in the MLflow experiment.")
+def model_comparison(context: AssetExecutionContext, storage: LakeResource, mlflow: MlflowResource) -> MaterializeResult:
+    import base64
+
+    from evaluation.comparison import collect_runs, task_table, to_markdown, write_report
+    from evaluation.suite import log_comparison
+
+    runs = collect_runs(mlflow.tracking_uri, mlflow.experiment)
+    out = Path(storage.lake_root) / "evaluation" / "comparison"
+    paths = write_report(runs, out, experiment=mlflow.experiment)
+    run_id = log_comparison(mlflow.tracking_uri, mlflow.experiment, paths)
+    i2v = task_table(runs, "i2v") if len(runs) else None
+    md = to_markdown(i2v, "I&T→V (paper Tables 1, 3, 4)") if i2v is not None and len(i2v) else "no evaluated runs"
+    png = base64.b64encode(paths["png"].read_bytes()).decode()
+    return MaterializeResult(metadata={
+        "n_runs": len(runs), "table": MetadataValue.md(md), "report": MetadataValue.path(str(paths["md"])),
+        "csv": MetadataValue.path(str(paths["csv"])), "chart": MetadataValue.md(f"![chart](data:image/png;base64,{png})"),
+        "mlflow_run_id": run_id,
+    })
+
+
+EVALUATION_ASSETS = [evaluation_samples, fvd, vqa, clip_similarity, reconstruction_metrics, model_comparison]

@@ -1,0 +1,185 @@
+"""Every metric over an evaluation set (:mod:`evaluation.samples`), per task, plus MLflow logging.
+
+Each ``run_*`` function returns a :class:`MetricReport` whose metric names are ``eval/<task>/<metric>``
+(the layout :mod:`evaluation.comparison` reads back). Videos are streamed from the memory-mapped arrays in
+batches, so memory does not grow with the number of test stickers. Metric networks are loaded once per
+report and shared across tasks; FVD's real-video statistics are computed once and reused for every task.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from evaluation.samples import EvalSamples, EvalTask
+
+
+@dataclass
+class MetricReport:
+    name: str  # fvd | vqa | clip_similarity | reconstruction
+    metrics: dict[str, float] = field(default_factory=dict)  # "eval/<task>/<metric>" -> value
+    tags: dict[str, str] = field(default_factory=dict)  # weights + protocol options (MLflow tags)
+    warnings: list[str] = field(default_factory=list)  # reliability caveats, shown in Dagster metadata
+    details: dict = field(default_factory=dict)  # per-task extras (JSON-able)
+    seconds: float = 0.0  # wall time of the computation
+
+
+def _key(task: EvalTask | str, metric: str) -> str:
+    return f"eval/{EvalTask(task).value}/{metric}"
+
+
+def _batches(arr: np.ndarray, batch_size: int, desc: str):
+    for i in tqdm(range(0, len(arr), batch_size), desc=desc, leave=False):
+        yield np.array(arr[i: i + batch_size])  # (b, F, S, S, 3) uint8: a writable copy out of the memory map
+
+
+def run_fvd(samples: EvalSamples, cfg) -> MetricReport:
+    """FVD of each task's generated clips against the test clips (``cfg``: :class:`evaluation.fvd.FVDConfig`)."""
+    from evaluation.fvd import FVDEvaluator
+    from evaluation.i3d import load_i3d
+
+    t0 = time.perf_counter()
+    model, _info = load_i3d(cfg.weights, seed=cfg.seed, device=cfg.device)
+    base = FVDEvaluator(cfg, model=model)
+    for b in _batches(samples.real, cfg.batch_size, "FVD real"):
+        base.add_real(b)
+    rep = MetricReport("fvd")
+    for task, fake in samples.fakes.items():
+        ev = FVDEvaluator(cfg, model=model)
+        ev.real = copy.deepcopy(base.real)  # the test clips' statistics, shared by every task
+        for b in _batches(fake, cfg.batch_size, f"FVD {task.value}"):
+            ev.add_fake(b)
+        res = ev.result()
+        rep.metrics[_key(task, "fvd")] = res.fvd
+        rep.tags.update(res.tags)
+        rep.warnings += [f"{task.value}: {w}" for w in res.warnings if w not in rep.warnings]
+        rep.details[task.value] = {"fvd": res.fvd, "n_real": res.n_real, "n_fake": res.n_fake}
+    rep.warnings = list(dict.fromkeys(rep.warnings))
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+def run_vqa(samples: EvalSamples, cfg, *, include_real: bool = True) -> MetricReport:
+    """FAST-VQA score per task (``cfg``: :class:`evaluation.vqa.VQAConfig`); the test clips as a reference."""
+    from evaluation.vqa import VQAEvaluator, load_fastvqa
+
+    t0 = time.perf_counter()
+    model, _info = load_fastvqa(cfg.weights, seed=cfg.seed, device=cfg.device)
+    rep = MetricReport("vqa")
+    sets = dict(samples.fakes) | ({"real": samples.real} if include_real else {})
+    for name, arr in sets.items():
+        ev = VQAEvaluator(cfg, model=model)
+        for b in _batches(arr, max(1, cfg.batch_size), f"VQA {name}"):
+            ev.add(b)
+        res = ev.result()
+        if name == "real":
+            rep.metrics["eval/real/vqa"] = res.mean_score
+        else:
+            rep.metrics[_key(name, "vqa")] = res.mean_score
+            rep.metrics[_key(name, "vqa_raw")] = res.mean_raw
+        rep.tags.update(res.tags)
+        rep.details[str(name)] = {"vqa": res.mean_score, "raw": res.mean_raw, "n": res.n}
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+def run_clip_similarity(samples: EvalSamples, cfg) -> MetricReport:
+    """CLIP similarity per task, both protocols (``cfg``: :class:`evaluation.clip_similarity.ClipSimConfig`)."""
+    from evaluation.clip_similarity import ClipSimilarityEvaluator
+
+    t0 = time.perf_counter()
+    ev = ClipSimilarityEvaluator(cfg)
+    captions = samples.captions
+    rep = MetricReport("clip_similarity")
+    bs = 16
+    for task, fake in samples.fakes.items():
+        ev.reset()
+        for i, b in enumerate(_batches(fake, bs, f"CLIP {task.value}")):
+            ev.add(b, captions[i * bs: i * bs + len(b)])
+        res = ev.result()
+        rep.metrics[_key(task, "clip_matched")] = res.matched_cosine
+        rep.metrics[_key(task, "clipscore")] = res.clipscore
+        rep.metrics[_key(task, "clip_top1")] = res.retrieval_top1
+        rep.metrics[_key(task, "clip_recall5")] = res.retrieval_recall5
+        rep.metrics[_key(task, "clip_mean_rank")] = res.retrieval_mean_rank
+        rep.metrics[_key(task, "clip_prob")] = res.retrieval_prob
+        rep.tags.update({f"clip_{k}": v for k, v in res.tags.items()})  # prefixed: the run holds other weights tags
+        rep.details[task.value] = {"n": res.n, "n_captions": res.n_captions}
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+def run_reconstruction(samples: EvalSamples) -> MetricReport:
+    """PSNR/SSIM on the generated frames of the tasks that have ground truth (interpolation, prediction)."""
+    from evaluation.reconstruction import ReconstructionEvaluator, generated_frame_mask
+
+    t0 = time.perf_counter()
+    rep = MetricReport("reconstruction")
+    F = int(samples.manifest["num_frames"])
+    for task, fake in samples.fakes.items():
+        if not task.has_ground_truth:
+            continue
+        ev = ReconstructionEvaluator()
+        mask = generated_frame_mask(F, samples.known_positions(task))
+        for i in tqdm(range(0, len(fake), 16), desc=f"PSNR/SSIM {task.value}", leave=False):
+            ev.add(np.array(fake[i: i + 16]), np.array(samples.real[i: i + 16]), mask)
+        res = ev.result()
+        rep.metrics[_key(task, "psnr")] = res.psnr
+        rep.metrics[_key(task, "ssim")] = res.ssim
+        rep.tags.update({f"recon_{k}": v for k, v in res.tags.items()})
+        rep.details[task.value] = {"n_videos": res.n_videos, "n_frames": res.n_frames}
+    if not rep.metrics:
+        rep.warnings.append("no task with ground truth (interpolation, prediction) in the evaluation set")
+    rep.seconds = time.perf_counter() - t0
+    return rep
+
+
+def save_report(report: MetricReport, path: str | Path) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(asdict(report), indent=2, default=str))
+    os.replace(tmp, p)
+
+
+def log_report(report: MetricReport, tracking_uri: str, run_id: str, *, step: int = 0) -> None:
+    """Metrics, tags and the JSON report onto an existing MLflow run (the training's), in one batch."""
+    from mlflow.entities import Metric, RunTag
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    ts = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), ts, int(step)) for k, v in report.metrics.items()]
+    metrics.append(Metric("eval/step", float(step), ts, int(step)))
+    tags = [RunTag(k, str(v)[:5000]) for k, v in report.tags.items()]
+    client.log_batch(run_id, metrics=metrics, tags=tags)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        save_report(report, Path(d) / f"{report.name}.json")
+        client.log_artifact(run_id, str(Path(d) / f"{report.name}.json"), artifact_path="evaluation")
+
+
+def log_comparison(tracking_uri: str, experiment: str, paths: dict[str, Path]) -> str:
+    """Attach the comparison report to ONE long-lived run of the experiment (tag ``rdtf.kind=comparison``)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    found = client.search_runs([exp_id], filter_string="tags.`rdtf.kind` = 'comparison'", max_results=1)
+    if found:
+        run_id = found[0].info.run_id
+    else:
+        run_id = client.create_run(exp_id, run_name="model-comparison", tags={"rdtf.kind": "comparison"}).info.run_id
+        client.set_terminated(run_id)
+    for p in paths.values():
+        client.log_artifact(run_id, str(p), artifact_path="comparison")
+    return run_id
