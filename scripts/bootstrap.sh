@@ -63,7 +63,7 @@ PYREQ
 # The clone's own light venv: re-made only when it points elsewhere.
 venv="$root/.venv"
 site_rel="lib/python${pyver#py3}"; site_rel="lib/python3.${pyver#py3}/site-packages"
-if [ "$(cat "$venv/.rdtf-deps" 2>/dev/null)" != "$deps" ] || [ ! -x "$venv/bin/python" ]; then
+if [ "$(cat "$venv/.rdtf-deps" 2>/dev/null)" != "$deps" ] || [ ! -x "$venv/bin/python" ] || ! grep -q __main__ "$venv/bin/pytest" 2>/dev/null; then
   rm -rf "$venv"
   "$py" -m venv --without-pip "$venv"
   dep_site="$deps/$site_rel"
@@ -74,7 +74,9 @@ if [ "$(cat "$venv/.rdtf-deps" 2>/dev/null)" != "$deps" ] || [ ! -x "$venv/bin/p
               "dagster-daemon dagster._daemon.cli main" "mlflow mlflow.cli cli" "pytest pytest console_main" "ruff -" ; do
     set -- $spec
     if [ "$2" = "-" ]; then ln -sf "$deps/bin/$1" "$venv/bin/$1"; continue; fi
-    printf '#!%s\nimport sys\nfrom %s import %s\nsys.exit(%s())\n' "$venv/bin/python" "$2" "$3" "$3" >"$venv/bin/$1"
+    # the __main__ guard matters: spawn-context workers re-run the main script (without it: pytest in pytest)
+    printf '#!%s\nimport sys\nfrom %s import %s\nif __name__ == "__main__":\n    sys.exit(%s())\n' \
+      "$venv/bin/python" "$2" "$3" "$3" >"$venv/bin/$1"
     chmod +x "$venv/bin/$1"
   done
   echo "$deps" >"$venv/.rdtf-deps"
