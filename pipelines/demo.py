@@ -87,9 +87,10 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
             run_config={"ops": {"trained_model": {"config": {"steps": train_steps, "batch_size": 2, "ckpt_every": 50,
                                                              "run_name": f"demo-s{seed}"}},
                                 "sample_gallery": {"config": {"run_name": f"demo-s{seed}", "n_stickers": 2, "steps": 10}},
-                                # CPU demo: all test stickers, 25 DDIM steps; FAST-VQA with 1 clip of 16 frames
-                                # instead of 4 x 32 (tagged vqa_num_clips / vqa_clip_len in MLflow)
-                                "evaluation_samples": {"config": {"run_name": f"demo-s{seed}", "steps": 25}},
+                                # CPU demo: 8 test stickers, 10 DDIM steps (paper: 500, 25); FAST-VQA with 1 clip
+                                # of 16 frames instead of 4 x 32 (all tagged in MLflow: vqa_num_clips, ...)
+                                "evaluation_samples": {"config": {"run_name": f"demo-s{seed}", "steps": 10,
+                                                                  "n_videos": 8}},
                                 "vqa": {"config": {"num_clips": 1, "clip_len": 16}}},
                         "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
