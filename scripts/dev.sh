@@ -12,7 +12,7 @@ export PYTHONUNBUFFERED=1
 cmd=${1:-help}; shift || true
 case "$cmd" in
   demo)  exec .venv/bin/python -m pipelines.demo "$@" ;;
-  test)  exec .venv/bin/python -m pytest "$@" ;;
+  test)  bash scripts/system_deps.sh; exec .venv/bin/python -m pytest "$@" ;;
   lint)  exec .venv/bin/ruff check . ;;
   ui)    exec .venv/bin/dagster dev -h 127.0.0.1 -p "${PORT:-3000}" -w workspace.yaml ;;
   bench) exec .venv/bin/python "benchmarks/$1.py" "${@:2}" ;;
