@@ -24,6 +24,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AutomationCondition,
     Config,
     MaterializeResult,
     MetadataValue,
@@ -157,6 +158,7 @@ class ClusterConfig(Config):
 
 @asset(
     name=CLUSTER_ASSET,
+    automation_condition=AutomationCondition.eager(),  # follows its upstream when re-materialized
     deps=[EMBED_ASSET],
     partitions_def=drop_partitions,
     group_name="data",

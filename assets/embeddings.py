@@ -6,6 +6,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AutomationCondition,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -35,6 +36,7 @@ def check_embeddings(lake_root: str, drop_id: str, tol: float = 2e-2) -> tuple[b
 
 @asset(
     name=EMBED_ASSET,
+    automation_condition=AutomationCondition.eager(),  # follows its upstream when re-materialized
     deps=[INGEST_ASSET],
     partitions_def=drop_partitions,
     group_name="data",

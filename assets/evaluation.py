@@ -16,7 +16,15 @@ the latest ``trained_model`` materialization. The metric assets follow the lates
 import json
 from pathlib import Path
 
-from dagster import AssetExecutionContext, AssetKey, Config, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AutomationCondition,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 from pydantic import Field
 
 from assets.resources import ClipResource, EvalModelsResource, LakeResource, MlflowResource
@@ -25,6 +33,8 @@ from assets.training import TRAIN_ASSET, shard_indexes
 SAMPLES_ASSET = "evaluation_samples"
 FVD_ASSET, VQA_ASSET, CLIP_ASSET, RECON_ASSET = "fvd", "vqa", "clip_similarity", "reconstruction_metrics"
 METRIC_ASSETS = (FVD_ASSET, VQA_ASSET, CLIP_ASSET, RECON_ASSET)
+# Every new trained model is evaluated and compared, also when trained_model is materialized on its own.
+EAGER = AutomationCondition.eager()
 
 
 def evaluation_dir(lake_root: str | Path, run_name: str) -> Path:
@@ -58,20 +68,16 @@ class EvaluationSamplesConfig(Config):
     group_name="evaluation",
     kinds={"pytorch", "numpy"},
     pool="gpu",
+    automation_condition=EAGER,
     description="Generated clips for every evaluation task (T2V, I&T2V, interpolation, prediction) on the test split.",
 )
 def evaluation_samples(context: AssetExecutionContext, config: EvaluationSamplesConfig, storage: LakeResource,
                        evaluators: EvalModelsResource) -> MaterializeResult:
-    from assets.gallery import iter_test_samples
+    from assets.gallery import iter_test_samples, latest_training_run
     from evaluation.samples import EvalSamplesConfig, generate_eval_samples
     from model.sampling import RDTFPipeline
 
-    run_name = config.run_name
-    if not run_name:
-        ckpt = _latest_metadata(context, TRAIN_ASSET).get("checkpoint")
-        if not ckpt:
-            raise ValueError("no trained_model materialization found: set run_name or materialize trained_model first")
-        run_name = Path(ckpt).parent.parent.name
+    run_name = config.run_name or latest_training_run(context)
     run_dir = Path(storage.lake_root) / "training" / run_name
     pipe = RDTFPipeline.from_pretrained(run_dir, device=evaluators.torch_device())
     ckpt = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
@@ -130,7 +136,7 @@ class FvdAssetConfig(Config):
     batch_size: int = Field(4, description="Videos per I3D forward.")
 
 
-@asset(name=FVD_ASSET, deps=[SAMPLES_ASSET], group_name="evaluation", kinds={"pytorch", "mlflow"},
+@asset(name=FVD_ASSET, deps=[SAMPLES_ASSET], group_name="evaluation", kinds={"pytorch", "mlflow"}, automation_condition=EAGER,
        description="Fréchet Video Distance (I3D features) of each task's samples vs. the test clips.")
 def fvd(context: AssetExecutionContext, config: FvdAssetConfig, storage: LakeResource, mlflow: MlflowResource,
         evaluators: EvalModelsResource) -> MaterializeResult:
@@ -152,7 +158,7 @@ class VqaAssetConfig(Config):
     include_real: bool = Field(True, description="Also score the test clips (a reference ceiling).")
 
 
-@asset(name=VQA_ASSET, deps=[SAMPLES_ASSET], group_name="evaluation", kinds={"pytorch", "mlflow"},
+@asset(name=VQA_ASSET, deps=[SAMPLES_ASSET], group_name="evaluation", kinds={"pytorch", "mlflow"}, automation_condition=EAGER,
        description="FAST-VQA quality score of each task's samples.")
 def vqa(context: AssetExecutionContext, config: VqaAssetConfig, storage: LakeResource, mlflow: MlflowResource,
         evaluators: EvalModelsResource) -> MaterializeResult:
@@ -166,7 +172,7 @@ def vqa(context: AssetExecutionContext, config: VqaAssetConfig, storage: LakeRes
     return _finish(context, run_vqa(samples, cfg, include_real=config.include_real), samples, storage, mlflow)
 
 
-@asset(name=CLIP_ASSET, deps=[SAMPLES_ASSET], group_name="evaluation", kinds={"pytorch", "mlflow"},
+@asset(name=CLIP_ASSET, deps=[SAMPLES_ASSET], group_name="evaluation", kinds={"pytorch", "mlflow"}, automation_condition=EAGER,
        description="CLIP similarity of samples and captions: matched (CLIPScore-style) and retrieval over all test texts.")
 def clip_similarity(context: AssetExecutionContext, storage: LakeResource, mlflow: MlflowResource,
                     clip: ClipResource, evaluators: EvalModelsResource) -> MaterializeResult:
@@ -179,7 +185,7 @@ def clip_similarity(context: AssetExecutionContext, storage: LakeResource, mlflo
     return _finish(context, run_clip_similarity(samples, cfg), samples, storage, mlflow)
 
 
-@asset(name=RECON_ASSET, deps=[SAMPLES_ASSET], group_name="evaluation", kinds={"numpy", "mlflow"},
+@asset(name=RECON_ASSET, deps=[SAMPLES_ASSET], group_name="evaluation", kinds={"numpy", "mlflow"}, automation_condition=EAGER,
        description="PSNR/SSIM of generated frames vs. ground truth for interpolation and prediction (beyond the paper).")
 def reconstruction_metrics(context: AssetExecutionContext, storage: LakeResource,
                            mlflow: MlflowResource) -> MaterializeResult:
@@ -190,6 +196,7 @@ def reconstruction_metrics(context: AssetExecutionContext, storage: LakeResource
 
 
 @asset(name="model_comparison", deps=list(METRIC_ASSETS), group_name="evaluation", kinds={"mlflow", "pandas"},
+       automation_condition=EAGER,
        description="Paper-style comparison (Tables 1–4) of every evaluated run in the MLflow experiment.")
 def model_comparison(context: AssetExecutionContext, storage: LakeResource, mlflow: MlflowResource) -> MaterializeResult:
     import base64

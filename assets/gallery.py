@@ -12,7 +12,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AutomationCondition,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 from pydantic import Field
 
 from assets.resources import LakeResource, MlflowResource
@@ -24,7 +31,7 @@ GALLERY_TASKS = ("generate_text", "generate_image", "interpolate", "predict_forw
 
 
 class GalleryConfig(Config):
-    run_name: str = Field("default", description="Training run (lake/training/<run_name>) to sample from.")
+    run_name: str = Field("", description="Training run (lake/training/<run_name>); empty = latest trained_model.")
     n_stickers: int = Field(2, description="Test stickers whose captions/frames condition the gallery.")
     steps: int = Field(25, description="DDIM steps (paper: 50 in Table 6, 25 in the experiments).")
     text_scale: float = Field(7.5, description="Text guidance scale (Table 6).")
@@ -42,6 +49,17 @@ def iter_test_samples(indexes: list[str]):
     yield from make_dataset(urls, nodesplitter=lambda x: x, workersplitter=lambda x: x)
 
 
+def latest_training_run(context: AssetExecutionContext) -> str:
+    """Run folder name of the latest trained_model materialization (its checkpoint's grandparent)."""
+    from dagster import AssetKey
+
+    ev = context.instance.get_latest_materialization_event(AssetKey(TRAIN_ASSET))
+    ckpt = ev.asset_materialization.metadata.get("checkpoint") if ev and ev.asset_materialization else None
+    if ckpt is None:
+        raise ValueError("no trained_model materialization found: set run_name or materialize trained_model first")
+    return Path(ckpt.value).parent.parent.name
+
+
 def _test_samples(lake_root: str, n: int) -> list[dict]:
     return list(itertools.islice(iter_test_samples(shard_indexes(lake_root)), n))
 
@@ -57,15 +75,17 @@ def _resize(frame: np.ndarray, size: int) -> np.ndarray:
     deps=[TRAIN_ASSET],
     group_name="training",
     kinds={"pytorch", "mlflow"},
+    automation_condition=AutomationCondition.eager(),
     description="GIFs from the trained model for fixed test-split prompts/conditions (Fig. 1 tasks).",
 )
 def sample_gallery(context: AssetExecutionContext, config: GalleryConfig, storage: LakeResource,
                    mlflow: MlflowResource) -> MaterializeResult:
     from model.sampling import RDTFPipeline
 
-    run_dir = Path(storage.lake_root) / "training" / config.run_name
+    run_name = config.run_name or latest_training_run(context)
+    run_dir = Path(storage.lake_root) / "training" / run_name
     pipe = RDTFPipeline.from_pretrained(run_dir)  # its latest checkpoint; clear ValueError if none
-    out = Path(storage.lake_root) / "gallery" / config.run_name
+    out = Path(storage.lake_root) / "gallery" / run_name
     out.mkdir(parents=True, exist_ok=True)
     F, S = pipe.num_frames, pipe.image_size
     previews, files = [], []

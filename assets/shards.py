@@ -17,6 +17,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AutomationCondition,
     Config,
     MaterializeResult,
     MetadataValue,
@@ -94,6 +95,7 @@ class ShardConfig(Config):
 
 @asset(
     name=SHARD_ASSET,
+    automation_condition=AutomationCondition.eager(),  # follows its upstream when re-materialized
     deps=[CLUSTER_ASSET],
     partitions_def=drop_partitions,
     group_name="data",

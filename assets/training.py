@@ -15,7 +15,16 @@ import os
 import sys
 from pathlib import Path
 
-from dagster import AllPartitionMapping, AssetDep, AssetExecutionContext, Config, PipesSubprocessClient, asset
+from dagster import (
+    AllPartitionMapping,
+    AssetDep,
+    AssetExecutionContext,
+    Backoff,
+    Config,
+    PipesSubprocessClient,
+    RetryPolicy,
+    asset,
+)
 from pydantic import Field
 
 from assets.resources import LakeResource, MlflowResource
@@ -50,6 +59,8 @@ def shard_indexes(lake_root: str | Path) -> list[str]:
     group_name="training",
     kinds={"pytorch", "mlflow"},
     pool="gpu",
+    # a retry resumes from the last checkpoint (--resume latest), so retrying a killed/preempted run is cheap
+    retry_policy=RetryPolicy(max_retries=2, delay=30, backoff=Backoff.EXPONENTIAL),
     description="DFGN trained with dual masks + difficulty-adaptive curriculum (torchrun via Dagster Pipes).",
 )
 def trained_model(

@@ -11,12 +11,14 @@ from assets.shards import webdataset_shards
 from assets.training import trained_model
 from pipelines.jobs import drop_data_job, evaluate_job, train_job
 from pipelines.resources import default_resources
-from pipelines.sensors import new_drop_sensor
+from pipelines.schedules import retrain_schedule
+from pipelines.sensors import automation_sensor, new_drop_sensor
 
 defs = Definitions(
     assets=[ingested_stickers, frame_embeddings, frame_clusters, webdataset_shards, trained_model, sample_gallery,
             *EVALUATION_ASSETS],
     jobs=[drop_data_job, train_job, evaluate_job],
-    sensors=[new_drop_sensor],
+    schedules=[retrain_schedule],
+    sensors=[new_drop_sensor, automation_sensor],
     resources=default_resources(),
 )

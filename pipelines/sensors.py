@@ -3,7 +3,16 @@
 
 import json
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import (
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
 
 from assets.drops import list_ready_drops
 from assets.partitions import drop_partitions
@@ -39,3 +48,15 @@ def new_drop_sensor(context: SensorEvaluationContext, storage: LakeResource):
         dynamic_partitions_requests=[drop_partitions.build_add_request(new)],
         cursor=json.dumps(sorted(known | set(new))),
     )
+
+
+# Evaluates the assets' automation conditions (eager: embeddings/clusters/shards follow a re-materialized
+# ingest partition; gallery/evaluation/comparison follow a new trained_model). Running by default, like
+# new_drop_sensor; the retraining schedule is the one switch that starts STOPPED (pipelines/schedules.py).
+automation_sensor = AutomationConditionSensorDefinition(
+    "rdtf_automation_sensor",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Keeps downstream assets up to date with their declarative automation conditions.",
+)
