@@ -57,8 +57,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(n=args.n, seed=args.seed, train_steps=args.train_steps)
 
 
+_EPILOG = """examples:
+  rdtf demo                                   # synthetic drop -> shards -> training -> GIFs -> metrics (Dagster)
+  rdtf make-drop var/drops/my-drop --n 50     # a synthetic drop to play with
+  rdtf build-drop var/drops/my-drop --lake var/lake   # data stages without Dagster
+  rdtf generate --checkpoint var/lake/training/demo-s0 --prompt "a cat waving" --out cat.gif
+  rdtf <command> --help                       # every option of a command
+
+Dagster jobs (UI or `dagster job execute -w workspace.yaml -j NAME`): drop_data_job (per drop), train_job
+(train + gallery + evaluation + comparison), evaluate_job. Environment variables: see README ("Dagster").
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rdtf", description="RDTF-Stickers pipeline tools")
+    p = argparse.ArgumentParser(
+        prog="rdtf", description="RDTF-Stickers pipeline tools (the Dagster UI runs the same stages: bash scripts/dev.sh ui)",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
     sub = p.add_subparsers(dest="cmd", required=True)
 
     m = sub.add_parser("make-drop", help="write a synthetic sticker drop (media + captions.jsonl)")

@@ -81,3 +81,17 @@ def test_bad_cron_is_rejected(bad):
 
     with pytest.raises((DagsterInvalidDefinitionError, Exception)):
         ScheduleDefinition(name="x", cron_schedule=bad, job_name="train_job")
+
+
+def test_cli_help_documents_every_command():
+    from pipelines.cli import build_parser
+
+    p = build_parser()
+    text = p.format_help()
+    sub = next(a for a in p._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, sp in sub.choices.items():
+        assert name in text
+        assert sp.format_help().strip()  # every command has its own --help
+    help_by_cmd = {a.dest: a.help for a in sub._choices_actions}
+    assert all(help_by_cmd.values()), help_by_cmd  # one-line description per command in `rdtf --help`
+    assert "examples:" in text
