@@ -204,6 +204,7 @@ def model_comparison(context: AssetExecutionContext, storage: LakeResource, mlfl
     from evaluation.comparison import collect_runs, task_table, to_markdown, write_report
     from evaluation.suite import log_comparison
 
+    mlflow.ensure_experiment()
     runs = collect_runs(mlflow.tracking_uri, mlflow.experiment)
     out = Path(storage.lake_root) / "evaluation" / "comparison"
     paths = write_report(runs, out, experiment=mlflow.experiment)

@@ -29,6 +29,23 @@ class MlflowResource(ConfigurableResource):
     experiment: str = "rdtf-stickers"  # experiment that training/evaluation runs are logged to
     artifact_location: str | None = None  # where new experiments store artifacts (None: MLflow default)
 
+    def ensure_experiment(self) -> str:
+        """Create the experiment (with ``artifact_location``) if it does not exist; returns its id.
+
+        Called before anything logs, so artifacts land in the configured store instead of MLflow's
+        default ``./mlruns`` relative to whichever process happened to create the experiment.
+        """
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=self.tracking_uri)
+        exp = client.get_experiment_by_name(self.experiment)
+        if exp is not None:
+            return exp.experiment_id
+        loc = self.artifact_location
+        if loc and "://" not in loc:
+            loc = Path(loc).expanduser().resolve().as_uri()
+        return client.create_experiment(self.experiment, artifact_location=loc)
+
 
 class ClipResource(ConfigurableResource):
     """The CLIP model used for frame embeddings (and later CLIP similarity).

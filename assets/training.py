@@ -75,6 +75,7 @@ def trained_model(
         raise ValueError(f"no shard indexes under {storage.lake_root}/shards: materialize webdataset_shards first")
     out_dir = Path(storage.lake_root) / "training" / config.run_name
     out_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.ensure_experiment()  # artifacts go to the configured store, not ./mlruns
     train_cfg = {
         "index_paths": indexes, "out_dir": str(out_dir), "preset": config.preset, "autoencoder": config.autoencoder,
         "steps": config.steps, "batch_size": config.batch_size, "lr": config.lr, "ckpt_every": config.ckpt_every,

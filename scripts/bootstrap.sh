@@ -63,21 +63,24 @@ PYREQ
 # The clone's own light venv: re-made only when it points elsewhere.
 venv="$root/.venv"
 site_rel="lib/python${pyver#py3}"; site_rel="lib/python3.${pyver#py3}/site-packages"
-if [ "$(cat "$venv/.rdtf-deps" 2>/dev/null)" != "$deps" ] || [ ! -x "$venv/bin/python" ] || ! grep -q __main__ "$venv/bin/pytest" 2>/dev/null; then
+if [ "$(cat "$venv/.rdtf-deps" 2>/dev/null)" != "$deps" ] || [ ! -x "$venv/bin/python" ] || ! grep -q __main__ "$venv/bin/pytest" 2>/dev/null \
+   || grep -q "from dagster.cli " "$venv/bin/dagster" 2>/dev/null; then
   rm -rf "$venv"
   "$py" -m venv --without-pip "$venv"
   dep_site="$deps/$site_rel"
   echo "import site; site.addsitedir('$dep_site')" >"$venv/$site_rel/rdtf_deps.pth"
   echo "$root" >"$venv/$site_rel/rdtf_src.pth"
   # console entry points (the dependency venv's own scripts would run its interpreter, not ours)
-  for spec in "rdtf pipelines.cli main" "dagster dagster.cli main" "dagster-webserver dagster_webserver.cli main" \
-              "dagster-daemon dagster._daemon.cli main" "mlflow mlflow.cli cli" "pytest pytest console_main" "ruff -" ; do
-    set -- $spec
-    if [ "$2" = "-" ]; then ln -sf "$deps/bin/$1" "$venv/bin/$1"; continue; fi
+  # rdtf is ours; the others reuse the entry point (module, function) of the dependency venv's own script.
+  for name in rdtf dagster dagster-webserver dagster-daemon mlflow pytest ruff; do
+    if [ "$name" = ruff ]; then ln -sf "$deps/bin/ruff" "$venv/bin/ruff"; continue; fi
+    if [ "$name" = rdtf ]; then set -- pipelines.cli main
+    else set -- $(sed -n 's/^from \([A-Za-z0-9_.]*\) import \([A-Za-z0-9_]*\)$/\1 \2/p' "$deps/bin/$name" | head -1); fi
+    [ $# -eq 2 ] || { echo "bootstrap: cannot find the entry point of $deps/bin/$name" >&2; exit 1; }
     # the __main__ guard matters: spawn-context workers re-run the main script (without it: pytest in pytest)
     printf '#!%s\nimport sys\nfrom %s import %s\nif __name__ == "__main__":\n    sys.exit(%s())\n' \
-      "$venv/bin/python" "$2" "$3" "$3" >"$venv/bin/$1"
-    chmod +x "$venv/bin/$1"
+      "$venv/bin/python" "$1" "$2" "$2" >"$venv/bin/$name"
+    chmod +x "$venv/bin/$name"
   done
   echo "$deps" >"$venv/.rdtf-deps"
 fi
