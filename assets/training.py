@@ -6,8 +6,10 @@ task, MLflow run id, checkpoint path) back through Pipes. The asset runs in the 
 pool, so only one training at a time holds the accelerator(s) (set the pool's limit in the UI or with
 ``dagster instance concurrency set gpu 1``).
 
-Kubernetes: swap ``PipesSubprocessClient`` for ``dagster_k8s.PipesK8sClient`` (same ``run(...)`` call,
-with an image and ``torchrun --nnodes N --rdzv-endpoint ...`` as the command); see README.
+Kubernetes: with ``RDTF_LAUNCHER=k8s`` the ``pipes_subprocess_client`` resource is
+``pipelines.k8s.TorchrunK8sPipesClient`` (a ``dagster_k8s.PipesK8sClient``); this same ``run(command=...,
+context=..., env=...)`` call then becomes multi-node ``torchrun --rdzv-backend c10d`` on pods (a worker Job + a
+headless Service, the head pod through Pipes; rank 0 reports from the head pod). See docs/scale-out.md.
 """
 
 import json

@@ -1,5 +1,7 @@
 """The project's single Dagster ``Definitions`` (loaded by workspace.yaml and ``dagster dev``)."""
 
+import os
+
 from dagster import Definitions
 
 from assets.clusters import frame_clusters
@@ -14,6 +16,16 @@ from pipelines.resources import default_resources
 from pipelines.schedules import retrain_schedule
 from pipelines.sensors import automation_sensor, new_drop_sensor
 
+
+def _executor():
+    """Default in-process/multiprocess executor locally; ``RDTF_LAUNCHER=k8s``: one pod per step (k8s_job_executor)."""
+    if os.environ.get("RDTF_LAUNCHER", "local").strip().lower() in ("", "local"):
+        return None
+    from pipelines.k8s import default_executor
+
+    return default_executor()
+
+
 defs = Definitions(
     assets=[ingested_stickers, frame_embeddings, frame_clusters, webdataset_shards, trained_model, sample_gallery,
             *EVALUATION_ASSETS],
@@ -21,4 +33,5 @@ defs = Definitions(
     schedules=[retrain_schedule],
     sensors=[new_drop_sensor, automation_sensor],
     resources=default_resources(),
+    executor=_executor(),
 )

@@ -12,6 +12,9 @@ Environment variables override them without code changes:
   ``rdtf-tiny-clip``; e.g. ``ViT-B-32`` + ``/models/open_clip_vit_b32.safetensors``); also used for CLIP similarity
 - ``RDTF_I3D_WEIGHTS`` / ``RDTF_FASTVQA_WEIGHTS``  local ``i3d_pretrained_400.pt`` / ``FAST_VQA_B_1_4.pth`` for
   FVD / VQA (default: random-init presets, tagged ``weights=random``)
+- ``RDTF_LAUNCHER``        ``local`` (default) | ``k8s``: training through PipesK8sClient + one pod per step
+  (``RDTF_K8S_NAMESPACE``, ``RDTF_IMAGE``, ``RDTF_TRAIN_NNODES``, ``RDTF_TRAIN_CPU/MEMORY/SHM``, ``RDTF_LAKE_PVC``,
+  ``RDTF_MODELS_PVC``; see pipelines/k8s.py and docs/scale-out.md)
 """
 
 from __future__ import annotations
@@ -28,6 +31,18 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 def rdtf_home() -> Path:
     return Path(os.environ.get("RDTF_HOME", PROJECT_ROOT / "var")).resolve()
+
+
+def pipes_client():
+    """torchrun as a local subprocess; ``RDTF_LAUNCHER=k8s``: multi-node torchrun pods via PipesK8sClient (docs/scale-out.md)."""
+    if os.environ.get("RDTF_LAUNCHER", "local").strip().lower() in ("", "local"):
+        return PipesSubprocessClient()
+    from pipelines.k8s import (  # validates RDTF_LAUNCHER (lazy: dagster_k8s is slow)
+        k8s_pipes_client_from_env,
+        launcher,
+    )
+
+    return k8s_pipes_client_from_env() if launcher() == "k8s" else PipesSubprocessClient()
 
 
 def default_resources() -> dict:
@@ -50,6 +65,6 @@ def default_resources() -> dict:
             i3d_weights=os.environ.get("RDTF_I3D_WEIGHTS") or None,
             fastvqa_weights=os.environ.get("RDTF_FASTVQA_WEIGHTS") or None,
         ),
-        # torchrun is launched as a local subprocess; on Kubernetes use dagster_k8s.PipesK8sClient (README)
-        "pipes_subprocess_client": PipesSubprocessClient(),
+        # local: torchrun subprocess; RDTF_LAUNCHER=k8s: multi-node torchrun pods via PipesK8sClient
+        "pipes_subprocess_client": pipes_client(),
     }

@@ -1,0 +1,607 @@
+"""Kubernetes scale-out: multi-node ``torchrun`` through Dagster Pipes, and the per-step pods of the data stages.
+
+Pure builders (dicts and argument lists) plus thin wrappers around the Kubernetes API; importing this module
+and building everything needs no cluster (tests: ``tests/test_k8s_config.py``). See ``docs/scale-out.md``
+for the deployment as a whole and ``deploy/k8s/`` for the instance and Helm files.
+
+``TorchrunK8sPipesClient`` (``k8s_pipes_client`` / ``k8s_pipes_client_from_env``) is a drop-in for the
+``pipes_subprocess_client`` resource: the training asset's unchanged ``client.run(command=<single-node
+torchrun>, context=..., env=...)`` becomes the multi-node launch below.
+
+One training of ``nnodes`` nodes x ``gpus_per_node`` GPUs (``training_launch``)::
+
+    Dagster run pod (K8sRunLauncher)
+      |-- training_workers(): headless Service <group>           stable DNS names for the rendezvous
+      |                       Indexed Job <group>-worker         nodes 1..N-1, one pod each
+      '-- PipesK8sClient.run(): head pod <group>-head            node 0, hosts the c10d rendezvous store
+
+Every pod runs the same ``torchrun --nnodes N --rdzv-backend c10d --rdzv-endpoint <group>-head.<group>.<ns>
+.svc.cluster.local:29400 -m model.train --config ... --resume latest``. The c10d rendezvous numbers the nodes in
+sorted order of their ``--local-addr`` (``torch.distributed.elastic.rendezvous.dynamic_rendezvous``), so
+each pod passes its own DNS name and the head's ``<group>-head`` sorts before ``<group>-worker-<i>``: global
+rank 0 — the rank that reports the materialization through Pipes — always runs in the Pipes pod, whose log
+the Dagster run reads. Worker pods get no Pipes context (``model.train`` then skips reporting).
+
+The lake must be the *same path* in every pod (the training config lists absolute shard-index paths and the
+output folder): mount one ReadWriteMany volume (NFS / EFS / Filestore / CephFS) at ``/lake`` everywhere and
+set ``RDTF_LAKE_ROOT=/lake``. Drops may come from object storage (``RDTF_DROPS_ROOT=s3://...``); the lake
+itself is a local-filesystem path in the current code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dagster_k8s import PipesK8sClient
+
+DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
+LAUNCHERS = ("local", "k8s")
+RDZV_PORT = 29400
+LAKE_MOUNT = "/lake"
+CONTAINER_NAME = "rdtf-train"
+APP_LABEL = "rdtf-stickers"
+GROUP_LABEL = "rdtf.io/train-group"
+ROLE_LABEL = "rdtf.io/role"
+GPU_RESOURCE = "nvidia.com/gpu"
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_MAX_GROUP = 40  # "<group>-worker-<index>" must stay a DNS label (<= 63 characters)
+
+
+# ----------------------------------------------------------------------------------------------- launcher
+
+
+def launcher() -> str:
+    """``RDTF_LAUNCHER``: ``local`` (default: subprocesses on this machine) or ``k8s``."""
+    value = os.environ.get("RDTF_LAUNCHER", "local").strip().lower() or "local"
+    if value not in LAUNCHERS:
+        raise ValueError(f"RDTF_LAUNCHER must be one of {LAUNCHERS}, got {value!r}")
+    return value
+
+
+def k8s_executor(config_path: str | Path = DEPLOY_DIR / "executor.yaml"):
+    """``k8s_job_executor`` configured from ``deploy/k8s/executor.yaml``: one pod per step, sized per stage."""
+    import yaml
+    from dagster_k8s import k8s_job_executor
+
+    return k8s_job_executor.configured(yaml.safe_load(Path(config_path).read_text()), name="k8s_rdtf")
+
+
+def default_executor():
+    """The Definitions' executor: ``k8s_executor()`` with ``RDTF_LAUNCHER=k8s``, else None (Dagster's default)."""
+    return k8s_executor() if launcher() == "k8s" else None
+
+
+# ----------------------------------------------------------------------------------------------- names
+
+
+def group_name(run_name: str, run_id: str | None = None, attempt: int = 0) -> str:
+    """A DNS-1123 label naming one training's pods, Service and Job: ``rdtf-<run_name>[-<run id>][-r<attempt>]``.
+
+    ``attempt`` (the op's retry number) keeps a retry's objects apart from those of a killed earlier attempt.
+    """
+    base = re.sub(r"[^a-z0-9-]+", "-", f"rdtf-{run_name}".lower()).strip("-")
+    suffix = "-".join(x for x in (re.sub(r"[^a-z0-9]", "", (run_id or "").lower())[:8],
+                                  f"r{attempt}" if attempt else "") if x)
+    base = base[: _MAX_GROUP - (len(suffix) + 1 if suffix else 0)].rstrip("-")
+    return f"{base}-{suffix}" if suffix else base
+
+
+def _check_group(group: str) -> None:
+    if not _DNS_LABEL.match(group) or len(group) > _MAX_GROUP:
+        raise ValueError(f"group {group!r} must be a DNS-1123 label of at most {_MAX_GROUP} characters (see group_name)")
+
+
+def head_hostname(group: str) -> str:
+    return f"{group}-head"
+
+
+def worker_job_name(group: str) -> str:
+    return f"{group}-worker"
+
+
+def node_fqdn(hostname: str, group: str, namespace: str, cluster_domain: str = "cluster.local") -> str:
+    """DNS name of a pod with ``hostname`` and ``subdomain: <group>`` behind the headless Service ``<group>``."""
+    return f"{hostname}.{group}.{namespace}.svc.{cluster_domain}"
+
+
+def rendezvous_endpoint(group: str, namespace: str, port: int = RDZV_PORT, cluster_domain: str = "cluster.local") -> str:
+    return f"{node_fqdn(head_hostname(group), group, namespace, cluster_domain)}:{port}"
+
+
+# ----------------------------------------------------------------------------------------------- torchrun
+
+
+def torchrun_command(
+    nnodes: int,
+    nproc_per_node: int,
+    rdzv_endpoint: str | None,
+    config_path: str,
+    *,
+    rdzv_id: str = "rdtf-train",
+    local_addr: str | None = None,
+    is_host: bool | None = None,
+    max_restarts: int = 3,
+    join_timeout_s: int = 900,
+    python: str = "python",
+    resume: str | None = "latest",
+) -> list[str]:
+    """``python -m torch.distributed.run ... -m model.train --config CONFIG --resume latest``.
+
+    ``nnodes > 1``: c10d rendezvous at ``rdzv_endpoint`` (``host:port``), ``rdzv_id`` shared by all nodes of one
+    training, ``local_addr`` = this node's DNS name (orders node ranks, see the module docstring), ``is_host``
+    = whether this node runs the rendezvous store. ``nnodes == 1`` with no endpoint: ``--standalone`` (what
+    ``assets/training.py`` runs today). ``max_restarts``: torchrun restarts the worker group that often after a
+    failure; every restart resumes from the latest checkpoint (``--resume latest``).
+    """
+    if nnodes < 1 or nproc_per_node < 1:
+        raise ValueError(f"nnodes and nproc_per_node must be >= 1, got {nnodes}, {nproc_per_node}")
+    if max_restarts < 0:
+        raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
+    cmd = [python, "-m", "torch.distributed.run", f"--nnodes={nnodes}", f"--nproc-per-node={nproc_per_node}"]
+    if rdzv_endpoint is None:
+        if nnodes > 1:
+            raise ValueError("a multi-node run needs rdzv_endpoint (host:port of the head node)")
+        cmd.append("--standalone")
+    else:
+        host, sep, port = rdzv_endpoint.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"rdzv_endpoint must be host:port, got {rdzv_endpoint!r}")
+        conf = [f"join_timeout={join_timeout_s}"] + ([f"is_host={str(is_host).lower()}"] if is_host is not None else [])
+        cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}", f"--rdzv-id={rdzv_id}",
+                f"--rdzv-conf={','.join(conf)}"]
+        if local_addr:
+            cmd.append(f"--local-addr={local_addr}")
+    cmd += [f"--max-restarts={max_restarts}", "-m", "model.train", "--config", str(config_path)]
+    if resume:
+        cmd += ["--resume", resume]
+    return cmd
+
+
+def training_env(
+    *,
+    lake_root: str = LAKE_MOUNT,
+    mlflow_tracking_uri: str | None = None,
+    omp_threads: int = 4,
+    nccl_socket_ifname: str | None = "eth0",
+    nccl_debug: str = "WARN",
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Plain environment of every training container (secrets come in through ``envFrom``)."""
+    env = {
+        "RDTF_LAKE_ROOT": lake_root,
+        "PYTHONUNBUFFERED": "1",  # Pipes messages and logs reach the pod log at once
+        "OMP_NUM_THREADS": str(omp_threads),
+        "NCCL_DEBUG": nccl_debug,
+        "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",  # a dead peer raises instead of hanging the collective
+    }
+    if nccl_socket_ifname:
+        env["NCCL_SOCKET_IFNAME"] = nccl_socket_ifname  # the pod network interface for NCCL's bootstrap/TCP
+    if mlflow_tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
+    env.update(extra or {})
+    return env
+
+
+# ----------------------------------------------------------------------------------------------- pods
+
+
+@dataclass(frozen=True)
+class PodResources:
+    """Per-node pod shape. ``shm`` backs /dev/shm (NCCL and DataLoader workers need more than Docker's 64 MiB)."""
+
+    cpu: str = "16"
+    memory: str = "200Gi"
+    shm: str = "64Gi"
+    lake_pvc: str = "rdtf-lake"  # ReadWriteMany claim mounted at /lake in every pod
+    models_pvc: str | None = None  # optional read-only weights (CLIP, T5, VAE) mounted at /models
+    env_secrets: tuple[str, ...] = ("rdtf-secrets",)  # MLFLOW_TRACKING_URI, object-store credentials, ...
+    service_account: str | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},)
+    termination_grace_s: int = 300  # SIGTERM -> model.train writes a checkpoint and exits
+
+
+def pod_labels(group: str, role: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": APP_LABEL, GROUP_LABEL: group, ROLE_LABEL: role}
+
+
+def training_pod_spec(
+    image: str,
+    nnodes: int,
+    gpus_per_node: int,
+    *,
+    group: str,
+    role: str = "head",
+    command: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    resources: PodResources = PodResources(),
+) -> dict[str, Any]:
+    """A PodSpec (camelCase, as the Kubernetes API and ``PipesK8sClient.run(base_pod_spec=...)`` take it).
+
+    ``role="head"``: node 0, ``hostname: <group>-head``; the command is left to ``PipesK8sClient.run(command=)``
+    unless given. ``role="worker"``: template of the Indexed Job's pods (hostname ``<group>-worker-<index>``,
+    set by Kubernetes), with ``RDTF_NODE_INDEX`` from the completion index. Both carry ``subdomain: <group>``
+    (DNS through the headless Service), GPU limits, a memory-backed /dev/shm, the lake volume, and pod
+    anti-affinity so that two nodes of one training never share a machine.
+    """
+    _check_group(group)
+    if role not in ("head", "worker"):
+        raise ValueError(f"role must be 'head' or 'worker', got {role!r}")
+    if nnodes < 1 or gpus_per_node < 0:
+        raise ValueError(f"nnodes must be >= 1 and gpus_per_node >= 0, got {nnodes}, {gpus_per_node}")
+    r = resources
+    env_list: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in (env or {}).items()]
+    if role == "worker":
+        env_list.append({"name": "RDTF_NODE_INDEX",
+                         "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}}})
+    limits: dict[str, str] = {"cpu": r.cpu, "memory": r.memory}
+    if gpus_per_node:
+        limits[GPU_RESOURCE] = str(gpus_per_node)
+    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "lake", "mountPath": LAKE_MOUNT}]
+    volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": r.shm}},
+                                     {"name": "lake", "persistentVolumeClaim": {"claimName": r.lake_pvc}}]
+    if r.models_pvc:
+        mounts.append({"name": "models", "mountPath": "/models", "readOnly": True})
+        volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": r.models_pvc, "readOnly": True}})
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "env": env_list,
+        "envFrom": [{"secretRef": {"name": s}} for s in r.env_secrets],
+        "resources": {"limits": limits, "requests": dict(limits)},
+        "volumeMounts": mounts,
+        "ports": [{"name": "c10d", "containerPort": RDZV_PORT}],
+    }
+    if command is not None:
+        container["command"] = list(command)
+    spec: dict[str, Any] = {
+        "containers": [container],
+        "restartPolicy": "Never",  # PipesK8sClient refuses Always; torchrun restarts workers in place
+        "subdomain": group,
+        "volumes": volumes,
+        "tolerations": [dict(t) for t in r.tolerations],
+        "terminationGracePeriodSeconds": r.termination_grace_s,
+    }
+    if role == "head":
+        spec["hostname"] = head_hostname(group)
+    if nnodes > 1:
+        spec["affinity"] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {GROUP_LABEL: group}}, "topologyKey": "kubernetes.io/hostname"}]}}
+    if r.node_selector:
+        spec["nodeSelector"] = dict(r.node_selector)
+    if r.service_account:
+        spec["serviceAccountName"] = r.service_account
+    return spec
+
+
+def rendezvous_service_manifest(group: str, namespace: str, port: int = RDZV_PORT) -> dict[str, Any]:
+    """Headless Service ``<group>``: gives every pod of the training ``<hostname>.<group>.<ns>.svc`` DNS names."""
+    _check_group(group)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": group, "namespace": namespace, "labels": pod_labels(group, "rendezvous")},
+        "spec": {
+            "clusterIP": "None",
+            "selector": {GROUP_LABEL: group},
+            "publishNotReadyAddresses": True,  # resolvable before the pods are Ready: the rendezvous starts first
+            "ports": [{"name": "c10d", "port": port, "targetPort": port}],
+        },
+    }
+
+
+def worker_job_manifest(
+    image: str,
+    nnodes: int,
+    gpus_per_node: int,
+    config_path: str,
+    *,
+    group: str,
+    namespace: str,
+    env: Mapping[str, str] | None = None,
+    resources: PodResources = PodResources(),
+    max_restarts: int = 3,
+    backoff_limit: int = 0,
+    ttl_after_finished_s: int = 3600,
+    python: str = "python",
+    resume: str | None = "latest",
+) -> dict[str, Any]:
+    """Indexed Job with the ``nnodes - 1`` worker nodes; each joins the head's c10d rendezvous."""
+    if nnodes < 2:
+        raise ValueError("worker_job_manifest is for multi-node trainings (nnodes >= 2)")
+    job = worker_job_name(group)
+    command = torchrun_command(
+        nnodes, gpus_per_node, rendezvous_endpoint(group, namespace), config_path, rdzv_id=group,
+        local_addr=node_fqdn(f"{job}-$(RDTF_NODE_INDEX)", group, namespace),  # $(VAR): expanded by Kubernetes
+        is_host=False, max_restarts=max_restarts, python=python, resume=resume)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": job, "namespace": namespace, "labels": pod_labels(group, "worker")},
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": nnodes - 1,
+            "parallelism": nnodes - 1,
+            "backoffLimit": backoff_limit,  # a failed node fails the training (the head's torchrun notices too)
+            "ttlSecondsAfterFinished": ttl_after_finished_s,
+            "template": {
+                "metadata": {"labels": pod_labels(group, "worker")},
+                "spec": training_pod_spec(image, nnodes, gpus_per_node, group=group, role="worker", command=command,
+                                          env=env, resources=resources),
+            },
+        },
+    }
+
+
+@dataclass(frozen=True)
+class TrainingLaunch:
+    """Everything one training needs: the Pipes head pod's arguments and the worker objects."""
+
+    image: str
+    nnodes: int
+    gpus_per_node: int
+    group: str
+    namespace: str
+    command: list[str]
+    base_pod_spec: dict[str, Any]
+    base_pod_meta: dict[str, Any]
+    env: dict[str, str]
+    service: dict[str, Any] | None
+    worker_job: dict[str, Any] | None
+
+    def pipes_run_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``PipesK8sClient.run`` (add ``context=``)."""
+        return {"image": self.image, "command": self.command, "namespace": self.namespace, "env": self.env,
+                "base_pod_spec": self.base_pod_spec, "base_pod_meta": self.base_pod_meta}
+
+
+def training_launch(
+    image: str,
+    nnodes: int,
+    gpus_per_node: int,
+    config_path: str,
+    *,
+    group: str,
+    namespace: str,
+    env: Mapping[str, str] | None = None,
+    resources: PodResources = PodResources(),
+    max_restarts: int = 3,
+    python: str = "python",
+    resume: str | None = "latest",
+) -> TrainingLaunch:
+    """The head pod (through Pipes) and, for ``nnodes > 1``, the rendezvous Service and the worker Job."""
+    _check_group(group)
+    env = dict(training_env() if env is None else env)
+    if nnodes == 1:
+        command = torchrun_command(1, gpus_per_node, None, config_path, max_restarts=max_restarts, python=python,
+                                   resume=resume)
+    else:
+        command = torchrun_command(nnodes, gpus_per_node, rendezvous_endpoint(group, namespace), config_path,
+                                   rdzv_id=group, local_addr=node_fqdn(head_hostname(group), group, namespace),
+                                   is_host=True, max_restarts=max_restarts, python=python, resume=resume)
+    return TrainingLaunch(
+        image=image, nnodes=nnodes, gpus_per_node=gpus_per_node, group=group, namespace=namespace, command=command,
+        base_pod_spec=training_pod_spec(image, nnodes, gpus_per_node, group=group, role="head", resources=resources),
+        base_pod_meta={"labels": pod_labels(group, "head")},
+        env=env,
+        service=rendezvous_service_manifest(group, namespace) if nnodes > 1 else None,
+        worker_job=worker_job_manifest(image, nnodes, gpus_per_node, config_path, group=group, namespace=namespace,
+                                       env=env, resources=resources, max_restarts=max_restarts, python=python,
+                                       resume=resume)
+        if nnodes > 1 else None,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- cluster calls
+
+
+@dataclass(frozen=True)
+class LocalTorchrun:
+    """What ``assets/training.py`` asks for: ``PY -m torch.distributed.run --standalone --nproc_per_node=N -m
+    model.train --config CFG [--resume R]``."""
+
+    python: str
+    nproc_per_node: int
+    config_path: str
+    resume: str | None
+
+
+def parse_local_torchrun(command: str | Sequence[str] | None) -> LocalTorchrun | None:
+    """The single-node torchrun command of the training asset, or None for any other command."""
+    if command is None or isinstance(command, str):
+        return None
+    cmd = list(command)
+    if cmd[1:3] != ["-m", "torch.distributed.run"] or "model.train" not in cmd:
+        return None
+    cut = cmd.index("model.train")
+    if cmd[cut - 1] != "-m":
+        return None
+    launcher, script = cmd[3: cut - 1], cmd[cut + 1:]
+    nproc = 1
+    for i, a in enumerate(launcher):
+        if a.startswith(("--nproc_per_node", "--nproc-per-node")):
+            nproc = int(a.split("=", 1)[1] if "=" in a else launcher[i + 1])
+
+    def opt(name: str) -> str | None:
+        return script[script.index(name) + 1] if name in script[:-1] else None
+    config = opt("--config")
+    if config is None:
+        raise ValueError(f"model.train command without --config: {cmd}")
+    return LocalTorchrun(python=cmd[0], nproc_per_node=nproc, config_path=config, resume=opt("--resume"))
+
+
+class TorchrunK8sPipesClient(PipesK8sClient):
+    """``PipesK8sClient`` that runs the training asset's torchrun on ``nnodes`` Kubernetes nodes.
+
+    A drop-in for the ``pipes_subprocess_client`` resource: ``assets/training.py`` keeps calling
+    ``client.run(command=<single-node torchrun>, context=context, env=env)``; this client turns the command into
+    the multi-node launch (``training_launch``: ``--nproc_per_node`` becomes GPUs per node), creates the
+    rendezvous Service and worker Job (``training_workers``), runs the head pod through Pipes and cleans up.
+    Any other command goes to ``PipesK8sClient.run`` unchanged, in the default ``namespace``.
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str | None = None,
+        image: str | None = None,
+        nnodes: int = 1,
+        pod_resources: PodResources = PodResources(),
+        train_env: Mapping[str, str] | None = None,
+        max_restarts: int = 3,
+        core_api: Any = None,
+        batch_api: Any = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        if nnodes < 1:
+            raise ValueError(f"nnodes must be >= 1, got {nnodes}")
+        self.namespace = namespace
+        self.image = image
+        self.nnodes = nnodes
+        self.pod_resources = pod_resources
+        self.train_env = dict(training_env() if train_env is None else train_env)
+        self.max_restarts = max_restarts
+        self._apis = (core_api, batch_api)
+
+    def launch_for(self, context: Any, command: Sequence[str], env: Mapping[str, str] | None = None) -> TrainingLaunch:
+        """The multi-node launch for the asset's ``command`` (pure: no cluster call)."""
+        local = parse_local_torchrun(command)
+        if local is None:
+            raise ValueError(f"not a `torch.distributed.run -m model.train` command: {command}")
+        image = self.image or os.environ.get("RDTF_IMAGE") or os.environ.get("DAGSTER_CURRENT_IMAGE")
+        if not image:
+            raise ValueError("no image for the training pods: set RDTF_IMAGE (or pass image=)")
+        namespace = self.namespace or os.environ.get("RDTF_K8S_NAMESPACE") or "default"
+        run_name = Path(local.config_path).parent.name  # lake/training/<run_name>/train.json
+        group = group_name(run_name, getattr(context, "run_id", None), getattr(context, "retry_number", 0) or 0)
+        # the asset's env (PYTHONPATH) + the pods' own (threads sized for the pod, NCCL, lake)
+        merged = {**(env or {}), **self.train_env}
+        return training_launch(image, self.nnodes, local.nproc_per_node, local.config_path, group=group,
+                               namespace=namespace, env=merged, resources=self.pod_resources,
+                               max_restarts=self.max_restarts, python=local.python, resume=local.resume)
+
+    def run(self, *, context: Any, command: str | Sequence[str] | None = None, namespace: str | None = None,
+            env: Mapping[str, str] | None = None, image: str | None = None, **kwargs: Any):  # type: ignore[override]
+        if parse_local_torchrun(command) is None:
+            return super().run(context=context, command=command, namespace=namespace or self.namespace, env=env,
+                               image=image or self.image, **kwargs)
+        launch = self.launch_for(context, command, env)  # type: ignore[arg-type]
+        context.log.info(f"torchrun on {launch.nnodes} node(s) x {launch.gpus_per_node} GPU(s), group {launch.group} "
+                         f"in namespace {launch.namespace}")
+        core_api, batch_api = self._apis
+        if launch.worker_job is not None and (core_api is None or batch_api is None):
+            import kubernetes
+
+            self._load_k8s_config()
+            core_api, batch_api = core_api or kubernetes.client.CoreV1Api(), batch_api or kubernetes.client.BatchV1Api()
+        with training_workers(launch, core_api, batch_api):
+            return super().run(context=context, **launch.pipes_run_kwargs(), **kwargs)
+
+
+def k8s_pipes_client(
+    namespace: str | None = None,
+    *,
+    image: str | None = None,
+    nnodes: int = 1,
+    pod_resources: PodResources = PodResources(),
+    load_incluster_config: bool | None = True,
+    kubeconfig_file: str | None = None,
+    kube_context: str | None = None,
+    poll_interval: float = 10.0,
+    env: Mapping[str, str] | None = None,
+) -> TorchrunK8sPipesClient:
+    """The Pipes client for Kubernetes (a ``dagster_k8s.PipesK8sClient``). Builds without a cluster: the kube
+    config is loaded in ``run()``.
+
+    In a pod (the K8sRunLauncher's run pods) keep ``load_incluster_config=True``; from a workstation pass
+    ``load_incluster_config=False`` and optionally ``kubeconfig_file`` / ``kube_context``. ``env`` goes to every
+    pod this client starts (``PipesK8sClient(env=...)``).
+    """
+    if load_incluster_config and (kubeconfig_file or kube_context):
+        raise ValueError("kubeconfig_file/kube_context need load_incluster_config=False")
+    return TorchrunK8sPipesClient(namespace=namespace, image=image, nnodes=nnodes, pod_resources=pod_resources,
+                                  load_incluster_config=load_incluster_config, kubeconfig_file=kubeconfig_file,
+                                  kube_context=kube_context, poll_interval=poll_interval, env=dict(env) if env else None)
+
+
+def k8s_pipes_client_from_env() -> TorchrunK8sPipesClient:
+    """``pipelines/resources.py`` with ``RDTF_LAUNCHER=k8s``: namespace, image, node count and pod shape from
+    ``RDTF_K8S_NAMESPACE``, ``RDTF_IMAGE``, ``RDTF_TRAIN_NNODES`` (1), ``RDTF_TRAIN_CPU`` / ``RDTF_TRAIN_MEMORY``
+    / ``RDTF_TRAIN_SHM``, ``RDTF_LAKE_PVC`` (rdtf-lake), ``RDTF_MODELS_PVC`` (none)."""
+    e = os.environ.get
+    d = PodResources()
+    res = PodResources(cpu=e("RDTF_TRAIN_CPU", d.cpu), memory=e("RDTF_TRAIN_MEMORY", d.memory), shm=e("RDTF_TRAIN_SHM", d.shm),
+                       lake_pvc=e("RDTF_LAKE_PVC", d.lake_pvc), models_pvc=e("RDTF_MODELS_PVC") or None)
+    return k8s_pipes_client(e("RDTF_K8S_NAMESPACE") or None, image=e("RDTF_IMAGE") or None,
+                            nnodes=int(e("RDTF_TRAIN_NNODES", "1")), pod_resources=res)
+
+
+@contextlib.contextmanager
+def training_workers(launch: TrainingLaunch, core_api: Any = None, batch_api: Any = None) -> Iterator[None]:
+    """Create the rendezvous Service and the worker Job for the body (the Pipes head pod), delete them after.
+
+    ``core_api`` / ``batch_api``: ``kubernetes.client.CoreV1Api`` / ``BatchV1Api`` (default: from the loaded kube
+    config, e.g. ``dagster_k8s.DagsterKubernetesClient.production_client()``). Single-node trainings create
+    nothing. Deletion runs whatever happened in the body, so a failed or cancelled run leaves no GPU pods.
+    """
+    if launch.worker_job is None:
+        yield
+        return
+    if core_api is None or batch_api is None:
+        import kubernetes
+
+        core_api = core_api or kubernetes.client.CoreV1Api()
+        batch_api = batch_api or kubernetes.client.BatchV1Api()
+    ns = launch.namespace
+    core_api.create_namespaced_service(ns, launch.service)
+    try:
+        batch_api.create_namespaced_job(ns, launch.worker_job)
+        try:
+            yield
+        finally:
+            batch_api.delete_namespaced_job(launch.worker_job["metadata"]["name"], ns, propagation_policy="Foreground")
+    finally:
+        core_api.delete_namespaced_service(launch.service["metadata"]["name"], ns)
+
+
+# ----------------------------------------------------------------------------------------------- example
+
+
+def render_example(nnodes: int = 2, gpus_per_node: int = 8, namespace: str = "rdtf",
+                   image: str = "registry.example.com/rdtf-stickers:latest") -> list[dict[str, Any]]:
+    """The objects of one ``nnodes`` x ``gpus_per_node`` training (``deploy/k8s/train-pod.yaml``): the rendezvous
+    Service, the worker Job and the head Pod as ``PipesK8sClient`` creates it (before it adds the Pipes env)."""
+    group = group_name("default", "0123abcd")
+    launch = training_launch(image, nnodes, gpus_per_node, f"{LAKE_MOUNT}/training/default/train.json", group=group,
+                             namespace=namespace, env=training_env(mlflow_tracking_uri=None))
+    head_spec = dict(launch.base_pod_spec)
+    head_spec["containers"] = [{**head_spec["containers"][0], "command": launch.command,
+                                "env": [{"name": k, "value": v} for k, v in launch.env.items()]}]
+    head = {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "dagster-<run id>-trained-model-<n>", "namespace": namespace, **launch.base_pod_meta},
+            "spec": head_spec}
+    return [d for d in (launch.service, launch.worker_job, head) if d is not None]
+
+
+def main() -> None:
+    import sys
+
+    import yaml
+
+    header = ("# Generated by `python -m pipelines.k8s > deploy/k8s/train-pod.yaml` (tests/test_k8s_config.py checks it is\n"
+              "# current): one 2-node x 8-GPU training. assets/training.py creates the first two objects with\n"
+              "# pipelines.k8s.training_workers() and the head pod with PipesK8sClient.run(), which names it and adds the\n"
+              "# Dagster Pipes environment. Not meant for `kubectl apply` as is (the pod name is a placeholder).\n")
+    sys.stdout.write(header + yaml.safe_dump_all(render_example(), sort_keys=False, width=120))
+
+
+if __name__ == "__main__":
+    main()
