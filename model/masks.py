@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["ConditionMask", "Difficulty", "Task", "apply_cfg_dropout", "batch_masks", "difficulty_levels",
-           "loss_weight", "masked_mse", "sample_condition"]
+           "first_frame_condition", "loss_weight", "masked_mse", "sample_condition"]
 
 
 class Task(StrEnum):
@@ -180,6 +180,23 @@ def sample_condition(k: int, num_frames: int, level: Difficulty, rng: np.random.
     cond = np.zeros(num_frames, dtype=bool)
     cond[:k] = cond_k
     return ConditionMask(cond=cond, target=valid & ~cond, valid=valid, text=text, task=task, pattern=pattern)
+
+
+def first_frame_condition(k: int, num_frames: int, *, text: bool = True) -> ConditionMask:
+    """The fixed I&T->V condition of a DFGN trained WITHOUT the dual mask (Table 3 rows "DFGN(3D-Conv)", "DFGN").
+
+    Table 7's generation mask ``[1 0 0 0 0 0 0 0]``: frame 0 (and the caption) given, the other valid frames
+    generated; the task is always GRT, no curriculum draw is involved. k == 1 leaves no frame to generate
+    from a known one, so it falls back to text-only ("gen-text"). Used by ``TrainConfig.dual_mask=False``.
+    """
+    if not (isinstance(k, int | np.integer) and 1 <= k <= num_frames):
+        raise ValueError(f"need 1 <= k <= num_frames, got k={k!r}, num_frames={num_frames!r}")
+    valid = np.zeros(num_frames, dtype=bool)
+    valid[: int(k)] = True
+    cond = np.zeros(num_frames, dtype=bool)
+    cond[0] = k > 1
+    return ConditionMask(cond=cond, target=valid & ~cond, valid=valid, text=text, task=Task.GENERATION,
+                         pattern="gen-image@0" if k > 1 else "gen-text")
 
 
 def apply_cfg_dropout(mask: ConditionMask, rng: np.random.Generator, p_drop_text: float, p_drop_image: float,

@@ -52,7 +52,15 @@ from model.conditioning import (
 from model.curriculum import Curriculum, CurriculumConfig, CurriculumMode
 from model.data import DataConfig, make_loader, validate_indexes
 from model.diffusion import DiffusionConfig, make_train_scheduler
-from model.masks import Task, apply_cfg_dropout, batch_masks, loss_weight, masked_mse, sample_condition
+from model.masks import (
+    Task,
+    apply_cfg_dropout,
+    batch_masks,
+    first_frame_condition,
+    loss_weight,
+    masked_mse,
+    sample_condition,
+)
 from model.shards import read_index
 from model.unet import DFGN, DFGNConfig, preset
 
@@ -87,6 +95,8 @@ class TrainConfig:
     p_drop_both: float = 0.05  # CFG training: drop both
     token_dropout: float = 0.1  # "#" token replacement probability (Method)
     include_conditioned_in_loss: bool = False  # also supervise conditioned frames
+    dual_mask: bool = True  # DDU (Table 3); False = fixed I&T->V condition + fixed k = F frames (see _data_cfg, train_step)
+    temporal_layer: str | None = None  # override the preset's temporal layer: sti | conv3d | none (Table 3 "3D-Conv")
     mlflow_uri: str | None = None  # None: no MLflow logging
     mlflow_experiment: str = "rdtf-stickers"
     run_name: str | None = None
@@ -152,6 +162,8 @@ class Trainer:
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.mcfg: DFGNConfig = preset(cfg.preset)
+        if cfg.temporal_layer is not None:  # Table 3 ablation switch on any preset (e.g. tiny_pixel + conv3d)
+            self.mcfg = dataclasses.replace(self.mcfg, temporal_layer=cfg.temporal_layer)
         validate_indexes(self._data_cfg())  # clear error before any work
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = DFGN.from_dataclass(self.mcfg).to(self.device)
@@ -193,7 +205,9 @@ class Trainer:
     def _data_cfg(self) -> DataConfig:
         size = self.mcfg.sample_size * (1 if self.cfg.autoencoder == "pixel" else (2 if self.cfg.autoencoder == "tiny_kl" else 8))
         return DataConfig(index_paths=tuple(self.cfg.index_paths), num_frames=self.mcfg.num_frames, image_size=size,
-                          batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers, seed=self.cfg.seed)
+                          batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers, seed=self.cfg.seed,
+                          # without DDU: no random k, always the k = F representatives (see model.ablation)
+                          **({} if self.cfg.dual_mask else {"k_min": self.mcfg.num_frames, "k_max": self.mcfg.num_frames}))
 
     def _ae_cfg(self) -> AutoencoderConfig:
         if self.cfg.autoencoder == "pixel":
@@ -324,9 +338,12 @@ class Trainer:
             with torch.no_grad():
                 x0 = self.vae.encode(((frames.flatten(0, 1) + 1) / 2).clamp(0, 1))  # (B·F, C, h, w)
             x0 = x0.reshape(B, F, *x0.shape[1:])  # (B, F, C, h, w)
-            levels = self.curriculum.sample(self.step, rng, B)
-            masks = [apply_cfg_dropout(sample_condition(int(k), F, lvl, rng), rng, cfg.p_drop_text, cfg.p_drop_image,
-                                       cfg.p_drop_both) for k, lvl in zip(batch["k"].tolist(), levels)]
+            if cfg.dual_mask:  # DDU: curriculum level -> condition mask (Table 7 families)
+                levels = self.curriculum.sample(self.step, rng, B)
+                conds = [sample_condition(int(k), F, lvl, rng) for k, lvl in zip(batch["k"].tolist(), levels)]
+            else:  # baseline DFGN: the fixed I&T->V mask [1 0 0 0 0 0 0 0]
+                conds = [first_frame_condition(int(k), F) for k in batch["k"].tolist()]
+            masks = [apply_cfg_dropout(c, rng, cfg.p_drop_text, cfg.p_drop_image, cfg.p_drop_both) for c in conds]
             mb = {k: v.to(self.device) for k, v in batch_masks(masks).items()}
             captions = [drop_tokens(c, cfg.token_dropout, rng) if m.text else "" for c, m in zip(batch["caption"], masks)]
             noise = torch.randn(x0.shape, generator=gen, device=self.device)
@@ -381,7 +398,11 @@ class Trainer:
         batches = iter(loader)
         mlf = _MlflowLogger(self) if self.rank == 0 and cfg.mlflow_uri else None
         t0, last = time.perf_counter(), {}
+        agent = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None  # torchrun workers run in their own session
         while self.step < target:
+            if agent is not None and os.getppid() != agent:  # agent SIGKILLed: do not train on as an orphan
+                log.error("torchrun agent %d is gone; exiting (the last complete checkpoint stays valid)", agent)
+                os._exit(1)
             last = self.train_step(batches)
             if self.rank == 0:
                 self.history.append({"step": self.step, **{k: v for k, v in last.items() if k.startswith(("loss", "curriculum"))}})
@@ -407,25 +428,33 @@ class Trainer:
 
 
 class _MlflowLogger:
-    """Rank-0 MLflow logging; resumes the same MLflow run after a restart (one coherent history)."""
+    """Rank-0 MLflow logging through ``model.tracking.ResilientTracker``: one MLflow run per training across kills
+    and restarts (run id in the checkpoints and ``out_dir/mlflow_state.json``; re-done steps are not logged twice);
+    an unreachable or failing tracking server never stops training — entries are buffered in
+    ``out_dir/mlflow_buffer.jsonl`` and sent with their original steps/timestamps once it answers again."""
 
     def __init__(self, trainer: Trainer):
-        import mlflow
+        from model.tracking import ResilientTracker
 
-        self.mlflow, self.t = mlflow, trainer
-        mlflow.set_tracking_uri(trainer.cfg.mlflow_uri)
-        mlflow.set_experiment(trainer.cfg.mlflow_experiment)
-        run = mlflow.start_run(run_id=trainer.mlflow_run_id, run_name=trainer.cfg.run_name)
-        trainer.mlflow_run_id = run.info.run_id
+        self.t, cfg = trainer, trainer.cfg
+        self.tracker = ResilientTracker.for_training(cfg.out_dir, cfg.mlflow_uri, cfg.mlflow_experiment, run_name=cfg.run_name,
+                                                     run_id=trainer.mlflow_run_id, resumed=trainer.step > 0, config=asdict(cfg))
+        self.tracker.start()  # create or resume the run; send what an earlier attempt left buffered
         if trainer.step == 0:
             flat = {f"train.{k}": v for k, v in asdict(trainer.cfg).items()}
             flat |= {f"model.{k}": v for k, v in asdict(trainer.mcfg).items()}
-            mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
-        mlflow.set_tags({"weights": trainer.weights_tag, "preset": trainer.cfg.preset, "world_size": trainer.world,
-                         "curriculum": trainer.curriculum.cfg.mode.value})
+            self.tracker.log_params({k: str(v)[:500] for k, v in flat.items()})
+        self.tracker.set_tags({"weights": trainer.weights_tag, "preset": trainer.cfg.preset, "world_size": trainer.world,
+                               "curriculum": trainer.curriculum.cfg.mode.value})
+        self._sync_run_id()
+
+    def _sync_run_id(self) -> None:  # the run may be created late (server down at start): later checkpoints keep it
+        if self.tracker.run_id:
+            self.t.mlflow_run_id = self.tracker.run_id
 
     def log(self, metrics: dict, step: int, samples_per_s: float) -> None:
-        self.mlflow.log_metrics({**metrics, "samples_per_s": samples_per_s}, step=step)
+        self.tracker.log_metrics({**metrics, "samples_per_s": samples_per_s}, step)
+        self._sync_run_id()
 
     def finish(self, ckpt: Path | None) -> None:
         import matplotlib
@@ -448,11 +477,12 @@ class _MlflowLogger:
         out = Path(self.t.cfg.out_dir) / "task_probabilities.png"
         fig.savefig(out, dpi=110)
         plt.close(fig)
-        self.mlflow.log_artifact(str(out))
+        self.tracker.log_artifact(out)
         if ckpt is not None:
-            self.mlflow.log_artifact(str(ckpt / "trainer.json"), artifact_path="checkpoint")
-            self.mlflow.set_tag("checkpoint", str(ckpt))
-        self.mlflow.end_run()
+            self.tracker.log_artifact(ckpt / "trainer.json", artifact_path="checkpoint")
+            self.tracker.set_tags({"checkpoint": str(ckpt)})
+        self.tracker.finish()  # FINISHED; warns if entries stay buffered (sent on resume or `model.tracking flush`)
+        self._sync_run_id()
 
 
 def _report_to_dagster(summary: dict) -> None:
