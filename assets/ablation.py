@@ -1,6 +1,6 @@
 """Ablation benchmark as Dagster assets: paper Tables 3-4 fanned out over a (variant x seed) partition set.
 
-Thin wrappers over :mod:`benchmarks.ablation` (which runs the same steps without Dagster):
+Thin wrappers over :mod:`assets.ablation_engine` (which ``benchmarks/ablation.py`` runs without Dagster):
 
 - ``ablation_benchmark`` — the fixed synthetic benchmark (drop seed/size of the mode's settings) through the
   pipeline's data stages into ``lake/ablation/<mode>/data/`` (built once, reused).
@@ -61,7 +61,7 @@ class AblationConfig(Config):
 
 def ablation_settings(config: AblationConfig):
     """The mode's settings, covering every variant and seed of the partition set (the report shows what ran)."""
-    from benchmarks.ablation import full_settings, quick_settings
+    from assets.ablation_engine import full_settings, quick_settings
 
     kw = {"variants": tuple(v.value for v in Variant), "seeds": tuple(int(s) for s in ABLATION_SEEDS)}
     if config.steps > 0:
@@ -80,7 +80,7 @@ def _out_dir(config: AblationConfig, storage: LakeResource) -> Path:
 @asset(name=ABLATION_DATA_ASSET, group_name="ablation", kinds={"parquet"},
        description="Fixed synthetic benchmark for the ablation (documented drop seed and size, held-out test split).")
 def ablation_benchmark(context: AssetExecutionContext, config: AblationConfig, storage: LakeResource) -> MaterializeResult:
-    from benchmarks.ablation import benchmark_info, prepare_benchmark
+    from assets.ablation_engine import benchmark_info, prepare_benchmark
 
     settings = ablation_settings(config)
     index = prepare_benchmark(settings, _out_dir(config, storage))
@@ -101,7 +101,7 @@ def ablation_benchmark(context: AssetExecutionContext, config: AblationConfig, s
 )
 def ablation_runs(context: AssetExecutionContext, config: AblationConfig, storage: LakeResource,
                   mlflow: MlflowResource) -> MaterializeResult:
-    from benchmarks.ablation import run_one
+    from assets.ablation_engine import run_one
 
     key = context.partition_key
     dims = key.keys_by_dimension if isinstance(key, MultiPartitionKey) else dict(p.split("=") for p in key.split("|"))
@@ -129,7 +129,7 @@ def ablation_report(context: AssetExecutionContext, config: AblationConfig, stor
     import base64
     import json
 
-    from benchmarks.ablation import write_summary
+    from assets.ablation_engine import write_summary
 
     settings = ablation_settings(config)
     out = _out_dir(config, storage)

@@ -148,7 +148,8 @@ def fvd(context: AssetExecutionContext, config: FvdAssetConfig, storage: LakeRes
     cfg = FVDConfig(num_frames=config.num_frames, upsample=TemporalUpsample(config.upsample),
                     covariance=Covariance(config.covariance), batch_size=config.batch_size,
                     weights=evaluators.i3d_weights, seed=evaluators.init_seed, device=evaluators.torch_device())
-    return _finish(context, run_fvd(samples, cfg), samples, storage, mlflow)
+    cache = Path(storage.lake_root) / "evaluation" / "fvd_real_stats"  # test-set I3D stats, shared by every checkpoint
+    return _finish(context, run_fvd(samples, cfg, cache_dir=cache), samples, storage, mlflow)
 
 
 class VqaAssetConfig(Config):
@@ -208,7 +209,7 @@ def model_comparison(context: AssetExecutionContext, storage: LakeResource, mlfl
     runs = collect_runs(mlflow.tracking_uri, mlflow.experiment)
     out = Path(storage.lake_root) / "evaluation" / "comparison"
     paths = write_report(runs, out, experiment=mlflow.experiment)
-    run_id = log_comparison(mlflow.tracking_uri, mlflow.experiment, paths)
+    run_id = log_comparison(mlflow.tracking_uri, mlflow.experiment, paths, artifact_location=mlflow.artifact_location)
     i2v = task_table(runs, "i2v") if len(runs) else None
     md = to_markdown(i2v, "I&T→V (paper Tables 1, 3, 4)") if i2v is not None and len(i2v) else "no evaluated runs"
     png = base64.b64encode(paths["png"].read_bytes()).decode()

@@ -35,16 +35,9 @@ class MlflowResource(ConfigurableResource):
         Called before anything logs, so artifacts land in the configured store instead of MLflow's
         default ``./mlruns`` relative to whichever process happened to create the experiment.
         """
-        from mlflow.tracking import MlflowClient
+        from model.tracking import ensure_experiment
 
-        client = MlflowClient(tracking_uri=self.tracking_uri)
-        exp = client.get_experiment_by_name(self.experiment)
-        if exp is not None:
-            return exp.experiment_id
-        loc = self.artifact_location
-        if loc and "://" not in loc:
-            loc = Path(loc).expanduser().resolve().as_uri()
-        return client.create_experiment(self.experiment, artifact_location=loc)
+        return ensure_experiment(self.tracking_uri, self.experiment, self.artifact_location)
 
 
 class ClipResource(ConfigurableResource):

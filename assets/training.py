@@ -87,6 +87,7 @@ def trained_model(
         "steps": config.steps, "batch_size": config.batch_size, "lr": config.lr, "ckpt_every": config.ckpt_every,
         "num_workers": config.num_workers, "seed": config.seed, "curriculum": {"mode": config.curriculum_mode},
         "mlflow_uri": mlflow.tracking_uri, "mlflow_experiment": mlflow.experiment, "run_name": config.run_name,
+        "mlflow_artifact_location": mlflow.artifact_location,
     }
     cfg_path = out_dir / "train.json"
     cfg_path.write_text(json.dumps(train_cfg, indent=2))

@@ -21,6 +21,7 @@ number of videos can be evaluated in constant memory.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -98,6 +99,28 @@ class StreamingStats:
         mean_b = x.mean(axis=0)  # (D,)
         xc = x - mean_b  # (N, D)
         self._combine(x.shape[0], mean_b, xc.T @ xc)
+
+    def save(self, path: str | Path) -> None:
+        """Write count, mean and scatter to an ``.npz`` (atomic: temp file + rename; plain arrays, no pickle)."""
+        if self._mean is None or self._m2 is None:
+            raise ValueError("no features added yet")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, n=np.int64(self.n), mean=self._mean, m2=self._m2)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> StreamingStats:
+        """Stats written by :meth:`save` (``allow_pickle=False``)."""
+        with np.load(path, allow_pickle=False) as z:
+            n, mean, m2 = int(z["n"]), z["mean"].astype(np.float64), z["m2"].astype(np.float64)
+        if mean.ndim != 1 or m2.shape != (mean.shape[0], mean.shape[0]) or n < 1:
+            raise ValueError(f"{path}: not FVD statistics (n={n}, mean {mean.shape}, m2 {m2.shape})")
+        stats = cls(mean.shape[0])
+        stats.n, stats._mean, stats._m2 = n, mean, m2
+        return stats
 
     def merge(self, other: StreamingStats) -> StreamingStats:
         """Fold ``other`` into ``self`` (in place) and return ``self``."""

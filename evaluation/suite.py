@@ -40,16 +40,48 @@ def _batches(arr: np.ndarray, batch_size: int, desc: str):
         yield np.array(arr[i: i + batch_size])  # (b, F, S, S, 3) uint8: a writable copy out of the memory map
 
 
-def run_fvd(samples: EvalSamples, cfg) -> MetricReport:
-    """FVD of each task's generated clips against the test clips (``cfg``: :class:`evaluation.fvd.FVDConfig`)."""
-    from evaluation.fvd import FVDEvaluator
+def real_stats_key(samples: EvalSamples, cfg) -> str:
+    """Cache key of the test clips' I3D statistics: the clips' bytes + every option that changes the features."""
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(json.dumps({"shape": list(samples.real.shape), "num_frames": cfg.num_frames, "upsample": str(cfg.upsample),
+                         "seed": cfg.seed if cfg.weights is None else None, "weights": _file_id(cfg.weights)},
+                        sort_keys=True).encode())
+    for i in range(0, len(samples.real), 64):
+        h.update(np.ascontiguousarray(samples.real[i: i + 64]).tobytes())
+    return h.hexdigest()[:20]
+
+
+def _file_id(path: str | None) -> list | None:
+    if path is None:
+        return None
+    st = Path(path).expanduser().stat()
+    return [str(Path(path).expanduser().resolve()), st.st_size, st.st_mtime_ns]
+
+
+def run_fvd(samples: EvalSamples, cfg, *, cache_dir: str | Path | None = None) -> MetricReport:
+    """FVD of each task's generated clips against the test clips (``cfg``: :class:`evaluation.fvd.FVDConfig`).
+
+    ``cache_dir``: keep the test clips' I3D statistics there (``fvd-real-<key>.npz``, key =
+    :func:`real_stats_key`), so evaluating the next checkpoint on the same test set runs I3D on its
+    generated clips only. The statistics are exact (count, mean, scatter), so a cached FVD equals a fresh one.
+    """
+    from evaluation.fvd import FVDEvaluator, StreamingStats
     from evaluation.i3d import load_i3d
 
     t0 = time.perf_counter()
     model, _info = load_i3d(cfg.weights, seed=cfg.seed, device=cfg.device)
     base = FVDEvaluator(cfg, model=model)
-    for b in _batches(samples.real, cfg.batch_size, "FVD real"):
-        base.add_real(b)
+    cache = Path(cache_dir) / f"fvd-real-{real_stats_key(samples, cfg)}.npz" if cache_dir is not None else None
+    from_cache = cache is not None and cache.is_file()
+    if from_cache:
+        base.real = StreamingStats.load(cache)
+    else:
+        for b in _batches(samples.real, cfg.batch_size, "FVD real"):
+            base.add_real(b)
+        if cache is not None:
+            base.real.save(cache)
     rep = MetricReport("fvd")
     for task, fake in samples.fakes.items():
         ev = FVDEvaluator(cfg, model=model)
@@ -61,6 +93,7 @@ def run_fvd(samples: EvalSamples, cfg) -> MetricReport:
         rep.tags.update(res.tags)
         rep.warnings += [f"{task.value}: {w}" for w in res.warnings if w not in rep.warnings]
         rep.details[task.value] = {"fvd": res.fvd, "n_real": res.n_real, "n_fake": res.n_fake}
+    rep.details["real_stats"] = "cached" if from_cache else "computed"
     rep.warnings = list(dict.fromkeys(rep.warnings))
     rep.seconds = time.perf_counter() - t0
     return rep
@@ -167,13 +200,18 @@ def log_report(report: MetricReport, tracking_uri: str, run_id: str, *, step: in
         client.log_artifact(run_id, str(Path(d) / f"{report.name}.json"), artifact_path="evaluation")
 
 
-def log_comparison(tracking_uri: str, experiment: str, paths: dict[str, Path]) -> str:
-    """Attach the comparison report to ONE long-lived run of the experiment (tag ``rdtf.kind=comparison``)."""
+def log_comparison(tracking_uri: str, experiment: str, paths: dict[str, Path], *,
+                   artifact_location: str | None = None) -> str:
+    """Attach the comparison report to ONE long-lived run of the experiment (tag ``rdtf.kind=comparison``).
+
+    ``artifact_location``: the experiment's artifact store if this call creates it.
+    """
     from mlflow.tracking import MlflowClient
 
+    from model.tracking import ensure_experiment
+
     client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    exp_id = ensure_experiment(client, experiment, artifact_location)
     found = client.search_runs([exp_id], filter_string="tags.`rdtf.kind` = 'comparison'", max_results=1)
     if found:
         run_id = found[0].info.run_id

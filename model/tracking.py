@@ -145,7 +145,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 class TrackingBackend(Protocol):
     """What the tracker needs from a tracking service. Methods raise on failure (any exception)."""
 
-    def experiment_id(self, name: str) -> str: ...
+    def experiment_id(self, name: str, artifact_location: str | None = None) -> str: ...
 
     def find_run(self, experiment_id: str, run_key: str) -> str | None: ...
 
@@ -169,6 +169,31 @@ class TrackingBackend(Protocol):
     def end_run(self, run_id: str, status: str, end_time: int) -> None: ...
 
 
+def ensure_experiment(client, name: str, artifact_location: str | None = None) -> str:
+    """Id of experiment ``name``; created with ``artifact_location`` when it does not exist yet.
+
+    ``client``: an ``MlflowClient`` or a tracking URI. A plain path becomes a ``file://`` URI; None keeps MLflow's
+    default (``./mlruns`` of the *current* directory for local stores — rarely what a pipeline wants, hence the
+    option everywhere an experiment can be created first: trainer, evaluation, comparison, ablation). An
+    existing experiment keeps its location (MLflow cannot move it). Safe against concurrent creation.
+    """
+    if isinstance(client, str):
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=client)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    if artifact_location and "://" not in artifact_location:
+        artifact_location = Path(artifact_location).expanduser().resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location or None)
+    except Exception as e:  # created concurrently
+        if error_code(e) != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return client.get_experiment_by_name(name).experiment_id
+
+
 class MlflowBackend:
     """``TrackingBackend`` over ``mlflow.MlflowClient`` (any tracking URI: http(s)://, sqlite:///, file:)."""
 
@@ -177,16 +202,8 @@ class MlflowBackend:
 
         self.client = MlflowClient(tracking_uri=tracking_uri)
 
-    def experiment_id(self, name: str) -> str:
-        exp = self.client.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        try:
-            return self.client.create_experiment(name)
-        except Exception as e:  # created concurrently
-            if error_code(e) != "RESOURCE_ALREADY_EXISTS":
-                raise
-            return self.client.get_experiment_by_name(name).experiment_id
+    def experiment_id(self, name: str, artifact_location: str | None = None) -> str:
+        return ensure_experiment(self.client, name, artifact_location)
 
     def find_run(self, experiment_id: str, run_key: str) -> str | None:
         runs = self.client.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'",
@@ -278,9 +295,12 @@ class ResilientTracker:
 
     @classmethod
     def for_training(cls, out_dir: str | Path, tracking_uri: str, experiment: str, *, run_name: str | None = None,
-                     run_id: str | None = None, resumed: bool = False, config: Any = None, **kw) -> ResilientTracker:
+                     run_id: str | None = None, resumed: bool = False, config: Any = None,
+                     artifact_location: str | None = None, **kw) -> ResilientTracker:
         """The tracker of a (re)started training in ``out_dir``.
 
+        ``artifact_location``: where the experiment stores artifacts if this training creates it (see
+        :func:`ensure_experiment`).
         ``run_id``: the MLflow run id stored in the checkpoint it resumed from (None: none known);
         ``resumed``: it continues from a checkpoint; ``config``: its TrainConfig (as a dict) — an unchanged
         config restarted from scratch continues the same run.
@@ -300,6 +320,7 @@ class ResilientTracker:
             state = fresh
         if old and state is fresh:
             _set_aside(out, old)
+        state["artifact_location"] = artifact_location
         return cls(out, state, **kw)
 
     @classmethod
@@ -434,7 +455,8 @@ class ResilientTracker:
                 run_id, hwm = None, None
                 self.state["run_key"] = uuid.uuid4().hex
         if not run_id:
-            exp_id = self._call(b.experiment_id, self.state["experiment"])
+            loc = self.state.get("artifact_location")
+            exp_id = self._call(b.experiment_id, self.state["experiment"], *([loc] if loc else []))
             run_id = self._call(b.find_run, exp_id, self.state["run_key"])
             if run_id:
                 hwm = self._call(b.open_run, run_id, self.reopen)

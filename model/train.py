@@ -99,6 +99,7 @@ class TrainConfig:
     temporal_layer: str | None = None  # override the preset's temporal layer: sti | conv3d | none (Table 3 "3D-Conv")
     mlflow_uri: str | None = None  # None: no MLflow logging
     mlflow_experiment: str = "rdtf-stickers"
+    mlflow_artifact_location: str | None = None  # artifact store of the experiment if the trainer creates it (None: MLflow default)
     run_name: str | None = None
     diffusion: dict = field(default_factory=dict)  # DiffusionConfig overrides
     text_clip_model: str | None = None  # open_clip model of the text tower (real weights only; default ViT-H-14)
@@ -438,6 +439,7 @@ class _MlflowLogger:
 
         self.t, cfg = trainer, trainer.cfg
         self.tracker = ResilientTracker.for_training(cfg.out_dir, cfg.mlflow_uri, cfg.mlflow_experiment, run_name=cfg.run_name,
+                                                     artifact_location=cfg.mlflow_artifact_location,
                                                      run_id=trainer.mlflow_run_id, resumed=trainer.step > 0, config=asdict(cfg))
         self.tracker.start()  # create or resume the run; send what an earlier attempt left buffered
         if trainer.step == 0:

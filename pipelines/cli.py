@@ -65,7 +65,9 @@ _EPILOG = """examples:
   rdtf <command> --help                       # every option of a command
 
 Dagster jobs (UI or `dagster job execute -w workspace.yaml -j NAME`): drop_data_job (per drop), train_job
-(train + gallery + evaluation + comparison), evaluate_job. Environment variables: see README ("Dagster").
+(train + gallery + evaluation + comparison), evaluate_job, ablation_job (partitioned: variant x seed) and
+ablation_report_job. Ablation without Dagster: python -m benchmarks.ablation [--quick].
+Environment variables: see README ("Dagster").
 """
 
 

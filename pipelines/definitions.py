@@ -4,6 +4,7 @@ import os
 
 from dagster import Definitions
 
+from assets.ablation import ABLATION_ASSETS
 from assets.clusters import frame_clusters
 from assets.embeddings import frame_embeddings
 from assets.evaluation import EVALUATION_ASSETS
@@ -11,7 +12,7 @@ from assets.gallery import sample_gallery
 from assets.ingest import ingested_stickers
 from assets.shards import webdataset_shards
 from assets.training import trained_model
-from pipelines.jobs import drop_data_job, evaluate_job, train_job
+from pipelines.jobs import ablation_job, ablation_report_job, drop_data_job, evaluate_job, train_job
 from pipelines.resources import default_resources
 from pipelines.schedules import retrain_schedule
 from pipelines.sensors import automation_sensor, new_drop_sensor
@@ -28,8 +29,8 @@ def _executor():
 
 defs = Definitions(
     assets=[ingested_stickers, frame_embeddings, frame_clusters, webdataset_shards, trained_model, sample_gallery,
-            *EVALUATION_ASSETS],
-    jobs=[drop_data_job, train_job, evaluate_job],
+            *EVALUATION_ASSETS, *ABLATION_ASSETS],
+    jobs=[drop_data_job, train_job, evaluate_job, ablation_job, ablation_report_job],
     schedules=[retrain_schedule],
     sensors=[new_drop_sensor, automation_sensor],
     resources=default_resources(),

@@ -2,6 +2,7 @@
 
 from dagster import AssetSelection, define_asset_job
 
+from assets.ablation import ABLATION_PARTITIONS, ABLATION_REPORT_ASSET, ABLATION_RUNS_ASSET
 from assets.clusters import CLUSTER_ASSET
 from assets.embeddings import EMBED_ASSET
 from assets.evaluation import EVALUATION_ASSETS
@@ -35,4 +36,21 @@ evaluate_job = define_asset_job(
     "evaluate_job",
     selection=_EVALUATION,
     description="Evaluation samples -> FVD, VQA, CLIP similarity, PSNR/SSIM -> model comparison (MLflow).",
+)
+
+# The ablation (paper Tables 3-4 in miniature): one partition per (variant, seed); a backfill over all 15
+# partitions fans the trainings out (one at a time through the "gpu" pool), then ablation_report follows
+# (eager once every partition exists, or launch ablation_report_job by hand after a subset).
+ablation_job = define_asset_job(
+    "ablation_job",
+    selection=AssetSelection.assets(ABLATION_RUNS_ASSET),
+    partitions_def=ABLATION_PARTITIONS,
+    description="One ablation run per partition (variant x seed): train tiny DFGN with the variant's switches, "
+                "evaluate, log to the rdtf-ablation MLflow experiment. Backfill all partitions for the full ablation.",
+)
+
+ablation_report_job = define_asset_job(
+    "ablation_report_job",
+    selection=AssetSelection.assets(ABLATION_REPORT_ASSET),
+    description="Rebuild the ablation report (mean ± std, paper orderings, plots) from the runs in MLflow.",
 )

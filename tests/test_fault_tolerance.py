@@ -786,3 +786,30 @@ def test_unit_retry_interval_backs_off_while_down_and_resets(tmp_path):
     server.up = False
     assert attempts(460, 520) == [460, 490]  # a new outage starts at the base interval again
     assert tr.pending() > 0 and len(_steps(server.runs[tr.run_id])) == len(range(0, 460, 5))
+
+
+def test_trainer_creates_experiment_with_configured_artifact_location(tmp_path, tiny_shards, monkeypatch):
+    """A plain `python -m model.train` run that creates the experiment puts artifacts in the configured store,
+    not in ./mlruns of whatever directory it was started from."""
+    from mlflow import MlflowClient
+
+    from model.train import TrainConfig, Trainer
+
+    cwd, arts = tmp_path / "cwd", tmp_path / "store" / "artifacts"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    cfg = TrainConfig(index_paths=[str(tiny_shards)], out_dir=str(tmp_path / "out"), steps=1, batch_size=2, lr=1e-3,
+                      ckpt_every=1, warmup_steps=1, log_every=1, mlflow_uri=uri, mlflow_experiment="loc-test",
+                      mlflow_artifact_location=str(arts))
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        summary = Trainer(cfg).run()
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("loc-test")
+    assert exp.artifact_location == arts.resolve().as_uri()
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.artifact_uri.startswith(arts.resolve().as_uri())
+    assert any(p.is_file() for p in arts.rglob("*")) and not (cwd / "mlruns").exists()

@@ -306,3 +306,33 @@ def test_evaluator_loads_lazily_and_reports_missing_weights(tmp_path):
     assert ev._model is None  # nothing loaded until videos arrive
     with pytest.raises(WeightsError, match=I3D_WEIGHTS_NAME):
         ev.add_real(_videos(2))
+
+
+def test_streaming_stats_save_load_roundtrip(tmp_path):
+    x = _gaussian(np.random.default_rng(5), 20, 6)
+    stats = StreamingStats.from_features(x)
+    stats.save(tmp_path / "s.npz")
+    back = StreamingStats.load(tmp_path / "s.npz")
+    assert back.n == 20 and back.dim == 6
+    np.testing.assert_array_equal(back.mean, stats.mean)
+    np.testing.assert_array_equal(back.cov(), stats.cov())
+    np.savez(tmp_path / "bad.npz", n=np.int64(3), mean=np.zeros(4), m2=np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="not FVD statistics"):
+        StreamingStats.load(tmp_path / "bad.npz")
+
+
+def test_run_fvd_caches_real_statistics_exactly(tmp_path):
+    """The second evaluation on the same test clips loads their I3D stats: same FVD, I3D skipped for them;
+    different test clips get a different cache entry."""
+    from evaluation.samples import EvalSamples, EvalTask
+    from evaluation.suite import run_fvd
+
+    real = _videos(3, seed=1).numpy()
+    fake = {EvalTask.I2V: _videos(3, seed=2).numpy()}
+    cfg = FVDConfig(batch_size=3)
+    first = run_fvd(EvalSamples(tmp_path, {}, real, fake), cfg, cache_dir=tmp_path / "cache")
+    second = run_fvd(EvalSamples(tmp_path, {}, real, fake), cfg, cache_dir=tmp_path / "cache")
+    assert (first.details["real_stats"], second.details["real_stats"]) == ("computed", "cached")
+    assert first.metrics == second.metrics  # exact statistics: bit-identical FVD
+    other = run_fvd(EvalSamples(tmp_path, {}, _videos(3, seed=3).numpy(), fake), cfg, cache_dir=tmp_path / "cache")
+    assert other.details["real_stats"] == "computed" and len(list((tmp_path / "cache").glob("*.npz"))) == 2

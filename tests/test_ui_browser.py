@@ -104,22 +104,36 @@ def _automation_status(web, name: str) -> str:
 
 
 def _flip_switch(page, web, name: str, *, to: bool) -> None:
-    """Automation tab: flip the row's on/off switch as a user would; check the instance recorded it."""
-    switch = page.get_by_text(name, exact=True).first.locator(
-        "xpath=ancestor::*[.//label[contains(@class,'formatSwitch')]][1]//label[contains(@class,'formatSwitch')]")
-    switch.first.wait_for(state="visible", timeout=30_000)
-    assert switch.count() == 1, f"expected one on/off switch next to {name}, found {switch.count()}"
-    if switch.locator("input").is_checked() is to:
-        return  # already shows the wanted state (the daemon may have applied the default first)
-    switch.click()
+    """Automation tab: flip the row's on/off switch as a user would, until the instance records the wanted
+    state *and* the page shows it.
+
+    Robust against the UI's re-renders (the row is located afresh on every poll, never through a stale
+    element handle), a click that lands while the row re-renders (clicked again, at most 3 times) and a page
+    that does not refresh its switch (reloaded).
+    """
     want = "RUNNING" if to else "STOPPED"
-    deadline = time.monotonic() + 20
-    while _automation_status(web, name) != want:
-        assert time.monotonic() < deadline, f"{name} not {want} after flipping its switch in the UI"
+    xpath = "xpath=ancestor::*[.//label[contains(@class,'formatSwitch')]][1]//label[contains(@class,'formatSwitch')]"
+
+    def row_switch():
+        sw = page.get_by_text(name, exact=True).first.locator(xpath)
+        sw.first.wait_for(state="visible", timeout=30_000)
+        assert sw.count() == 1, f"expected one on/off switch next to {name}, found {sw.count()}"
+        return sw
+
+    deadline, clicks, last_change = time.monotonic() + 90, 0, time.monotonic()
+    while True:
+        status, shown = _automation_status(web, name), row_switch().locator("input").is_checked()
+        if status == want and shown is to:
+            return
+        assert time.monotonic() < deadline, f"{name}: instance {status}, switch checked={shown}; wanted {want}"
+        if status != want and shown is not to and clicks < 3 and time.monotonic() - last_change > 1:
+            row_switch().click()
+            clicks, last_change = clicks + 1, time.monotonic()
+        elif time.monotonic() - last_change > 10:  # the page or the instance lags behind: look again
+            page.reload()
+            page.get_by_text(name, exact=True).first.wait_for(state="visible", timeout=30_000)
+            last_change = time.monotonic()
         time.sleep(0.5)
-    switch.locator("input").wait_for(state="attached")
-    page.wait_for_function("el => el.checked === " + ("true" if to else "false"),
-                           arg=switch.locator("input").element_handle(), timeout=10_000)
 
 
 @pytest.fixture
