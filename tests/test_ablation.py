@@ -159,22 +159,29 @@ def test_ordering_rule_reproduced_reversed_inconclusive():
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """`python -m benchmarks.ablation --quick` (the CLI CI runs), then the same again through the engine: the
-    second pass must reuse the finished trainings/evaluations (idempotent; the tests below find no duplicate runs)."""
+    """`python -m benchmarks.ablation --quick` — the CLI CI runs — and where it put things. (Idempotent re-runs are
+    exercised by the Dagster test below, which re-materializes one of these runs.)"""
     import contextlib
     import io
 
-    from assets.ablation_engine import quick_settings, run_ablation
+    from assets.ablation_engine import quick_settings
     from benchmarks.ablation import main
+    from evaluation.ablation_report import collect_ablation_runs
 
     out = tmp_path_factory.mktemp("ablation_quick")
+    uri = f"sqlite:///{(out / 'mlflow.db').resolve()}"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        assert main(["--quick", "--out", str(out / "out"), "--docs", str(out / "docs"), "--threads", "1"]) == 0
+        assert main(["--quick", "--out", str(out / "out"), "--docs", str(out / "docs"), "--threads", "1",
+                     "--mlflow-uri", uri]) == 0
     printed = buf.getvalue()
     assert "2 run(s)" in printed and "report :" in printed and "train time vs dfgn_sti" in printed, printed
     settings = quick_settings()
-    res = run_ablation(settings, out / "out", docs_dir=out / "docs", threads=1)
+    report = out / "out" / "report" / settings.ablation_id
+    runs = collect_ablation_runs(uri, settings.experiment, settings.ablation_id)
+    res = {"tracking_uri": uri, "runs": runs.to_dict("records"),
+           "report": {"md": report / "ablation.md", "summary": report / "summary.csv",
+                      **{f"png_{t}": report / f"ablation_{t}.png" for t in ("i2v", "interpolation", "prediction")}}}
     return settings, out, res
 
 
