@@ -263,12 +263,12 @@ def write_ablation_report(runs: pd.DataFrame, out_dir: str | Path, *, title: str
     seeds = sorted(set(runs["seed"])) if len(runs) else []
     lines = [f"# {title}", "", f"Variants present: {', '.join(f'`{v.value}`' for v in present) or 'none'}; "
              f"seeds: {', '.join(str(s) for s in seeds) or 'none'}; {len(runs)} run(s).", ""]
-    lines += ["## Variants", "", "| variant | paper row | temporal layer | DDU (dual mask) | curriculum |",
-              "|---|---|---|---|---|"]
+    lines += ["## Variants", "", "| variant | paper row | temporal layer | DDU (dual mask) | frame extraction | curriculum |",
+              "|---|---|---|---|---|---|"]
     for v in Variant:
         o = variant_overrides(v)
         lines.append(f"| `{v.value}` | {PAPER_ROWS[v]['row']} | {o['temporal_layer']} | "
-                     f"{'on' if o['dual_mask'] else 'off'} | {o['curriculum']['mode']} |")
+                     f"{'on' if o['dual_mask'] else 'off'} | {o['frame_extraction']} | {o['curriculum']['mode']} |")
     lines += ["", "## Settings", "", *settings_md, "", "## Measured time", "", *timing_md, ""]
     lines += ["## Paper orderings (Tables 3 and 4) at this scale", "",
               f"Primary metric: **{TASK_TITLES['i2v']} FVD** (the paper's Tables 3/4 report FVD and VQA on I&T→V; VQA "

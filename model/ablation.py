@@ -4,29 +4,27 @@ Pure data: an enum of the variants and ``variant_overrides(variant) -> TrainConf
 of a run (steps, batch, lr, data, seed list, evaluation) is shared; ``benchmarks/ablation.py`` builds the
 configs and the test asserts on the logged MLflow params that variants differ only in these switches.
 
-| variant | paper row (I&T->V) | temporal layer | DDU (``dual_mask``) | curriculum |
-|---|---|---|---|---|
-| ``dfgn_3dconv`` | Table 3 "DFGN(3D-Conv)" | ``conv3d`` | off | ``none`` |
-| ``dfgn_sti`` | Table 3 "DFGN" | ``sti`` | off | ``none`` |
-| ``sti_ddu`` | Table 3 "DFGN (w/ DDU)" = Table 4 "RDTF (w/o CL)" | ``sti`` | on | ``none`` |
-| ``sti_ddu_lcl`` | Table 4 "RDTF (w/ LCL)" | ``sti`` | on | ``linear`` |
-| ``sti_ddu_dcl`` | Table 3 "DFGN (w/ DDU & w/ DCL)" = Table 4 "RDTF (w/ DCL)" | ``sti`` | on | ``adaptive`` |
+| variant | paper row (I&T->V) | temporal layer | DDU (``dual_mask``) | frames | curriculum |
+|---|---|---|---|---|---|
+| ``dfgn_3dconv`` | Table 3 "DFGN(3D-Conv)" | ``conv3d`` | off | ``uniform`` | ``none`` |
+| ``dfgn_sti`` | Table 3 "DFGN" | ``sti`` | off | ``uniform`` | ``none`` |
+| ``sti_ddu`` | Table 3 "DFGN (w/ DDU)" = Table 4 "RDTF (w/o CL)" | ``sti`` | on | ``cluster`` | ``none`` |
+| ``sti_ddu_lcl`` | Table 4 "RDTF (w/ LCL)" | ``sti`` | on | ``cluster`` | ``linear`` |
+| ``sti_ddu_dcl`` | Table 3 "DFGN (w/ DDU & w/ DCL)" = Table 4 "RDTF (w/ DCL)" | ``sti`` | on | ``cluster`` | ``adaptive`` |
 
 What "without DDU" means here (paper, Method, "Dual-mask based Data Utilization Strategy", and Fig. 3). DDU
 has two parts: (1) the *condition mask*, which turns one clip into many training tasks (IPT / PDT / GRT at
 every masked length, Table 7), and (2) *cluster-based frame extraction with a random k* (k ~ U[3, 8],
 Table 6) together with the *loss mask* on the first k frames, which the paper contrasts with "the
-traditional method of extracting frames at equal intervals". A DFGN without DDU therefore trains
+traditional method of extracting frames at equal intervals", where "less data will be generated and most
+frames will be lost". A DFGN without DDU therefore trains
 
 * one task only, the one Tables 3 and 4 evaluate: I&T->V with Table 7's generation mask
   ``[1 0 0 0 0 0 0 0]`` (frame 0 + caption given, ``model.masks.first_frame_condition``); no task or
   length sampling, so the curriculum has nothing to schedule (mode ``none``);
-* on fixed-length clips: k is no longer random but always F = 8. Documented approximation: which 8 frames
-  are taken is still the k = 8 cluster representatives, because the data pipeline has no equal-interval
-  extractor; if anything this favours the baseline, since the evaluation ground truth is exactly those
-  k = 8 representatives. Stickers with fewer than 8 distinct representatives stay zero-padded and the
-  padding is excluded from the loss (a zero frame is not data; an equal-interval extractor would have to
-  drop or repeat such stickers).
+* on equal-interval clips (``frame_extraction = uniform``, ``model.data.uniform_frames``): F = 8 frames
+  evenly spaced over the whole sticker; stickers with fewer than 8 frames cannot give such a clip and are
+  not used (the long-tail short stickers are exactly the data DDU recovers).
 
 Classifier-free-guidance dropout (text / image / both) and "#" token dropout stay on in every variant: they
 are what dual guidance at sampling needs, not part of DDU.
@@ -64,14 +62,14 @@ _LABELS = {
 }
 
 # TrainConfig fields a variant sets (the only ones allowed to differ between variants of the same seed).
-SWITCHES = ("temporal_layer", "dual_mask", "curriculum")
+SWITCHES = ("temporal_layer", "dual_mask", "frame_extraction", "curriculum")
 
-_TABLE = {  # variant -> (temporal layer, dual mask, curriculum mode)
-    Variant.DFGN_3DCONV: ("conv3d", False, "none"),
-    Variant.DFGN_STI: ("sti", False, "none"),
-    Variant.STI_DDU: ("sti", True, "none"),
-    Variant.STI_DDU_LCL: ("sti", True, "linear"),
-    Variant.STI_DDU_DCL: ("sti", True, "adaptive"),
+_TABLE = {  # variant -> (temporal layer, dual mask, frame extraction, curriculum mode)
+    Variant.DFGN_3DCONV: ("conv3d", False, "uniform", "none"),
+    Variant.DFGN_STI: ("sti", False, "uniform", "none"),
+    Variant.STI_DDU: ("sti", True, "cluster", "none"),
+    Variant.STI_DDU_LCL: ("sti", True, "cluster", "linear"),
+    Variant.STI_DDU_DCL: ("sti", True, "cluster", "adaptive"),
 }
 
 # The paper's numbers for these rows (I&T->V; Table 3 and Table 4; FVD lower is better, VQA higher).
@@ -85,9 +83,9 @@ PAPER_ROWS = {
 
 
 def variant_overrides(variant: Variant | str) -> dict:
-    """TrainConfig overrides of one variant: ``{"temporal_layer", "dual_mask", "curriculum": {"mode"}}``."""
-    temporal, dual, mode = _TABLE[Variant(variant)]
-    return {"temporal_layer": temporal, "dual_mask": dual, "curriculum": {"mode": mode}}
+    """TrainConfig overrides of one variant: ``{"temporal_layer", "dual_mask", "frame_extraction", "curriculum": {"mode"}}``."""
+    temporal, dual, frames, mode = _TABLE[Variant(variant)]
+    return {"temporal_layer": temporal, "dual_mask": dual, "frame_extraction": frames, "curriculum": {"mode": mode}}
 
 
 def parse_variants(names) -> list[Variant]:

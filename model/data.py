@@ -47,6 +47,7 @@ import json
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,19 @@ class _Tally:
         self.n = 0
 
 
+class FrameExtraction(StrEnum):
+    """How a training clip's frames are taken from a sticker (paper, Method, "Dual-mask based Data Utilization").
+
+    CLUSTER: RDTF's random-k cluster representatives + loss mask (Fig. 3; short stickers are used, padded).
+    UNIFORM: "the traditional method of extracting frames at equal intervals" the paper contrasts it with:
+    ``num_frames`` frames at equal spacing over the whole sticker; stickers with fewer frames cannot give a
+    clip and are left out ("less data will be generated") — the no-DDU baseline of the Table 3 ablation.
+    """
+
+    CLUSTER = "cluster"
+    UNIFORM = "uniform"
+
+
 @dataclass(frozen=True)
 class DataConfig:
     index_paths: tuple[str, ...]  # shard index.json files (or their folders), one per drop; all their `split` shards are used
@@ -79,9 +93,15 @@ class DataConfig:
     num_workers: int = 0  # DataLoader worker processes (0 = read in the training process)
     shuffle_buffer: int = 64  # raw samples held for shuffling (<= 1: shard order only)
     seed: int = 0  # base seed of shard choice, shuffle and k draws
+    frame_extraction: FrameExtraction = FrameExtraction.CLUSTER  # cluster (DDU) | uniform (equal intervals, k = F)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index_paths", tuple(str(p) for p in self.index_paths))
+        try:
+            object.__setattr__(self, "frame_extraction", FrameExtraction(self.frame_extraction))
+        except ValueError:
+            raise ValueError(f"DataConfig.frame_extraction must be one of {[m.value for m in FrameExtraction]}, "
+                             f"got {self.frame_extraction!r}") from None
         if self.split not in SPLITS:
             raise ValueError(f"DataConfig.split must be one of {SPLITS}, got {self.split!r}")
         if not 1 <= self.k_min <= self.k_max <= self.num_frames:
@@ -158,8 +178,21 @@ def select_frames(
     return clip, valid, k_eff
 
 
-def _probe(raw: dict, k_min: int, k_max: int) -> None:
-    """Raise if a raw sample cannot be decoded into a clip, checking everything but the pixel data."""
+def uniform_frames(frames: np.ndarray, n_frames: int, num_frames: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``num_frames`` frames at equal intervals over the whole sticker (first and last included).
+
+    The equal-interval extraction of :class:`FrameExtraction.UNIFORM`; same return layout as
+    :func:`select_frames` with every frame valid. ValueError when the sticker is shorter than ``num_frames``.
+    """
+    n = min(int(n_frames), int(frames.shape[0]))
+    if n < num_frames:
+        raise ValueError(f"{n} frame(s): equal-interval extraction needs at least {num_frames}")
+    idx = np.linspace(0, n - 1, num_frames).round().astype(int)  # (F,) increasing, distinct since n >= F
+    return frames[idx].copy(), np.ones(num_frames, dtype=bool), num_frames
+
+
+def _probe(raw: dict, k_min: int, k_max: int) -> int:
+    """Frame count of a raw sample; raise if it cannot be decoded into a clip (checks all but the pixel data)."""
     meta = json.loads(raw["json"])
     n, size, enc = int(meta["n_frames"]), int(meta["frame_size"]), FrameEncoding(meta["encoding"])
     if n < 1 or size < 1:
@@ -175,7 +208,7 @@ def _probe(raw: dict, k_min: int, k_max: int) -> None:
         shape, _, dtype = readers[version](buf)  # header only
         if shape != (n, size, size, 3) or dtype != np.uint8 or len(buf.getvalue()) - buf.tell() != n * size * size * 3:
             raise ValueError(f"frames.npy holds {dtype}{shape}")
-        return
+        return n
     from PIL import Image
 
     strips = sorted((int(k.split(".")[1]), k) for k in raw if k.startswith("frames.") and k.endswith("." + enc.value))
@@ -188,6 +221,7 @@ def _probe(raw: dict, k_min: int, k_max: int) -> None:
         total += h // size
     if total != n:
         raise ValueError(f"strips hold {total} frames, meta says {n}")
+    return n
 
 
 class TrainStream(IterableDataset):
@@ -250,10 +284,13 @@ class TrainStream(IterableDataset):
             yield item
 
     def _probed(self, src: Iterator[dict], tally: _Tally) -> Iterator[dict]:
-        bad = 0
+        bad = short = 0
+        # equal-interval extraction cannot use stickers shorter than F: filtered here, by the probe, so that
+        # batch membership (and thus resume) is still decided before any pixel is decoded
+        min_frames = self.cfg.num_frames if self.cfg.frame_extraction is FrameExtraction.UNIFORM else 1
         for raw in src:
             try:
-                _probe(raw, self.cfg.k_min, self.cfg.k_max)
+                n = _probe(raw, self.cfg.k_min, self.cfg.k_max)
             except Exception:  # noqa: BLE001 - any malformed sample is skipped, never fatal
                 tally.n += 1
                 bad += 1
@@ -261,13 +298,23 @@ class TrainStream(IterableDataset):
                     raise RuntimeError(f"rank {self.rank}: {bad} unusable samples in a row (last {raw.get('__key__')})") from None
                 continue
             bad = 0
+            if n < min_frames:
+                short += 1
+                if short > _MAX_BAD_IN_A_ROW:
+                    raise RuntimeError(f"rank {self.rank}: {short} stickers in a row shorter than {min_frames} frames: "
+                                       "nothing for frame_extraction=uniform to use")
+                continue
+            short = 0
             yield raw
 
     def _clip(self, raw: dict, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, int, str, str]:
         cfg = self.cfg
         s = decode_sample(raw)  # frames (n, S0, S0, 3) uint8
-        clip, valid, k_eff = select_frames(s["frames"], s["meta"]["reps"], s["meta"]["n_frames"], rng,
-                                           cfg.k_min, cfg.k_max, cfg.num_frames)
+        if cfg.frame_extraction is FrameExtraction.UNIFORM:
+            clip, valid, k_eff = uniform_frames(s["frames"], s["meta"]["n_frames"], cfg.num_frames)
+        else:
+            clip, valid, k_eff = select_frames(s["frames"], s["meta"]["reps"], s["meta"]["n_frames"], rng,
+                                               cfg.k_min, cfg.k_max, cfg.num_frames)
         x = torch.zeros(cfg.num_frames, 3, cfg.image_size, cfg.image_size)  # (F, 3, S, S), padding = 0.0
         v = torch.from_numpy(clip[:k_eff]).permute(0, 3, 1, 2).float()  # (k_eff, 3, S0, S0) in [0, 255]
         if v.shape[-1] != cfg.image_size:

@@ -96,6 +96,7 @@ class TrainConfig:
     token_dropout: float = 0.1  # "#" token replacement probability (Method)
     include_conditioned_in_loss: bool = False  # also supervise conditioned frames
     dual_mask: bool = True  # DDU (Table 3); False = fixed I&T->V condition + fixed k = F frames (see _data_cfg, train_step)
+    frame_extraction: str = "cluster"  # cluster (DDU, Fig. 3) | uniform (equal intervals; stickers < F frames unused)
     temporal_layer: str | None = None  # override the preset's temporal layer: sti | conv3d | none (Table 3 "3D-Conv")
     mlflow_uri: str | None = None  # None: no MLflow logging
     mlflow_experiment: str = "rdtf-stickers"
@@ -207,6 +208,7 @@ class Trainer:
         size = self.mcfg.sample_size * (1 if self.cfg.autoencoder == "pixel" else (2 if self.cfg.autoencoder == "tiny_kl" else 8))
         return DataConfig(index_paths=tuple(self.cfg.index_paths), num_frames=self.mcfg.num_frames, image_size=size,
                           batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers, seed=self.cfg.seed,
+                          frame_extraction=self.cfg.frame_extraction,
                           # without DDU: no random k, always the k = F representatives (see model.ablation)
                           **({} if self.cfg.dual_mask else {"k_min": self.mcfg.num_frames, "k_max": self.mcfg.num_frames}))
 

@@ -13,7 +13,8 @@ import torch
 
 from model.ablation import SWITCHES, Variant, parse_variants, variant_overrides
 
-SWITCH_PARAMS = {"train.temporal_layer", "train.dual_mask", "train.curriculum", "model.temporal_layer"}
+SWITCH_PARAMS = {"train.temporal_layer", "train.dual_mask", "train.frame_extraction", "train.curriculum",
+                 "model.temporal_layer"}
 PER_RUN_PARAMS = {"variant", "train.run_name", "train.out_dir"}  # necessarily different for every run
 
 
@@ -24,11 +25,14 @@ def test_variants_are_the_five_table_rows_and_differ_only_in_switches():
     assert [v.value for v in Variant] == ["dfgn_3dconv", "dfgn_sti", "sti_ddu", "sti_ddu_lcl", "sti_ddu_dcl"]
     table = {v: variant_overrides(v) for v in Variant}
     assert all(set(o) == set(SWITCHES) for o in table.values())
-    assert table[Variant.DFGN_3DCONV] == {"temporal_layer": "conv3d", "dual_mask": False, "curriculum": {"mode": "none"}}
-    assert table[Variant.DFGN_STI] == {"temporal_layer": "sti", "dual_mask": False, "curriculum": {"mode": "none"}}
-    assert table[Variant.STI_DDU] == {"temporal_layer": "sti", "dual_mask": True, "curriculum": {"mode": "none"}}
+    no_ddu = {"dual_mask": False, "frame_extraction": "uniform", "curriculum": {"mode": "none"}}
+    assert table[Variant.DFGN_3DCONV] == {"temporal_layer": "conv3d", **no_ddu}
+    assert table[Variant.DFGN_STI] == {"temporal_layer": "sti", **no_ddu}
+    assert table[Variant.STI_DDU] == {"temporal_layer": "sti", "dual_mask": True, "frame_extraction": "cluster",
+                                      "curriculum": {"mode": "none"}}
     assert table[Variant.STI_DDU_LCL]["curriculum"] == {"mode": "linear"}
-    assert table[Variant.STI_DDU_DCL] == {"temporal_layer": "sti", "dual_mask": True, "curriculum": {"mode": "adaptive"}}
+    assert table[Variant.STI_DDU_DCL] == {"temporal_layer": "sti", "dual_mask": True, "frame_extraction": "cluster",
+                                          "curriculum": {"mode": "adaptive"}}
     with pytest.raises(ValueError, match="allowed"):
         parse_variants(["sti_ddu", "nope"])
 
@@ -76,6 +80,43 @@ def test_without_ddu_trains_only_first_frame_iandt2v_on_fixed_k(tmp_path, tiny_s
     # with DDU the k range stays the paper's 3..8 and every task occurs
     dc_ddu = _trainer(tmp_path, tiny_shards)._data_cfg()
     assert (dc_ddu.k_min, dc_ddu.k_max) == (3, 8)
+
+
+def test_uniform_frames_are_equally_spaced_and_need_f_frames():
+    from model.data import uniform_frames
+
+    frames = np.arange(20)[:, None, None, None] * np.ones((20, 2, 2, 3), np.uint8)  # frame i filled with i
+    clip, valid, k = uniform_frames(frames, 20, 8)
+    assert clip[:, 0, 0, 0].tolist() == [0, 3, 5, 8, 11, 14, 16, 19] and valid.all() and k == 8
+    assert uniform_frames(frames, 8, 8)[0][:, 0, 0, 0].tolist() == list(range(8))
+    with pytest.raises(ValueError, match="at least 8"):
+        uniform_frames(frames[:5], 5, 8)
+
+
+def test_uniform_loader_uses_only_long_stickers_and_full_clips(tiny_shards):
+    """frame_extraction=uniform (no-DDU baseline): every clip has F valid frames, and only stickers with at least
+    F frames appear — the short ones are filtered at probe time (resume stays exact)."""
+    import json
+
+    from model.data import DataConfig, make_loader
+    from model.shards import make_dataset, shard_urls
+
+    n_frames = {s["key"]: s["meta"]["n_frames"] for s in make_dataset(shard_urls([tiny_shards], "train"),
+                                                                     nodesplitter=lambda x: x, workersplitter=lambda x: x)}
+    long_keys = {k for k, n in n_frames.items() if n >= 8}
+    assert long_keys and len(long_keys) < len(n_frames), json.dumps(n_frames)  # the fixture has both kinds
+    cfg = DataConfig(index_paths=(str(tiny_shards),), image_size=32, batch_size=3, frame_extraction="uniform",
+                     k_min=8, k_max=8)
+    seen = set()
+    for _, batch in zip(range(6), make_loader(cfg)):
+        assert batch["valid"].all() and batch["k"].tolist() == [8, 8, 8]
+        seen |= set(batch["key"])
+    assert seen <= long_keys
+    resumed = next(iter(make_loader(cfg, start_batch=2)))
+    third = [b for _, b in zip(range(3), make_loader(cfg))][2]
+    assert resumed["key"] == third["key"] and torch.equal(resumed["frames"], third["frames"])
+    with pytest.raises(ValueError, match="cluster"):
+        DataConfig(index_paths=(str(tiny_shards),), frame_extraction="equal")
 
 
 def test_temporal_layer_switch_builds_3d_conv_model(tmp_path, tiny_shards):
@@ -225,7 +266,7 @@ def test_quick_mode_mlflow_runs_and_logged_configs_differ_only_in_switches(quick
     expected = {f"train.{k}" for k in SWITCHES if variant_overrides(va)[k] != variant_overrides(vb)[k]}
     if "train.temporal_layer" in expected:
         expected.add("model.temporal_layer")  # the model config logs the resolved temporal layer too
-    assert diff - PER_RUN_PARAMS == expected == {"train.dual_mask", "train.curriculum"}
+    assert diff - PER_RUN_PARAMS == expected == {"train.dual_mask", "train.frame_extraction", "train.curriculum"}
     assert diff <= SWITCH_PARAMS | PER_RUN_PARAMS
     assert a.data.params["train.steps"] == b.data.params["train.steps"] == str(settings.steps)
     summ = client.search_runs([exp.experiment_id], filter_string="tags.`rdtf.kind` = 'ablation-summary'")
