@@ -115,10 +115,15 @@ def _flip_switch(page, web, name: str, *, to: bool) -> None:
     xpath = "xpath=ancestor::*[.//label[contains(@class,'formatSwitch')]][1]//label[contains(@class,'formatSwitch')]"
 
     def row_switch():
-        sw = page.get_by_text(name, exact=True).first.locator(xpath)
-        sw.first.wait_for(state="visible", timeout=30_000)
-        assert sw.count() == 1, f"expected one on/off switch next to {name}, found {sw.count()}"
-        return sw
+        # the row can be between two renders (text found, switch not yet / no longer attached): query again
+        until = time.monotonic() + 30
+        while True:
+            sw = page.get_by_text(name, exact=True).first.locator(xpath)
+            n = sw.count()
+            if n == 1:
+                return sw
+            assert time.monotonic() < until, f"expected one on/off switch next to {name}, found {n}"
+            time.sleep(0.25)
 
     deadline, clicks, last_change = time.monotonic() + 90, 0, time.monotonic()
     while True:
