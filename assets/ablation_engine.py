@@ -158,13 +158,6 @@ def benchmark_info(index: Path) -> dict:
     return json.loads((index.parents[3] / "benchmark.json").read_text())
 
 
-def iter_test_split(index: Path):
-    """Decoded test-split samples in index order (deterministic; the same stickers for every run)."""
-    from model.shards import make_dataset, shard_urls
-
-    return make_dataset(shard_urls([index], "test"), nodesplitter=lambda x: x, workersplitter=lambda x: x)
-
-
 # ------------------------------------------------------------------------------------------ one run
 
 
@@ -186,13 +179,6 @@ def train_config(settings: AblationSettings, index: Path, out_dir: Path, variant
            **settings.train_extra, **variant_overrides(variant)}
     TrainConfig(**cfg)  # validate field names now, not in the subprocess
     return cfg
-
-
-def ensure_experiment(tracking_uri: str, experiment: str, artifact_root: Path) -> str:
-    """The experiment, created with artifacts under ``artifact_root`` (not ./mlruns of the CWD) if it is new."""
-    from model.tracking import ensure_experiment as ensure
-
-    return ensure(tracking_uri, experiment, str(artifact_root))
 
 
 def _train(cfg: dict, run_dir: Path, threads: int) -> dict:
@@ -218,6 +204,7 @@ def _evaluate(settings: AblationSettings, index: Path, run_dir: Path, summary: d
     """Sample + every metric; logs onto the run; returns {metric: value} and per-part seconds."""
     import torch
 
+    from assets.gallery import iter_test_samples
     from evaluation.clip_similarity import ClipSimConfig
     from evaluation.fvd import FVDConfig
     from evaluation.heldout import HeldoutConfig, run_heldout_loss
@@ -250,7 +237,7 @@ def _evaluate(settings: AblationSettings, index: Path, run_dir: Path, summary: d
     t0 = time.perf_counter()
     pipe = RDTFPipeline.from_pretrained(ckpt, device="cpu")
     manifest = generate_eval_samples(
-        pipe, iter_test_split(index), EvalSamplesConfig(tasks=EVAL_TASKS, n_videos=settings.eval_videos,
+        pipe, iter_test_samples([str(index)]), EvalSamplesConfig(tasks=EVAL_TASKS, n_videos=settings.eval_videos,
                                                      steps=settings.ddim_steps, eta=settings.eval_eta, seed=0,
                                                      batch_size=settings.eval_batch),
         eval_dir / "samples", checkpoint=ckpt, extra={"run_name": run_dir.name, "mlflow_run_id": run_id, "step": step})
@@ -263,7 +250,7 @@ def _evaluate(settings: AblationSettings, index: Path, run_dir: Path, summary: d
         ("clip_similarity", lambda: run_clip_similarity(samples, ClipSimConfig(device="cpu", seed=0))),
         ("reconstruction", lambda: run_reconstruction(samples)),
         ("heldout_loss", lambda: run_heldout_loss(
-            pipe, iter_test_split(index), HeldoutConfig(tasks=EVAL_TASKS, n_videos=settings.eval_videos,
+            pipe, iter_test_samples([str(index)]), HeldoutConfig(tasks=EVAL_TASKS, n_videos=settings.eval_videos,
                                                      timesteps=settings.heldout_timesteps, seed=0,
                                                      batch_size=settings.eval_batch),
             diffusion=DiffusionConfig(**train_cfg.get("diffusion", {})))),
@@ -295,6 +282,8 @@ def run_one(settings: AblationSettings, out_dir: str | Path, variant: Variant | 
     """Train (or resume) and evaluate one variant x seed; returns metrics, MLflow run id and timings."""
     from mlflow.tracking import MlflowClient
 
+    from model.tracking import ensure_experiment
+
     variant = Variant(variant)
     out_dir = Path(out_dir).resolve()  # absolute paths in configs, checkpoints and MLflow tags
     if threads > 0:
@@ -302,7 +291,7 @@ def run_one(settings: AblationSettings, out_dir: str | Path, variant: Variant | 
 
         torch.set_num_threads(threads)
     index = prepare_benchmark(settings, out_dir)
-    ensure_experiment(tracking_uri, settings.experiment, out_dir / "mlartifacts")
+    ensure_experiment(tracking_uri, settings.experiment, str(out_dir / "mlartifacts"))
     run_dir = out_dir / "runs" / settings.ablation_id / run_name(variant, seed)
     cfg = train_config(settings, index, run_dir, variant, seed, tracking_uri)
     t0 = time.perf_counter()
@@ -367,6 +356,7 @@ def write_summary(settings: AblationSettings, out_dir: str | Path, tracking_uri:
     from mlflow.tracking import MlflowClient
 
     from evaluation.ablation_report import collect_ablation_runs, write_ablation_report
+    from model.tracking import ensure_experiment
 
     out_dir = Path(out_dir)
     index = prepare_benchmark(settings, out_dir)
@@ -385,7 +375,7 @@ def write_summary(settings: AblationSettings, out_dir: str | Path, tracking_uri:
                               timing_md=timing, notes_md=notes, image_prefix="ablation/")
         os.replace(docs / "ablation" / "ablation.md", docs / "ablation.md")
     client = MlflowClient(tracking_uri=tracking_uri)
-    exp_id = ensure_experiment(tracking_uri, settings.experiment, out_dir / "mlartifacts")
+    exp_id = ensure_experiment(tracking_uri, settings.experiment, str(out_dir / "mlartifacts"))
     found = client.search_runs([exp_id], filter_string=f"tags.`rdtf.kind` = 'ablation-summary' and "
                                f"tags.`ablation.id` = '{settings.ablation_id}'", max_results=1)
     if found:

@@ -317,3 +317,15 @@ def test_dagster_ablation_assets_materialize(quick_run):
     assert r.success
     md = r.asset_materializations_for_node(ABLATION_REPORT_ASSET)[0].metadata
     assert md["n_runs"].value == 2 and "Paper orderings" in md["orderings"].value
+
+
+def test_bad_ablation_settings_are_clear_errors():
+    from assets.ablation import AblationConfig, ablation_settings
+    from assets.ablation_engine import full_settings
+
+    with pytest.raises(ValueError, match="full or quick"):
+        ablation_settings(AblationConfig(mode="bogus"))
+    with pytest.raises(ValueError, match="allowed"):
+        full_settings(variants=("dfgn_sti", "lstm"))
+    with pytest.raises(ValueError, match="distinct"):
+        full_settings(seeds=(0, 0))
