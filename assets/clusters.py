@@ -11,7 +11,6 @@ Output ``lake/clusters/<drop>/clusters.parquet`` (one row per sticker): key, id,
 group's first member), split.
 """
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +32,10 @@ from dagster import (
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from assets import lake
+from assets import lake, publish
 from assets.embedding_engine import embeddings_dir, iter_sticker_embeddings
 from assets.embeddings import EMBED_ASSET
-from assets.partitions import drop_partitions
+from assets.partitions import drop_id_of, drop_partitions
 from assets.resources import LakeResource
 from model.kmeans import KMeansConfig, RepresentativeRule, cluster_stickers
 from model.splits import Split, SplitConfig, split_drop
@@ -46,7 +45,8 @@ LEAK_CHECK = "split_is_leak_free"
 
 
 def clusters_path(lake_root: str | Path, drop_id: str) -> Path:
-    return Path(lake_root) / "clusters" / drop_id / "clusters.parquet"
+    """The published cluster table of a drop."""
+    return lake.published(lake_root, lake.Stage.CLUSTERS, drop_id) / "clusters.parquet"
 
 
 def clusters_schema(ks: range) -> pa.Schema:
@@ -99,15 +99,8 @@ def cluster_drop(lake_root: str | Path, drop_id: str, kcfg: KMeansConfig, scfg: 
     rows["dup_group"] = [keys[int(g)] for g in split.dup_group]
     rows["split"] = [str(s) for s in split.split]
     table = pa.Table.from_pydict(rows, schema=clusters_schema(ks))
-    out = clusters_path(lake_root, drop_id).parent
-    lake.clean_stale(out.parent, out.name)
-    stage = lake.staging_dir(out)
-    try:
+    with publish.publish(lake.partition_dir(lake_root, lake.Stage.CLUSTERS, drop_id)) as stage:
         lake.write_parquet(table, stage / "clusters.parquet")
-        lake.swap_in(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     _, counts = np.unique(split.dup_group, return_counts=True) if len(keys) else (None, np.zeros(0, int))
     return ClusterReport(
         n_stickers=len(keys),
@@ -168,7 +161,7 @@ class ClusterConfig(Config):
     description="Per-sticker k-means of frame embeddings for every k, semantic clusters, near duplicates, split.",
 )
 def frame_clusters(context: AssetExecutionContext, config: ClusterConfig, storage: LakeResource) -> MaterializeResult:
-    drop_id = context.partition_key
+    drop_id = drop_id_of(context)
     kcfg, scfg = config.kmeans(), config.split()  # validated before any work
     report = cluster_drop(storage.lake_root, drop_id, kcfg, scfg, progress=False)
     ok, stats = check_leak_free(storage.lake_root, drop_id)

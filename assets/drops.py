@@ -20,13 +20,15 @@ import posixpath
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 import fsspec
 
+from assets.ids import ID_RE, overlaps
 from model.rejects import RejectReason
 
 CAPTION_FILES = ("captions.jsonl", "captions.csv", "captions.parquet")  # checked in this order
-DROP_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # also a valid Dagster partition key
+DROP_ID_RE = ID_RE  # the one id rule (assets.ids): also a valid Dagster partition key and path segment
 SAFE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # webdataset keys may not contain '.' or '/'
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
@@ -78,9 +80,40 @@ def join(root: str, *parts: str) -> str:
     return out
 
 
+_EXTRA_OF = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure"}
+
+
+def url_to_fs(url: str):
+    """``fsspec.core.url_to_fs`` with a missing backend reported as a ``ValueError`` naming what to install.
+
+    fsspec raises a bare ``ImportError`` ("Install s3fs to access S3") deep inside a stage; users
+    should instead read which extra of this project brings the backend.
+    """
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as exc:
+        scheme = url.split("://", 1)[0] if "://" in url else "file"
+        extra = _EXTRA_OF.get(scheme)
+        hint = f"pip install 'rdtf-stickers[{extra}]'" if extra else "install the fsspec backend for it"
+        raise ValueError(f"cannot open {scheme}:// URLs: {exc} ({hint})") from None
+
+
+def refuse_overlap(drop_url: str, out: str | Path, what: str = "output") -> None:
+    """``ValueError`` if a local output folder is, contains or lies inside a local drop.
+
+    No command may write into (or publish over, and so delete) its own input: ``rdtf ingest DROP --out
+    DROP`` once replaced the source drop by its ingest output.
+    """
+    fs, path = url_to_fs(drop_url)
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if ("file" in protocols or "local" in protocols) and overlaps(path, out):
+        raise ValueError(f"{what} {str(out)!r} overlaps the drop {drop_url!r}: outputs must be outside the drop "
+                         f"(and must not contain it)")
+
+
 def find_caption_file(drop_url: str) -> str | None:
     """URL of the drop's caption table, or None when the drop is not ready."""
-    fs, path = fsspec.core.url_to_fs(drop_url)
+    fs, path = url_to_fs(drop_url)
     for name in CAPTION_FILES:
         if fs.isfile(join(path, name)):
             return join(drop_url, name)
@@ -93,7 +126,7 @@ def list_ready_drops(drops_root: str) -> list[str]:
     Folders whose names are not valid drop ids (see ``DROP_ID_RE``) are skipped: they could not be
     Dagster partition keys.
     """
-    fs, root = fsspec.core.url_to_fs(drops_root)
+    fs, root = url_to_fs(drops_root)
     if not fs.exists(root):
         return []
     ready = []

@@ -5,7 +5,7 @@ processes, one frames part per worker at a time, while the main process only run
 with ``prefetch_factor`` batches queued per worker the model does not wait on I/O (measured in
 ``benchmarks/embed_cluster_shard.py``).
 
-Outputs (``lake/embeddings/<drop>/``, built in a staging folder and swapped in atomically)::
+Outputs (``lake/embeddings/<drop>/``, published as a new version, see ``assets.publish``)::
 
     part-NNNNN.parquet   key, id, frame_index, embedding (fixed_size_list<float16>[D]); one file per frames part
     quarantine.parquet   stickers whose embeddings were not finite (e.g. a broken weight file), with reason
@@ -16,7 +16,6 @@ A sticker never straddles frames parts, so quarantining is decided per part.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
-from assets import lake
+from assets import lake, publish
 from model.clip import ClipSpec, LoadedClip, embed_pixels, load_clip, preprocess_frames, tiny_spec
 
 EMBEDDING_NOT_FINITE = "embedding_not_finite"
@@ -147,51 +146,52 @@ def embed_drop(
     id_of = dict(zip(manifest.key, manifest.id))
     parts = sorted((src / "frames").glob("part-*.parquet"))
     frame_size = int(manifest.frame_size.iloc[0]) if len(manifest) else 0
-    out = Path(lake_root) / "embeddings" / drop_id
-    lake.clean_stale(out.parent, out.name)
-    stage = lake.staging_dir(out)
     report = EmbedReport(drop_id=drop_id, embed_dim=clip.embed_dim, clip=clip.info)
-    quarantine: list[dict] = []
-    t0 = time.perf_counter()
-    try:
-        pending: dict[int, dict] = {}
-        ds = LakeFrames(parts, frame_size, clip.image_size, clip.mean, clip.std, settings.clip.batch_size)
-        workers = min(settings.num_workers, len(parts))
-        loader = DataLoader(ds, batch_size=None, num_workers=workers, worker_init_fn=_worker_init if workers else None,
-                            prefetch_factor=settings.prefetch_factor if workers else None)
-        bar = tqdm(total=int(manifest.n_frames.sum()), desc=f"embed {drop_id}", unit="frame", disable=not progress)
-        for item in loader:
-            tm = time.perf_counter()
-            z = embed_pixels(clip, item["pixels"]).numpy()  # (B, D) float32
-            report.model_s += time.perf_counter() - tm
-            acc = pending.setdefault(item["part"], {"emb": [], "keys": [], "fidx": []})
-            acc["emb"].append(z)
-            acc["keys"].append(item["keys"])
-            acc["fidx"].append(np.asarray(item["frame_index"], np.int32))
-            bar.update(len(item["keys"]))
-            if item["last"]:
-                report.n_frames += _write_part(stage, parts[item["part"]].name, pending.pop(item["part"]), id_of,
-                                               clip.embed_dim, quarantine)
-        bar.close()
-        for pi, acc in pending.items():  # parts with zero rows never send "last"
-            report.n_frames += _write_part(stage, parts[pi].name, acc, id_of, clip.embed_dim, quarantine)
-        report.n_quarantined = len(quarantine)
-        report.n_stickers = len(manifest) - report.n_quarantined
-        lake.write_parquet(pa.Table.from_pylist(quarantine, schema=EMB_QUARANTINE_SCHEMA), stage / "quarantine.parquet")
-        report.wall_s = time.perf_counter() - t0
-        report.frames_per_s = report.n_frames / report.wall_s if report.wall_s else 0.0
-        report.model_frames_per_s = report.n_frames / report.model_s if report.model_s else 0.0
-        stable = {k: v for k, v in report.to_dict().items() if not k.endswith("_s")}
-        lake.write_json(stable, stage / "report.json")
-        lake.swap_in(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    with publish.publish(lake.partition_dir(lake_root, lake.Stage.EMBEDDINGS, drop_id)) as stage:
+        _embed_into(stage, clip, settings, manifest, parts, frame_size, id_of, report, progress)
     return report
 
 
+def _embed_into(stage: Path, clip: LoadedClip, settings: EmbedSettings, manifest, parts: list[Path], frame_size: int,
+                id_of: dict[str, str], report: EmbedReport, progress: bool) -> None:
+    """Embed every frame part into the version folder ``stage`` (the body of :func:`embed_drop`)."""
+    drop_id = report.drop_id
+    quarantine: list[dict] = []
+    t0 = time.perf_counter()
+    pending: dict[int, dict] = {}
+    ds = LakeFrames(parts, frame_size, clip.image_size, clip.mean, clip.std, settings.clip.batch_size)
+    workers = min(settings.num_workers, len(parts))
+    loader = DataLoader(ds, batch_size=None, num_workers=workers, worker_init_fn=_worker_init if workers else None,
+                        prefetch_factor=settings.prefetch_factor if workers else None)
+    bar = tqdm(total=int(manifest.n_frames.sum()), desc=f"embed {drop_id}", unit="frame", disable=not progress)
+    for item in loader:
+        tm = time.perf_counter()
+        z = embed_pixels(clip, item["pixels"]).numpy()  # (B, D) float32
+        report.model_s += time.perf_counter() - tm
+        acc = pending.setdefault(item["part"], {"emb": [], "keys": [], "fidx": []})
+        acc["emb"].append(z)
+        acc["keys"].append(item["keys"])
+        acc["fidx"].append(np.asarray(item["frame_index"], np.int32))
+        bar.update(len(item["keys"]))
+        if item["last"]:
+            report.n_frames += _write_part(stage, parts[item["part"]].name, pending.pop(item["part"]), id_of,
+                                           clip.embed_dim, quarantine)
+    bar.close()
+    for pi, acc in pending.items():  # parts with zero rows never send "last"
+        report.n_frames += _write_part(stage, parts[pi].name, acc, id_of, clip.embed_dim, quarantine)
+    report.n_quarantined = len(quarantine)
+    report.n_stickers = len(manifest) - report.n_quarantined
+    lake.write_parquet(pa.Table.from_pylist(quarantine, schema=EMB_QUARANTINE_SCHEMA), stage / "quarantine.parquet")
+    report.wall_s = time.perf_counter() - t0
+    report.frames_per_s = report.n_frames / report.wall_s if report.wall_s else 0.0
+    report.model_frames_per_s = report.n_frames / report.model_s if report.model_s else 0.0
+    stable = {k: v for k, v in report.to_dict().items() if not k.endswith("_s")}
+    lake.write_json(stable, stage / "report.json")
+
+
 def embeddings_dir(lake_root: str | Path, drop_id: str) -> Path:
-    return Path(lake_root) / "embeddings" / drop_id
+    """Published embeddings of a drop (``part-*.parquet``, quarantine, report)."""
+    return lake.published(lake_root, lake.Stage.EMBEDDINGS, drop_id)
 
 
 def iter_sticker_embeddings(lake_root: str | Path, drop_id: str) -> Iterator[tuple[str, list[str], np.ndarray]]:

@@ -14,7 +14,7 @@ from dagster import (
 
 from assets.embedding_engine import EmbedSettings, embed_drop, embeddings_dir, iter_sticker_embeddings
 from assets.ingest import INGEST_ASSET
-from assets.partitions import drop_partitions
+from assets.partitions import drop_id_of, drop_partitions
 from assets.resources import ClipResource, LakeResource
 
 EMBED_ASSET = "frame_embeddings"
@@ -46,7 +46,7 @@ def check_embeddings(lake_root: str, drop_id: str, tol: float = 2e-2) -> tuple[b
     description="open_clip image-tower embeddings (L2-normalised, float16) of every ingested frame.",
 )
 def frame_embeddings(context: AssetExecutionContext, storage: LakeResource, clip: ClipResource) -> MaterializeResult:
-    drop_id = context.partition_key
+    drop_id = drop_id_of(context)
     settings = EmbedSettings(clip=clip.spec(), num_workers=clip.num_workers)
     report = embed_drop(storage.lake_root, drop_id, settings, progress=False)
     weights = report.clip["weights"]

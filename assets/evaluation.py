@@ -27,6 +27,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from assets import lake
 from assets.resources import ClipResource, EvalModelsResource, LakeResource, MlflowResource
 from assets.training import TRAIN_ASSET, shard_indexes
 
@@ -38,7 +39,7 @@ EAGER = AutomationCondition.eager()
 
 
 def evaluation_dir(lake_root: str | Path, run_name: str) -> Path:
-    return Path(lake_root) / "evaluation" / run_name
+    return lake.run_dir(lake_root, "evaluation", run_name)
 
 
 def _latest_metadata(context: AssetExecutionContext, asset_name: str) -> dict:
@@ -78,7 +79,7 @@ def evaluation_samples(context: AssetExecutionContext, config: EvaluationSamples
     from model.sampling import RDTFPipeline
 
     run_name = config.run_name or latest_training_run(context)
-    run_dir = Path(storage.lake_root) / "training" / run_name
+    run_dir = lake.run_dir(storage.lake_root, "training", run_name)
     pipe = RDTFPipeline.from_pretrained(run_dir, device=evaluators.torch_device())
     ckpt = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
     cfg = EvalSamplesConfig(tasks=tuple(config.tasks), n_videos=config.n_videos, steps=config.steps,

@@ -22,6 +22,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from assets import lake
 from assets.resources import LakeResource, MlflowResource
 from assets.training import TRAIN_ASSET, shard_indexes
 from model.export import contact_sheet, save_animation
@@ -83,9 +84,9 @@ def sample_gallery(context: AssetExecutionContext, config: GalleryConfig, storag
     from model.sampling import RDTFPipeline
 
     run_name = config.run_name or latest_training_run(context)
-    run_dir = Path(storage.lake_root) / "training" / run_name
+    run_dir = lake.run_dir(storage.lake_root, "training", run_name)
     pipe = RDTFPipeline.from_pretrained(run_dir)  # its latest checkpoint; clear ValueError if none
-    out = Path(storage.lake_root) / "gallery" / run_name
+    out = lake.run_dir(storage.lake_root, "gallery", run_name)
     out.mkdir(parents=True, exist_ok=True)
     F, S = pipe.num_frames, pipe.image_size
     previews, files = [], []

@@ -24,7 +24,7 @@ from pydantic import Field
 from assets import lake
 from assets.drops import CaptionPolicy
 from assets.ingest_engine import IngestReport, IngestSettings, ingest_drop
-from assets.partitions import drop_partitions
+from assets.partitions import drop_id_of, drop_partitions
 from assets.resources import LakeResource
 from model.media import DecodeLimits, Resample
 
@@ -101,10 +101,10 @@ def report_metadata(report: IngestReport) -> dict:
     description="Decode every sticker of a drop once: frames (resized, composited), manifest, quarantine.",
 )
 def ingested_stickers(context: AssetExecutionContext, config: IngestConfig, storage: LakeResource) -> MaterializeResult:
-    drop_id = context.partition_key
+    drop_id = drop_id_of(context)
     report = ingest_drop(
         storage.drop_url(drop_id),
-        lake.ingest_dir(storage.lake_root, drop_id),
+        lake.partition_dir(storage.lake_root, lake.Stage.INGEST, drop_id),
         config.settings(),
         drop_id=drop_id,
         progress=False,

@@ -12,7 +12,7 @@ Design:
 - A decoder that crashes its process (possible with corrupt video streams in native code) breaks
   the pool; the engine then rebuilds it and retries the in-flight stickers one at a time, so only
   the culprit is quarantined (``decode_error``: "decoder crashed").
-- Outputs are written to a staging folder and swapped in atomically (``assets.lake``).
+- Outputs are written to a fresh version folder and committed by replacing a pointer (``assets.publish``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import logging
 import multiprocessing as mp
 import os
 import re
-import shutil
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -34,8 +33,9 @@ import fsspec
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from assets import lake
-from assets.drops import CaptionPolicy, CaptionRow, join, read_caption_table
+from assets import lake, publish
+from assets.drops import CaptionPolicy, CaptionRow, join, read_caption_table, refuse_overlap
+from assets.ids import validate_id
 from model.media import DecodeLimits, Resample, decode_sticker
 from model.rejects import RejectReason, StickerRejected
 
@@ -235,14 +235,18 @@ def ingest_drop(
     drop_id: str | None = None,
     progress: bool = True,
 ) -> IngestReport:
-    """Decode a drop into ``out_dir`` (manifest, quarantine, frames parts, report).
+    """Decode a drop into a new committed version of the partition folder ``out_dir``.
+
+    The outputs (manifest, quarantine, frames parts, report) are in ``publish.current(out_dir)``, which
+    is also ``report.out_dir``. ``drop_id`` defaults to the folder name and must obey ``assets.ids``.
 
     Raises ``FileNotFoundError`` if the drop has no caption table; every per-sticker problem is
     quarantined instead of raised.
     """
     settings = settings or IngestSettings()
     out_dir = Path(out_dir)
-    drop_id = drop_id or out_dir.name
+    drop_id = validate_id(drop_id or out_dir.name, "drop id")
+    refuse_overlap(drop_url, out_dir, "output folder")
     t0 = time.perf_counter()
     rows, row_rejects = read_caption_table(drop_url, settings.caption_policy)
 
@@ -259,9 +263,17 @@ def ingest_drop(
          "reason": r.reason.value, "message": r.message}
         for r in row_rejects
     ]
+    with publish.publish(out_dir) as stage:  # one writer per partition; committed only when complete
+        _decode_into(stage, drop_url, rows, settings, workers, shared, report, quarantine, progress, t0)
+    report.out_dir = str(publish.current(out_dir))
+    return report
+
+
+def _decode_into(stage: Path, drop_url: str, rows: list[CaptionRow], settings: IngestSettings, workers: int,
+                 shared: bool, report: IngestReport, quarantine: list[dict], progress: bool, t0: float) -> None:
+    """Decode the rows into the version folder ``stage`` and fill ``report`` (the body of :func:`ingest_drop`)."""
+    drop_id = report.drop_id
     manifest: list[dict] = []
-    lake.clean_stale(out_dir.parent, out_dir.name)
-    stage = lake.staging_dir(out_dir)
     parts = lake.FramePartWriter(stage / "frames", settings.part_max_bytes)
     seen_hash: dict[str, str] = {}
 
@@ -317,10 +329,7 @@ def ingest_drop(
         # report.json holds only what the inputs determine, so re-runs stay byte-identical
         stable = {k: v for k, v in report.to_dict().items() if k not in ("wall_s", "frames_per_s", "workers", "out_dir")}
         lake.write_json(stable, stage / "report.json")
-        lake.swap_in(stage, out_dir)
     except BaseException:
         parts.abort()
-        shutil.rmtree(stage, ignore_errors=True)
         raise
-    return report
 

@@ -11,22 +11,27 @@ Why frames are stored as raw RGB in zstd-compressed Parquet rather than PNG/JPEG
 (CLIP embeddings, clustering, shards) read every frame at least twice, and zstd decompression is an
 order of magnitude cheaper than PNG decode while flat-colour sticker frames still compress ~10-30x.
 
-Every output directory is built in a staging folder and swapped in with renames, so a killed run
-never leaves a half-written partition and re-running replaces it wholesale (idempotent).
+Every stage output is a new immutable version folder committed by replacing a pointer
+(``assets.publish``): a killed run never leaves a half-written or missing partition, two runs of one
+partition serialize on its lock, and re-running replaces it wholesale (idempotent). Paths quoted above
+are relative to the partition's committed version (``published(...)``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from assets import publish
+from assets.ids import contained, is_valid_id, validate_id
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -99,39 +104,57 @@ def write_json(obj: object, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def staging_dir(final: str | Path) -> Path:
-    """A fresh sibling folder to build ``final`` in (same filesystem, so the swap is a rename)."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = final.parent / f".staging-{final.name}-{uuid.uuid4().hex[:8]}"
-    stage.mkdir()
-    return stage
+class Stage(StrEnum):
+    """Per-drop stages of the lake; each is a folder ``lake/<stage>/<drop_id>/`` published by ``assets.publish``."""
+
+    INGEST = "ingest"
+    EMBEDDINGS = "embeddings"
+    CLUSTERS = "clusters"
+    SHARDS = "shards"
 
 
-def swap_in(stage: str | Path, final: str | Path) -> None:
-    """Replace ``final`` by ``stage`` with two renames; the old version is deleted afterwards."""
-    stage, final = Path(stage), Path(final)
-    trash = None
-    if final.exists():
-        trash = final.parent / f".trash-{final.name}-{uuid.uuid4().hex[:8]}"
-        os.rename(final, trash)
-    os.rename(stage, final)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
+def partition_dir(lake_root: str | Path, stage: Stage, drop_id: str) -> Path:
+    """The partition folder of ``drop_id`` in ``stage`` (validated id, resolved inside the lake)."""
+    validate_id(drop_id, "drop id")
+    return contained(lake_root, Stage(stage).value, drop_id)
 
 
-def clean_stale(parent: str | Path, name: str) -> None:
-    """Remove staging/trash folders left by killed runs for ``name``."""
-    parent = Path(parent)
-    if not parent.exists():
-        return
-    for p in parent.iterdir():
-        if p.name.startswith((f".staging-{name}-", f".trash-{name}-")):
-            shutil.rmtree(p, ignore_errors=True)
+def published(lake_root: str | Path, stage: Stage, drop_id: str) -> Path:
+    """The committed version folder of a partition; ``FileNotFoundError`` naming the stage if none."""
+    part = partition_dir(lake_root, stage, drop_id)
+    found = publish.current_or_none(part)
+    if found is None:
+        raise FileNotFoundError(f"no published {Stage(stage).value} output for drop {drop_id!r} under {lake_root} "
+                                f"(materialize that stage first)")
+    return found
+
+
+def published_drops(lake_root: str | Path, stage: Stage) -> list[str]:
+    """Sorted drop ids that have a committed version in ``stage`` (folders with invalid names are ignored)."""
+    root = Path(lake_root) / Stage(stage).value
+    if not root.is_dir():
+        return []
+    out = []
+    for p in sorted(root.iterdir()):
+        if is_valid_id(p.name) and p.is_dir() and not p.is_symlink() and publish.current_or_none(p) is not None:
+            out.append(p.name)
+    return out
+
+
+RESERVED_RUN_NAMES = {"evaluation": frozenset({"comparison", "fvd_real_stats"})}  # shared folders beside the runs
+
+
+def run_dir(lake_root: str | Path, area: str, run_name: str) -> Path:
+    """``lake/<area>/<run_name>`` (training, gallery, evaluation) with the run name validated and contained."""
+    validate_id(run_name, "run name")
+    if run_name in RESERVED_RUN_NAMES.get(area, ()):
+        raise ValueError(f"run name {run_name!r} is reserved under lake/{area}/ (used by {sorted(RESERVED_RUN_NAMES[area])})")
+    return contained(lake_root, area, run_name)
 
 
 def ingest_dir(lake_root: str | Path, drop_id: str) -> Path:
-    return Path(lake_root) / "ingest" / drop_id
+    """Published ingest output of a drop (manifest, quarantine, frames)."""
+    return published(lake_root, Stage.INGEST, drop_id)
 
 
 def read_manifest(lake_root: str | Path, drop_id: str):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from assets import lake
 from assets.clusters import cluster_drop
+from assets.drops import refuse_overlap
 from assets.embedding_engine import EmbedSettings, embed_drop
 from assets.ingest_engine import IngestSettings, ingest_drop
 from assets.shards import build_shards, shards_dir
@@ -33,7 +34,9 @@ def run_data_stages(
     progress: bool = False,
 ) -> Path:
     """Materialize every per-drop data stage into ``lake_root``; returns the shard ``index.json``."""
-    ingest_drop(drop_url, lake.ingest_dir(lake_root, drop_id), ingest or IngestSettings(), drop_id=drop_id, progress=progress)
+    refuse_overlap(drop_url, lake_root, "lake root")
+    ingest_drop(drop_url, lake.partition_dir(lake_root, lake.Stage.INGEST, drop_id), ingest or IngestSettings(), drop_id=drop_id,
+                progress=progress)
     embed_drop(lake_root, drop_id, embed or EmbedSettings(), progress=progress)
     cluster_drop(lake_root, drop_id, kmeans or KMeansConfig(), split or SplitConfig(), progress=progress)
     build_shards(lake_root, drop_id, encoding=encoding, max_count=max_count, max_bytes=max_bytes)

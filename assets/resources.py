@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dagster import ConfigurableResource
 
 from assets.drops import join
+from assets.ids import validate_id
 
 
 class LakeResource(ConfigurableResource):
@@ -16,10 +15,8 @@ class LakeResource(ConfigurableResource):
     lake_root: str  # local directory for stage outputs (manifests, frames, shards, checkpoints)
 
     def drop_url(self, drop_id: str) -> str:
-        return join(self.drops_root, drop_id)
-
-    def stage_dir(self, stage: str, drop_id: str) -> Path:
-        return Path(self.lake_root) / stage / drop_id
+        """URL of a drop folder; the id is validated first (it may come from a hand-added partition)."""
+        return join(self.drops_root, validate_id(drop_id, "drop id"))
 
 
 class MlflowResource(ConfigurableResource):

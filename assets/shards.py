@@ -2,11 +2,10 @@
 
 Joins the ingest manifest (captions, durations, hashes), the decoded frames from the lake and the
 cluster/split table, and writes ``lake/shards/<drop>/{train,test}-NNNNNN.tar`` plus ``index.json``
-with ``model.shards`` (format, determinism and atomicity are documented there). The whole folder is
-built in staging and swapped in, so re-materializing is idempotent and byte-identical.
+with ``model.shards`` (format, determinism and atomicity are documented there). Each build is a new
+version committed by a pointer (``assets.publish``), so re-materializing is idempotent and byte-identical.
 """
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,9 +24,9 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets import lake
+from assets import lake, publish
 from assets.clusters import CLUSTER_ASSET, clusters_path
-from assets.partitions import drop_partitions
+from assets.partitions import drop_id_of, drop_partitions
 from assets.resources import LakeResource
 from model.shards import FrameEncoding, ShardSample, verify_shards, write_index, write_shards
 from model.splits import Split
@@ -37,7 +36,8 @@ SHARD_CHECK = "shards_match_index"
 
 
 def shards_dir(lake_root: str | Path, drop_id: str) -> Path:
-    return Path(lake_root) / "shards" / drop_id
+    """The published shards of a drop (tars + ``index.json``)."""
+    return lake.published(lake_root, lake.Stage.SHARDS, drop_id)
 
 
 def _samples(lake_root: str | Path, drop_id: str, split: Split, meta_by_key: dict[str, dict], caption_of: dict[str, str]) -> Iterator[ShardSample]:
@@ -65,10 +65,7 @@ def build_shards(lake_root: str | Path, drop_id: str, *, encoding: FrameEncoding
             "reps": {str(k): [int(i) for i in getattr(row, f"reps_k{k}")] for k in ks},
             "semantic_cluster": int(row.semantic_cluster), "dup_group": row.dup_group, "split": row.split,
         }
-    out = shards_dir(lake_root, drop_id)
-    lake.clean_stale(out.parent, out.name)
-    stage = lake.staging_dir(out)
-    try:
+    with publish.publish(lake.partition_dir(lake_root, lake.Stage.SHARDS, drop_id)) as stage:
         infos = []
         for split in (Split.TRAIN, Split.TEST):
             infos += write_shards(_samples(lake_root, drop_id, split, meta_by_key, caption_of), stage, split.value,
@@ -77,10 +74,6 @@ def build_shards(lake_root: str | Path, drop_id: str, *, encoding: FrameEncoding
         extra = {"drop_id": drop_id, "encoding": encoding.value, "k_range": [ks[0], ks[-1]] if ks else [],
                  "median_duration_ms": int(np.median(durs)) if durs else 100}  # default frame time of generated GIFs
         write_index(infos, stage, extra=extra)
-        lake.swap_in(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     counts = {s.value: sum(i.count for i in infos if i.split == s.value) for s in Split}
     return {"counts": counts, "n_shards": len(infos), "bytes": sum(i.bytes for i in infos)}
 
@@ -105,7 +98,7 @@ class ShardConfig(Config):
     description="WebDataset tar shards (train/test) with frames, caption and metadata incl. cluster representatives.",
 )
 def webdataset_shards(context: AssetExecutionContext, config: ShardConfig, storage: LakeResource) -> MaterializeResult:
-    drop_id = context.partition_key
+    drop_id = drop_id_of(context)
     res = build_shards(storage.lake_root, drop_id, encoding=config.encoding, max_count=config.max_count,
                        max_bytes=config.max_bytes)
     problems = verify_shards(shards_dir(storage.lake_root, drop_id) / "index.json")

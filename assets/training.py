@@ -29,6 +29,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from assets import lake
 from assets.resources import LakeResource, MlflowResource
 from assets.shards import SHARD_ASSET
 
@@ -52,8 +53,9 @@ class TrainingConfig(Config):
 
 
 def shard_indexes(lake_root: str | Path) -> list[str]:
-    # dot-folders are a killed build's staging/trash: never train on them (tests/test_fault_tolerance.py)
-    return sorted(str(p) for p in (Path(lake_root) / "shards").glob("*/index.json") if not p.parent.name.startswith("."))
+    """``index.json`` of every drop's committed shard version (never an unpublished or half-written build)."""
+    return [str(lake.published(lake_root, lake.Stage.SHARDS, d) / "index.json")
+            for d in lake.published_drops(lake_root, lake.Stage.SHARDS)]
 
 
 @asset(

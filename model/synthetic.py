@@ -582,6 +582,10 @@ def make_drop(
     """
     from tqdm.auto import tqdm
 
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n must be an integer >= 1 (stickers to write), got {n!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers!r}")
     cfg = cfg or SyntheticConfig()
     t0 = time.perf_counter()
     fs, root = fsspec.core.url_to_fs(out)

@@ -1,7 +1,7 @@
 """``rdtf`` command line: synthetic drops, direct ingest, and the end-to-end demo.
 
     rdtf make-drop OUT [--n 200] [--seed 0] [--faults] [--workers N]
-    rdtf ingest DROP_URL --out DIR [--size 256] [--workers 0]
+    rdtf ingest DROP_URL --out DIR [--drop-id ID] [--size 256] [--workers 0]
     rdtf build-drop DROP_URL --lake DIR [--size 256]
     rdtf generate --checkpoint DIR --prompt TEXT [--image a.png | --task interpolate --frames a.png,b.png] --out x.gif
     rdtf demo [--n 120] [--seed 0] [--train-steps 200]
@@ -15,6 +15,27 @@ import sys
 from pathlib import Path
 
 from pipelines.generate_cli import add_generate_parser
+
+
+def _int_at_least(lo: int):
+    """argparse type: an integer >= lo, with the bound in the error (``--n -3`` used to "write -3 stickers")."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {lo}"
+    return parse
+
+
+def _drop_id_from_url(url: str) -> str:
+    """The drop id a drop URL implies (its last path segment), validated."""
+    from assets.ids import validate_id
+
+    return validate_id(url.rstrip("/").rsplit("/", 1)[-1], "drop id (the drop folder's name; or pass --drop-id)")
 
 
 def _cmd_make_drop(args: argparse.Namespace) -> int:
@@ -35,16 +56,18 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from assets.ingest_engine import IngestSettings, ingest_drop
 
     settings = IngestSettings(size=args.size, workers=args.workers, caption_policy=CaptionPolicy(args.caption_policy))
-    report = ingest_drop(args.drop_url, Path(args.out), settings, progress=not args.quiet)
+    drop_id = _drop_id_from_url(args.drop_url) if args.drop_id is None else args.drop_id
+    report = ingest_drop(args.drop_url, Path(args.out), settings, drop_id=drop_id, progress=not args.quiet)
     print(json.dumps(report.to_dict(), indent=2))
     return 0
 
 
 def _cmd_build_drop(args: argparse.Namespace) -> int:
+    from assets.ids import validate_id
     from assets.ingest_engine import IngestSettings
     from assets.local_run import run_data_stages
 
-    drop_id = args.drop_id or args.drop_url.rstrip("/").rsplit("/", 1)[-1]
+    drop_id = _drop_id_from_url(args.drop_url) if args.drop_id is None else validate_id(args.drop_id, "--drop-id")
     index = run_data_stages(args.drop_url, Path(args.lake), drop_id, ingest=IngestSettings(size=args.size),
                             progress=not args.quiet)
     print(f"shards ready: {index}")
@@ -79,18 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("make-drop", help="write a synthetic sticker drop (media + captions.jsonl)")
     m.add_argument("out", help="drop folder or fsspec URL, e.g. var/drops/drop-0001")
-    m.add_argument("--n", type=int, default=200, help="number of stickers")
+    m.add_argument("--n", type=_int_at_least(1), default=200, help="number of stickers (default: 200)")
     m.add_argument("--seed", type=int, default=0, help="generator seed (same seed -> same bytes)")
     m.add_argument("--faults", action="store_true", help="also add one hostile entry per bad-input class")
-    m.add_argument("--workers", type=int, default=1, help="encoder processes")
+    m.add_argument("--workers", type=_int_at_least(1), default=1, help="encoder processes (default: 1)")
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(fn=_cmd_make_drop)
 
     i = sub.add_parser("ingest", help="decode a drop into the lake without Dagster (debugging, benchmarks)")
     i.add_argument("drop_url")
-    i.add_argument("--out", required=True, help="output folder (manifest, quarantine, frames)")
-    i.add_argument("--size", type=int, default=256)
-    i.add_argument("--workers", type=int, default=0, help="0 = all cores")
+    i.add_argument("--out", required=True, help="partition folder, outside the drop (its CURRENT names the version "
+                   "holding manifest, quarantine, frames)")
+    i.add_argument("--drop-id", default=None, help="default: the drop folder's name")
+    i.add_argument("--size", type=_int_at_least(16), default=256, help="stored frame size in px (default: 256)")
+    i.add_argument("--workers", type=_int_at_least(0), default=0, help="decode processes, 0 = all cores (default: 0)")
     i.add_argument("--caption-policy", choices=["keep_empty", "quarantine"], default="keep_empty")
     i.add_argument("--quiet", action="store_true")
     i.set_defaults(fn=_cmd_ingest)
@@ -99,16 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("drop_url")
     b.add_argument("--lake", required=True, help="lake root (outputs under ingest/, embeddings/, clusters/, shards/)")
     b.add_argument("--drop-id", default=None, help="default: the drop folder's name")
-    b.add_argument("--size", type=int, default=256)
+    b.add_argument("--size", type=_int_at_least(16), default=256, help="stored frame size in px (default: 256)")
     b.add_argument("--quiet", action="store_true")
     b.set_defaults(fn=_cmd_build_drop)
 
     add_generate_parser(sub)  # rdtf generate --checkpoint ... --prompt ... --out x.gif
 
     d = sub.add_parser("demo", help="make a synthetic drop and materialize every asset through Dagster")
-    d.add_argument("--n", type=int, default=120)
+    d.add_argument("--n", type=_int_at_least(1), default=120, help="synthetic stickers (default: 120)")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--train-steps", type=int, default=200, help="DFGN tiny training steps (0 = skip)")
+    d.add_argument("--train-steps", type=_int_at_least(0), default=200, help="DFGN tiny training steps (0 = skip)")
     d.set_defaults(fn=_cmd_demo)
     return p
 
@@ -117,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, TimeoutError) as exc:  # bad input or a busy partition: one line, exit 2
         print(f"rdtf {args.cmd}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -14,7 +14,6 @@ import os
 import shutil
 import sys
 import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
 from dagster import DagsterInstance, SensorResult, build_sensor_context
@@ -22,6 +21,7 @@ from dagster import DagsterInstance, SensorResult, build_sensor_context
 from assets import lake
 from assets.clusters import clusters_path
 from assets.drops import find_caption_file, join
+from assets.embedding_engine import embeddings_dir
 from assets.shards import shards_dir
 from pipelines.resources import PROJECT_ROOT, default_resources, rdtf_home
 
@@ -112,9 +112,10 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
     print(f"  ingested stickers : {len(man)} ({int(man.n_frames.sum())} frames) -> {out / 'manifest.parquet'}")
     print(f"  decoded frames    : {out / 'frames'}")
     print(f"  quarantined       : {len(quar)} {quar.reason.value_counts().to_dict()} -> {out / 'quarantine.parquet'}")
-    emb_rep = json.loads((Path(storage.lake_root) / "embeddings" / drop_id / "report.json").read_text())
+    emb = embeddings_dir(storage.lake_root, drop_id)
+    emb_rep = json.loads((emb / "report.json").read_text())
     print(f"  CLIP embeddings   : {emb_rep['n_frames']} frames, dim {emb_rep['embed_dim']}, model {emb_rep['clip']['model']} "
-          f"(weights={emb_rep['clip']['weights']}) -> {Path(storage.lake_root) / 'embeddings' / drop_id}")
+          f"(weights={emb_rep['clip']['weights']}) -> {emb}")
     cl = pq.read_table(clusters_path(storage.lake_root, drop_id), columns=["split"]).to_pandas()
     print(f"  frame clusters    : k=3..8 per sticker, split {cl.split.value_counts().to_dict()} -> {clusters_path(storage.lake_root, drop_id)}")
     index = json.loads((shards_dir(storage.lake_root, drop_id) / "index.json").read_text())

@@ -42,7 +42,7 @@ def _materialize(instance, lake_root, tmp_path, uri, name):
 
 
 def test_evaluation_assets_log_to_mlflow_and_compare(tmp_path, tiny_shards):
-    lake_root = tiny_shards.parent.parent.parent
+    lake_root = tiny_shards.parents[4]  # <lake>/shards/<drop>/versions/<v>/index.json
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     instance = DagsterInstance.ephemeral()
     run_ids = {name: _fake_training(lake_root, uri, name, seed) for seed, name in enumerate(("ev-a", "ev-b"))}
@@ -89,7 +89,7 @@ def test_evaluation_assets_log_to_mlflow_and_compare(tmp_path, tiny_shards):
 
 
 def test_evaluation_samples_are_idempotent(tmp_path, tiny_shards):
-    lake_root = tiny_shards.parent.parent.parent
+    lake_root = tiny_shards.parents[4]  # <lake>/shards/<drop>/versions/<v>/index.json
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     _fake_training(lake_root, uri, "ev-idem", 0)
     from assets.evaluation import evaluation_samples

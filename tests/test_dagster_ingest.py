@@ -16,6 +16,7 @@ from dagster._core.errors import DagsterInvalidConfigError
 from assets import lake
 from assets.ingest import INGEST_ASSET, REJECT_RATE_CHECK, ingested_stickers
 from assets.resources import LakeResource
+from assets.shards import shards_dir
 from pipelines.sensors import new_drop_sensor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,7 +129,9 @@ def test_cli_make_drop_and_ingest(tmp_path):
     p = subprocess.run([sys.executable, "-m", "pipelines.cli", "build-drop", str(out), "--lake", str(tmp_path / "lake"),
                         "--size", "32", "--quiet"], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert json.loads((tmp_path / "lake" / "shards" / "cli-drop" / "index.json").read_text())["counts"]["train"] == 6
+    index = shards_dir(tmp_path / "lake", "cli-drop") / "index.json"
+    assert p.stdout.strip().endswith(str(index))  # the command prints the committed version's index
+    assert json.loads(index.read_text())["counts"]["train"] == 6
     p = subprocess.run([sys.executable, "-m", "pipelines.cli", "ingest", str(tmp_path / "missing"), "--out",
                         str(tmp_path / "o2")], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "caption table" in p.stderr

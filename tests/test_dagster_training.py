@@ -10,7 +10,7 @@ from assets.training import TRAIN_ASSET, trained_model
 
 
 def test_trained_model_asset(tmp_path, tiny_shards):
-    lake_root = tiny_shards.parent.parent.parent  # <lake>/shards/<drop>/index.json
+    lake_root = tiny_shards.parents[4]  # <lake>/shards/<drop>/versions/<v>/index.json
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = materialize(
         [trained_model],
@@ -33,7 +33,7 @@ def test_sample_gallery_asset(tmp_path, tiny_shards):
     from assets.gallery import GALLERY_ASSET, sample_gallery
     from model.sampling import tiny_checkpoint_for_tests
 
-    lake_root = tiny_shards.parent.parent.parent
+    lake_root = tiny_shards.parents[4]  # <lake>/shards/<drop>/versions/<v>/index.json
     tiny_checkpoint_for_tests(lake_root / "training" / "gal")
     result = materialize(
         [sample_gallery],

@@ -24,7 +24,7 @@ from model.clip import ClipSpec, load_clip, preprocess_frames, tiny_spec, valida
 @pytest.fixture(scope="module")
 def ingested(clean_drop, tmp_path_factory):
     root = tmp_path_factory.mktemp("lake")
-    ingest_drop(str(clean_drop), lake.ingest_dir(root, "d"), IngestSettings(size=64, workers=1, part_max_bytes=64 * 64 * 3 * 40),
+    ingest_drop(str(clean_drop), lake.partition_dir(root, lake.Stage.INGEST, "d"), IngestSettings(size=64, workers=1, part_max_bytes=64 * 64 * 3 * 40),
                 progress=False)
     return root
 
@@ -85,7 +85,7 @@ def test_bad_weights_fail_before_any_work(ingested, tmp_path):
     missing = tmp_path / "nope" / "clip.safetensors"
     with pytest.raises(ValueError, match=r"nope/clip\.safetensors.*does not exist.*\.safetensors"):
         embed_drop(ingested, "never", EmbedSettings(clip=ClipSpec(pretrained=str(missing))), progress=False)
-    assert not embeddings_dir(ingested, "never").exists()
+    assert not (ingested / "embeddings" / "never").exists()
     wrong = tmp_path / "weights.txt"
     wrong.write_text("not a checkpoint")
     with pytest.raises(ValueError, match="suffix"):

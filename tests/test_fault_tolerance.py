@@ -231,91 +231,108 @@ def _copy_inputs(src_lake: Path, dst_lake: Path) -> None:
         shutil.copytree(src_lake / stage / "d0", dst_lake / stage / "d0")
 
 
+def _uncommitted(partition: Path) -> list[Path]:
+    """Version folders of a partition that its pointer does not name (a writer's work in progress)."""
+    from assets import publish
+
+    doc = publish.read_pointer(partition) or {}
+    vdir = partition / publish.VERSIONS
+    return sorted(p for p in vdir.iterdir() if p.name != doc.get("version")) if vdir.is_dir() else []
+
+
 def test_sigkill_during_shard_writing_then_rerun_is_byte_identical(tmp_path, tiny_shards, procs):
-    from assets.shards import build_shards
+    from assets import publish
+    from assets.shards import build_shards, shards_dir
     from assets.training import shard_indexes
     from model.shards import FrameEncoding, verify_shards
 
-    src = tiny_shards.parent.parent.parent
+    src = tiny_shards.parents[4]  # <lake>/shards/<drop>/versions/<v>/index.json
     ref, lake = tmp_path / "ref", tmp_path / "lake"
     _copy_inputs(src, ref)
     _copy_inputs(src, lake)
     build_shards(ref, "d0", encoding=FrameEncoding.WEBP, max_count=3, max_bytes=512 << 20)  # uninterrupted run
-    ref_files = _sha_tree(ref / "shards" / "d0")
+    ref_files = _sha_tree(shards_dir(ref, "d0"))
     assert len([f for f in ref_files if f.endswith(".tar")]) >= 4 and "index.json" in ref_files
 
     # 1. SIGKILL the Dagster materialization while a shard is open and an earlier one is complete
     shards = lake / "shards"
+    part = shards / "d0"
     p = subprocess.Popen([sys.executable, "-c", _SHARDS_CHILD, str(lake)], env=_env(FT_SAMPLE_DELAY="0.4"),
                          cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     procs.append(p)
 
     def mid_write():  # a finished shard and an open one (the writer sleeps 0.4 s after each sample)
-        stage = list(shards.glob(".staging-d0-*")) if shards.exists() else []
+        stage = _uncommitted(part) if part.exists() else []
         return stage and list(stage[0].glob("*.tar")) and list(stage[0].glob(".*.tar.tmp"))
 
-    _wait(mid_write, 120, "a partial shard in staging after a complete one", proc=p)
+    _wait(mid_write, 120, "a partial shard in an uncommitted version after a complete one", proc=p)
     _kill_tree(p)
-    assert not (shards / "d0").exists(), "a killed first materialization must not publish anything"
+    assert publish.read_pointer(part) is None, "a killed first materialization must not publish anything"
     assert shard_indexes(lake) == []  # what training would pick up: nothing
-    (stage,) = shards.glob(".staging-d0-*")  # the kill landed mid-run: some shards written, no index yet
+    (stage,) = _uncommitted(part)  # the kill landed mid-run: some shards written, no index yet
     assert list(stage.glob("*.tar")) and not (stage / "index.json").exists()
 
-    # 2. re-run to completion: stale staging removed, output byte-identical to the uninterrupted run
+    # 2. re-run to completion: the dead writer's version removed, output byte-identical to the uninterrupted run
     r = subprocess.run([sys.executable, "-c", _SHARDS_CHILD, str(lake)], env=_env(), cwd=tmp_path, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert _sha_tree(shards / "d0") == ref_files
-    assert [p.name for p in shards.iterdir()] == ["d0"]  # no staging/trash left behind
-    assert verify_shards(shards / "d0" / "index.json") == []
+    assert _sha_tree(shards_dir(lake, "d0")) == ref_files
+    assert [p.name for p in shards.iterdir()] == ["d0"] and _uncommitted(part) == []  # nothing left behind
+    assert verify_shards(shards_dir(lake, "d0") / "index.json") == []
+    good = shards_dir(lake, "d0")
 
     # 3. SIGKILL a re-materialization over the complete output: the published version stays intact
     p = subprocess.Popen([sys.executable, "-c", _SHARDS_CHILD, str(lake)], env=_env(FT_SAMPLE_DELAY="0.4"),
                          cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     procs.append(p)
-    _wait(mid_write, 120, "a partial shard in staging (re-materialization)", proc=p)
+    _wait(mid_write, 120, "a partial shard in an uncommitted version (re-materialization)", proc=p)
     _kill_tree(p)
-    assert _sha_tree(shards / "d0") == ref_files
-    assert verify_shards(shards / "d0" / "index.json") == []
-    assert shard_indexes(lake) == [str(shards / "d0" / "index.json")]
+    assert shards_dir(lake, "d0") == good and _sha_tree(good) == ref_files
+    assert verify_shards(good / "index.json") == []
+    assert shard_indexes(lake) == [str(good / "index.json")]
 
 
-_SWAP_CHILD = r"""
+_COMMIT_CHILD = r"""
 import sys, time
-import assets.lake as L
+import assets.publish as P
 from assets.shards import build_shards
 from model.shards import FrameEncoding
 
-orig = L.swap_in
+orig = P._commit
 
-def slow_swap(stage, final):  # test hook: the kill lands after index.json is written, before the swap
+def slow_commit(*a, **k):  # test hook: the kill lands after index.json is written, before the pointer moves
     open(sys.argv[2], "w").close()
     time.sleep(60)
-    orig(stage, final)
+    orig(*a, **k)
 
-L.swap_in = slow_swap
+P._commit = slow_commit
 build_shards(sys.argv[1], "d0", encoding=FrameEncoding.WEBP, max_count=3, max_bytes=512 << 20)
 """
 
 
-def test_sigkill_between_index_and_swap_publishes_no_second_index(tmp_path, tiny_shards, procs):
-    from assets.shards import build_shards
+def test_sigkill_between_index_and_commit_publishes_no_second_index(tmp_path, tiny_shards, procs):
+    from assets.shards import build_shards, shards_dir
     from assets.training import shard_indexes
     from model.shards import FrameEncoding
 
     lake = tmp_path / "lake"
-    _copy_inputs(tiny_shards.parent.parent.parent, lake)
+    _copy_inputs(tiny_shards.parents[4], lake)  # <lake>/shards/<drop>/versions/<v>/index.json
     build_shards(lake, "d0", encoding=FrameEncoding.WEBP, max_count=3, max_bytes=512 << 20)
-    before = _sha_tree(lake / "shards" / "d0")
-    flag = tmp_path / "at_swap"
-    p = subprocess.Popen([sys.executable, "-c", _SWAP_CHILD, str(lake), str(flag)], env=_env(), cwd=tmp_path,
+    good = shards_dir(lake, "d0")
+    before = _sha_tree(good)
+    flag = tmp_path / "at_commit"
+    p = subprocess.Popen([sys.executable, "-c", _COMMIT_CHILD, str(lake), str(flag)], env=_env(), cwd=tmp_path,
                          start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs.append(p)
-    _wait(flag.exists, 120, "the shard writer reaching swap_in", proc=p)
+    _wait(flag.exists, 120, "the shard writer reaching the commit", proc=p)
     _kill_tree(p)
-    assert _sha_tree(lake / "shards" / "d0") == before  # the published version is untouched
-    assert list((lake / "shards").glob(".staging-d0-*/index.json"))  # the complete, unpublished build
-    assert shard_indexes(lake) == [str(lake / "shards" / "d0" / "index.json")]
+    assert shards_dir(lake, "d0") == good and _sha_tree(good) == before  # the published version is untouched
+    (unpublished,) = _uncommitted(lake / "shards" / "d0")
+    assert (unpublished / "index.json").exists()  # the complete, unpublished build
+    assert shard_indexes(lake) == [str(good / "index.json")]
+    # the next writer removes the dead one's build and publishes normally
+    build_shards(lake, "d0", encoding=FrameEncoding.WEBP, max_count=3, max_bytes=512 << 20)
+    assert not unpublished.exists() and _sha_tree(shards_dir(lake, "d0")) == before
 
 
 # ------------------------------------------------------------------------------- (b) training

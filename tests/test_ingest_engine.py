@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from assets import lake
+from assets import lake, publish
 from assets.drops import CaptionPolicy
 from assets.ingest_engine import IngestSettings, ingest_drop
 from model.media import DecodeLimits, decode_sticker
@@ -40,8 +40,10 @@ def _tree_digest(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def faulty_ingest(faulty_drop, tmp_path_factory):
     drop, faults = faulty_drop
-    out = tmp_path_factory.mktemp("lake") / "ingest" / drop.name
-    report = ingest_drop(str(drop), out, IngestSettings(size=SIZE, workers=cpu_workers()), progress=False)
+    part = tmp_path_factory.mktemp("lake") / "ingest" / drop.name
+    report = ingest_drop(str(drop), part, IngestSettings(size=SIZE, workers=cpu_workers()), progress=False)
+    out = publish.current(part)
+    assert Path(report.out_dir) == out
     return drop, faults, out, report
 
 
@@ -59,7 +61,7 @@ def test_manifest_schema_and_frames(faulty_ingest):
     assert df.hash.is_unique and df.key.is_unique
     assert all(len(d) == n for d, n in zip(df.durations_ms, df.n_frames))
     # frames in the lake equal a fresh decode of the source (nothing is decoded twice downstream)
-    frames = {k: (f, d) for k, f, d in lake.iter_sticker_frames(out.parent.parent, drop.name)}
+    frames = {k: (f, d) for k, f, d in lake.iter_sticker_frames(out.parents[3], drop.name)}  # lake/ingest/<drop>/versions/<v>
     assert set(frames) == set(df.key)
     for rec in df.head(6).itertuples():
         ref = decode_sticker((drop / rec.file).read_bytes(), size=SIZE)
@@ -105,15 +107,20 @@ def test_rerun_is_byte_identical_and_worker_count_independent(faulty_drop, tmp_p
     a, b = tmp_path / "a" / drop.name, tmp_path / "b" / drop.name
     ingest_drop(str(drop), a, IngestSettings(size=SIZE, workers=1), progress=False)
     ingest_drop(str(drop), b, IngestSettings(size=SIZE, workers=cpu_workers()), progress=False)
-    first = _tree_digest(a)
-    assert first == _tree_digest(b)
-    ingest_drop(str(drop), a, IngestSettings(size=SIZE, workers=1), progress=False)  # re-materialize in place
-    assert _tree_digest(a) == first
-    assert not [p for p in a.parent.iterdir() if p.name.startswith(".")]  # no staging/trash left
+    first = _tree_digest(publish.current(a))
+    assert first == _tree_digest(publish.current(b))
+    v1 = publish.current(a)
+    ingest_drop(str(drop), a, IngestSettings(size=SIZE, workers=1), progress=False)  # re-materialize
+    assert publish.current(a) != v1 and _tree_digest(publish.current(a)) == first
+    ingest_drop(str(drop), a, IngestSettings(size=SIZE, workers=1), progress=False)
+    # only the current and the previous version are kept; no temp pointer, nothing beside the partition
+    assert len(list((a / publish.VERSIONS).iterdir())) == 2 and not v1.exists()
+    assert sorted(p.name for p in a.iterdir()) == sorted([publish.LOCK, publish.POINTER, publish.VERSIONS])
+    assert [p.name for p in a.parent.iterdir()] == [drop.name]
 
 
 def test_small_parts_and_limits(clean_drop, tmp_path):
-    out = lake.ingest_dir(tmp_path, clean_drop.name)
+    out = lake.partition_dir(tmp_path, lake.Stage.INGEST, clean_drop.name)
     settings = IngestSettings(size=32, workers=1, part_max_bytes=32 * 32 * 3 * 20,
                               limits=DecodeLimits(max_frames=10))
     report = ingest_drop(str(clean_drop), out, settings, progress=False)
@@ -124,7 +131,7 @@ def test_small_parts_and_limits(clean_drop, tmp_path):
     assert report.rejects_by_reason.get("too_many_frames", 0) == report.n_rejected > 0
     # every sticker's frames live in the part named by the manifest
     for rec in man.itertuples():
-        keys = set(pq.read_table(out / rec.frames_part, columns=["key"])["key"].to_pylist())
+        keys = set(pq.read_table(lake.ingest_dir(tmp_path, clean_drop.name) / rec.frames_part, columns=["key"])["key"].to_pylist())
         assert rec.key in keys
 
 
@@ -153,16 +160,17 @@ def test_missing_drop_raises_clearly(tmp_path):
 def test_failed_run_leaves_previous_output_intact(clean_drop, tmp_path, monkeypatch):
     out = tmp_path / clean_drop.name
     ingest_drop(str(clean_drop), out, IngestSettings(size=32, workers=1), progress=False)
-    before = _tree_digest(out)
+    good = publish.current(out)
+    before = _tree_digest(good)
 
     def boom(*a, **k):
-        raise KeyboardInterrupt("killed mid-write")
+        raise KeyboardInterrupt("killed just before the commit")
 
-    monkeypatch.setattr(lake, "swap_in", boom)
+    monkeypatch.setattr(publish, "_commit", boom)
     with pytest.raises(KeyboardInterrupt):
         ingest_drop(str(clean_drop), out, IngestSettings(size=32, workers=1), progress=False)
-    assert _tree_digest(out) == before
-    assert not [p for p in out.parent.iterdir() if p.name.startswith(".staging")]
+    assert publish.current(out) == good and _tree_digest(good) == before
+    assert [p.name for p in (out / publish.VERSIONS).iterdir()] == [good.name]  # the unfinished version is gone
 
 
 def test_settings_validation():
@@ -174,11 +182,15 @@ def test_settings_validation():
         IngestSettings(workers=-1)
 
 
-def test_stale_staging_is_cleaned(clean_drop, tmp_path):
+def test_dead_writers_version_is_collected_and_nothing_else(clean_drop, tmp_path):
     out = tmp_path / clean_drop.name
-    stale = tmp_path / f".staging-{clean_drop.name}-deadbeef"
-    stale.mkdir()
-    (stale / "junk").write_text("x")
+    orphan = out / publish.VERSIONS / publish._new_version()  # what a kill -9 before the commit leaves
+    orphan.mkdir(parents=True)
+    (orphan / "junk").write_text("x")
+    foreign = [tmp_path / f".staging-{clean_drop.name}-deadbeef", out / publish.VERSIONS / "keep-me"]
+    for p in foreign:
+        p.mkdir(parents=True)
     ingest_drop(str(clean_drop), out, IngestSettings(size=32, workers=1), progress=False)
-    assert not stale.exists()
+    assert not orphan.exists()
+    assert all(p.exists() for p in foreign)  # not in the exact version format: not ours to delete
     shutil.rmtree(out)

@@ -1,0 +1,56 @@
+"""The one rule for names that become folders: drop ids, Dagster partition keys, run names.
+
+Why one rule: a drop id arrives from outside (a folder name under DROPS_ROOT, a partition key typed in
+the Dagster UI or sent over GraphQL, a CLI argument) and becomes a path segment under the lake
+(``lake/ingest/<id>/``). Checking it in one place only (formerly: the sensor) let ``../victim`` through
+every other door. Every entry point now calls :func:`validate_id`, and every path built from an id is
+also resolved and checked to stay under its root (:func:`contained`), so a rule slip or a symlinked
+folder still cannot make a stage write outside the lake.
+
+The rule ``[A-Za-z0-9][A-Za-z0-9._-]{0,127}`` is a valid Dagster partition key, a single POSIX path
+segment that is never ``.``/``..`` (it cannot start with a dot), never hidden, and an object-store key
+segment without escaping.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+ID_RULE = "[A-Za-z0-9][A-Za-z0-9._-]{0,127}"  # letters/digits first, then letters, digits, '.', '_', '-'
+ID_RE = re.compile(f"^{ID_RULE}$")
+
+
+def is_valid_id(value: object) -> bool:
+    """True when ``value`` is a str obeying :data:`ID_RULE`."""
+    return isinstance(value, str) and ID_RE.fullmatch(value) is not None
+
+
+def validate_id(value: object, what: str = "drop id") -> str:
+    """Return ``value`` if it obeys :data:`ID_RULE`, else raise ``ValueError`` naming the rule.
+
+    ``what`` names the kind of name in the message ("drop id", "partition key", "run name").
+    """
+    if not is_valid_id(value):
+        shown = repr(value)[:80]
+        raise ValueError(f"invalid {what} {shown}: must match {ID_RULE} (1-128 characters, no '/', no leading '.')")
+    return value  # type: ignore[return-value]
+
+
+def contained(root: str | Path, *parts: str) -> Path:
+    """``root/parts...`` resolved, refused (``ValueError``) unless it stays inside the resolved root.
+
+    Symlinks are followed on both sides, so a symlinked sub-folder that points elsewhere is caught too.
+    """
+    base = Path(os.path.realpath(root))
+    target = Path(os.path.realpath(base.joinpath(*parts)))
+    if target != base and base not in target.parents:
+        raise ValueError(f"path {'/'.join(parts)!r} escapes its root {str(base)!r} (resolves to {str(target)!r})")
+    return target
+
+
+def overlaps(a: str | Path, b: str | Path) -> bool:
+    """True when two local paths are the same folder or one contains the other (after resolving)."""
+    ra, rb = Path(os.path.realpath(a)), Path(os.path.realpath(b))
+    return ra == rb or ra in rb.parents or rb in ra.parents
