@@ -122,6 +122,7 @@ def prepare_benchmark(settings: AblationSettings, out_dir: str | Path) -> Path:
     from assets.embedding_engine import EmbedSettings
     from assets.ingest_engine import IngestSettings
     from assets.local_run import run_data_stages
+    from assets.shards import shards_dir
     from model.splits import SplitConfig
     from model.synthetic import SyntheticConfig, make_drop
 
@@ -129,9 +130,8 @@ def prepare_benchmark(settings: AblationSettings, out_dir: str | Path) -> Path:
     spec = {"drop_seed": settings.drop_seed, "drop_n": settings.drop_n, "canvas": list(settings.canvas),
             "max_frames": settings.max_frames, "frame_size": settings.frame_size, "test_fraction": settings.test_fraction}
     final = Path(out_dir) / "data" / f"{bid}-{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:6]}"
-    index = final / "lake" / "shards" / bid / "index.json"
-    if index.is_file() and (final / "benchmark.json").is_file():
-        return index
+    if (final / "benchmark.json").is_file():
+        return shards_dir(final / "lake", bid) / "index.json"
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:6]}")
     t0 = time.perf_counter()
     make_drop(str(tmp / "drops" / bid), n=settings.drop_n, seed=settings.drop_seed, progress=False,
@@ -142,13 +142,14 @@ def prepare_benchmark(settings: AblationSettings, out_dir: str | Path) -> Path:
                     max_count=64, max_bytes=64 << 20)
     from model.shards import read_index
 
-    doc = read_index(tmp / "lake" / "shards" / bid / "index.json")
+    doc = read_index(shards_dir(tmp / "lake", bid) / "index.json")
     (tmp / "benchmark.json").write_text(json.dumps({**spec, "benchmark_id": bid, "counts": doc.get("counts"),
                                                     "seconds": round(time.perf_counter() - t0, 1)}, indent=2))
     try:
         os.rename(tmp, final)
     except OSError:  # another process finished first: use its copy
         shutil.rmtree(tmp, ignore_errors=True)
+    index = shards_dir(final / "lake", bid) / "index.json"
     if not index.is_file():
         raise RuntimeError(f"benchmark data at {final} is incomplete (no {index})")
     return index

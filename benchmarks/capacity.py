@@ -535,7 +535,8 @@ def measure_cpu(n: int = 48, seed: int = 0) -> dict[str, float]:
         out["source_sticker"] = sum(f.stat().st_size for f in drop.rglob("*") if f.is_file()
                                     and not f.name.startswith("captions")) / n
         t0 = time.perf_counter()
-        ingest_drop(str(drop), lake.ingest_dir(tmp / "lake", "cap"), IngestSettings(size=256, workers=1), progress=False)
+        ingest_drop(str(drop), lake.partition_dir(tmp / "lake", lake.Stage.INGEST, "cap"), IngestSettings(size=256, workers=1),
+                    progress=False)
         ingest_s = time.perf_counter() - t0
         man = lake.read_manifest(tmp / "lake", "cap")
         frames = int(man.n_frames.sum())
@@ -567,11 +568,11 @@ def measure_cpu(n: int = 48, seed: int = 0) -> dict[str, float]:
 
         embed_drop(tmp / "lake", "cap", EmbedSettings(clip=ClipSpec(), num_workers=0), progress=False)
         cluster_drop(tmp / "lake", "cap", KMeansConfig(), SplitConfig(), progress=False)
-        emb_dir = tmp / "lake" / "embeddings" / "cap"
+        emb_dir = lake.published(tmp / "lake", lake.Stage.EMBEDDINGS, "cap")
         dim = 64  # rdtf-tiny-clip; scale the vector bytes to ViT-B-32's 512
         emb_bytes = _dir_bytes(emb_dir, "*.parquet") / frames
         out["embedding_frame"] = emb_bytes + (512 - dim) * 2
-        out["cluster_sticker"] = _dir_bytes(tmp / "lake" / "clusters" / "cap", "*.parquet") / len(man)
+        out["cluster_sticker"] = _dir_bytes(lake.published(tmp / "lake", lake.Stage.CLUSTERS, "cap"), "*.parquet") / len(man)
 
         t0 = time.perf_counter()
         build_shards(tmp / "lake", "cap", encoding=FrameEncoding.WEBP, max_count=1000, max_bytes=512 << 20)

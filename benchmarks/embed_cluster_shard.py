@@ -63,7 +63,8 @@ def main() -> int:
         tmp = Path(tmp)
         drop = tmp / "drops" / "bench"
         make_drop(str(drop), n=args.n, seed=args.seed, progress=False, workers=min(2, os.cpu_count() or 1))
-        ingest_drop(str(drop), lake.ingest_dir(tmp / "lake", "bench"), IngestSettings(size=args.size), progress=False)
+        ingest_drop(str(drop), lake.partition_dir(tmp / "lake", lake.Stage.INGEST, "bench"), IngestSettings(size=args.size),
+                    progress=False)
         man = lake.read_manifest(tmp / "lake", "bench")
         n_frames = int(man.n_frames.sum())
 

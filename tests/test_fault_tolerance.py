@@ -335,6 +335,67 @@ def test_sigkill_between_index_and_commit_publishes_no_second_index(tmp_path, ti
     assert not unpublished.exists() and _sha_tree(shards_dir(lake, "d0")) == before
 
 
+_INGEST_CHILD = r"""
+import os, sys, time
+import assets.lake as L
+
+delay = float(os.environ.get("FT_STICKER_DELAY", "0"))
+if delay:  # test hook: slow the frame writer so the kill lands mid-ingest, after frames were written
+    orig = L.FramePartWriter.add_sticker
+
+    def slow(self, *a, **k):
+        out = orig(self, *a, **k)
+        open(os.environ["FT_FLAG"], "a").close()
+        time.sleep(delay)
+        return out
+
+    L.FramePartWriter.add_sticker = slow
+from pipelines.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigkill_during_ingest_with_a_waiting_twin_and_a_prefix_sharing_drop(clean_drop, tmp_path, procs):
+    """kill -9 of one ingest while a second run of the same partition waits and ``d1-x`` runs beside it.
+
+    The waiting run takes over (the kernel frees the dead writer's lock), removes its leftovers and
+    publishes a version byte-identical to an undisturbed run; ``d1-x`` is untouched by either; no process
+    of the killed run survives.
+    """
+    from assets import lake, publish
+
+    def cmd(drop_id: str, lake_root: str = "lake") -> list[str]:
+        return [sys.executable, "-c", _INGEST_CHILD, "ingest", str(clean_drop), "--drop-id", drop_id, "--out",
+                str(tmp_path / lake_root / "ingest" / drop_id), "--size", "32", "--workers", "2", "--quiet"]
+
+    ref = subprocess.run(cmd("d1", "ref"), env=_env(), capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    ref_files = _sha_tree(lake.ingest_dir(tmp_path / "ref", "d1"))
+    flag = tmp_path / "frames_written"
+    victim = subprocess.Popen(cmd("d1"), env=_env(FT_STICKER_DELAY="0.5", FT_FLAG=str(flag)), cwd=tmp_path,
+                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(victim)
+    _wait(flag.exists, 120, "the first ingest writing frames", proc=victim)
+    workers = psutil.Process(victim.pid).children(recursive=True)
+    twin = subprocess.Popen(cmd("d1"), env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    cousin = subprocess.Popen(cmd("d1-x"), env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True)
+    procs += [twin, cousin]
+    assert cousin.wait(300) == 0, cousin.stderr.read()[-3000:]
+    assert twin.poll() is None, "the twin must wait for the partition lock while the first run is alive"
+    _kill_tree(victim)
+    assert twin.wait(300) == 0, twin.stderr.read()[-3000:]
+    assert _sha_tree(lake.ingest_dir(tmp_path / "lake", "d1")) == ref_files
+    cousin_files = _sha_tree(lake.ingest_dir(tmp_path / "lake", "d1-x"))
+    assert {k: v for k, v in cousin_files.items() if k != "report.json"} == {
+        k: v for k, v in ref_files.items() if k != "report.json"}
+    for d in ("d1", "d1-x"):  # exactly the one committed version each: the dead run's leftovers are gone
+        assert len(list((tmp_path / "lake" / "ingest" / d / publish.VERSIONS).iterdir())) == 1
+    assert sorted(p.name for p in (tmp_path / "lake" / "ingest").iterdir()) == ["d1", "d1-x"]
+    assert not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+
+
 # ------------------------------------------------------------------------------- (b) training
 
 _TRAIN_CHILD = r"""
