@@ -291,3 +291,13 @@ def test_concurrent_rdtf_ingest_processes_on_one_partition(clean_drop, tmp_path)
         assert p.wait(300) == 0, p.stderr.read()
     assert pq.read_metadata(publish.current(out) / "manifest.parquet").num_rows == 24
     assert len(list((out / publish.VERSIONS).iterdir())) == 2
+
+
+def test_dagster_queues_a_second_run_of_the_same_partition(tmp_path):
+    """The instance config (dagster.yaml) limits runs to one per partition key; others queue."""
+    import shutil
+
+    shutil.copy(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    instance = DagsterInstance.from_config(str(tmp_path))
+    limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
