@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+import os
 import posixpath
 import re
 from dataclasses import dataclass
@@ -24,10 +26,14 @@ from pathlib import Path
 
 import fsspec
 
+from assets import drop_files
 from assets.ids import ID_RE, overlaps
-from model.rejects import RejectReason
+from model.rejects import RejectReason, StickerRejected
+
+log = logging.getLogger(__name__)
 
 CAPTION_FILES = ("captions.jsonl", "captions.csv", "captions.parquet")  # checked in this order
+MAX_CAPTION_BYTES = 256 << 20  # default cap on the caption table's size (a table is read into memory whole)
 DROP_ID_RE = ID_RE  # the one id rule (assets.ids): also a valid Dagster partition key and path segment
 SAFE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # webdataset keys may not contain '.' or '/'
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
@@ -71,6 +77,15 @@ class RowReject:
     reason: RejectReason
     message: str
 
+    def __post_init__(self) -> None:
+        # messages quote raw fields and parser errors, and land in quarantine.parquet: keep them valid UTF-8
+        # and bounded whatever the input (a 100 kB caption or undecodable bytes)
+        msg = _text(self.message) or ""
+        object.__setattr__(self, "message", msg if len(msg) <= _MAX_MESSAGE else msg[: _MAX_MESSAGE - 3] + "...")
+
+
+_MAX_MESSAGE = 500  # characters of a row reject's message
+
 
 def join(root: str, *parts: str) -> str:
     """Join URL/path segments with '/' (fsspec paths are POSIX-style for every backend)."""
@@ -111,32 +126,46 @@ def refuse_overlap(drop_url: str, out: str | Path, what: str = "output") -> None
                          f"(and must not contain it)")
 
 
+def _caption_name(fs, path: str) -> str | None:
+    """Name of the first caption table present in the drop folder ``path`` (as ``fs`` names it)."""
+    return next((name for name in CAPTION_FILES if drop_files.member_exists(fs, path, name)), None)
+
+
 def find_caption_file(drop_url: str) -> str | None:
-    """URL of the drop's caption table, or None when the drop is not ready."""
+    """URL of the drop's caption table, or None when the drop is not ready.
+
+    A symlink or special file under a caption table's name counts as present: reading it then refuses the
+    drop with a clear error (see :func:`read_caption_table`) rather than leaving it silently "not ready".
+    """
     fs, path = url_to_fs(drop_url)
-    for name in CAPTION_FILES:
-        if fs.isfile(join(path, name)):
-            return join(drop_url, name)
-    return None
+    name = _caption_name(fs, path)
+    return None if name is None else join(drop_url, name)
 
 
 def list_ready_drops(drops_root: str) -> list[str]:
     """Sorted ids of the drops under ``drops_root`` that have a caption table.
 
     Folders whose names are not valid drop ids (see ``DROP_ID_RE``) are skipped: they could not be
-    Dagster partition keys.
+    Dagster partition keys. On a local filesystem a drop must be a real folder: a symlinked drop folder is
+    skipped with a warning. Whoever can write into ``drops_root`` must not be able to make the sensor ingest
+    an arbitrary folder of the machine (a link resolving outside ``drops_root``), and a link to another drop
+    would only ingest it twice. (``rdtf ingest DROP`` still reads any folder it is explicitly given.)
     """
     fs, root = url_to_fs(drops_root)
     if not fs.exists(root):
         return []
+    local = drop_files.is_local(fs)
     ready = []
     for entry in fs.ls(root, detail=True):
-        if entry.get("type") != "directory":
-            continue
         name = posixpath.basename(entry["name"].rstrip("/"))
-        if not DROP_ID_RE.match(name):
+        if local and entry.get("islink") and DROP_ID_RE.match(name) and os.path.isdir(entry["name"]):
+            where = "inside" if drop_files.inside(os.path.realpath(entry["name"]), os.path.realpath(root)) else "outside"
+            log.warning("skipping drop folder %r of %s: it is a symbolic link (resolving %s drops_root); "
+                        "drops must be real folders", name, drops_root, where)
             continue
-        if any(fs.isfile(join(entry["name"], f)) for f in CAPTION_FILES):
+        if entry.get("type") != "directory" or not DROP_ID_RE.match(name):
+            continue
+        if _caption_name(fs, entry["name"]) is not None:
             ready.append(name)
     return sorted(ready)
 
@@ -169,7 +198,9 @@ def safe_key(sticker_id: str) -> str:
 
 
 def _has_surrogates(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    # not only surrogateescape'd bytes (U+DC80..U+DCFF): JSON's "\ud800" escapes decode to lone surrogates too,
+    # and no surrogate can be written to the Parquet manifest (found by tests/test_fuzz.py)
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
 
 
 def _records_jsonl(data: bytes) -> list[tuple[int, object]]:
@@ -182,8 +213,10 @@ def _records_jsonl(data: bytes) -> list[tuple[int, object]]:
         text = raw.decode("utf-8", "surrogateescape")
         try:
             out.append((lineno, json.loads(text)))
-        except json.JSONDecodeError as exc:
-            out.append((lineno, exc))
+        except (ValueError, RecursionError) as exc:
+            # not only JSONDecodeError: a 5000-digit number is a ValueError and "[[[[..." nested 3000 deep a
+            # RecursionError; either used to make the whole table unreadable (found by tests/test_fuzz.py)
+            out.append((lineno, ValueError(f"{type(exc).__name__}: {exc}")))
     return out
 
 
@@ -208,20 +241,27 @@ def _records_parquet(data: bytes) -> list[tuple[int, object]]:
 
 
 def read_caption_table(
-    drop_url: str, policy: CaptionPolicy = CaptionPolicy.KEEP_EMPTY
+    drop_url: str, policy: CaptionPolicy = CaptionPolicy.KEEP_EMPTY, max_caption_bytes: int = MAX_CAPTION_BYTES
 ) -> tuple[list[CaptionRow], list[RowReject]]:
     """Parse and validate a drop's caption table.
 
     Returns the usable rows in file order and the rejected ones. First occurrence of an id wins
-    (``duplicate_id`` for later ones). Raises ``FileNotFoundError`` when the drop is not ready.
-    An unreadable table (e.g. a malformed CSV) yields one ``bad_caption_row`` reject for row 0.
+    (``duplicate_id`` for later ones). Raises ``FileNotFoundError`` when the drop is not ready, and
+    ``ValueError`` when the table is not a regular file inside the drop (a symlink resolving outside it,
+    a FIFO, ...) or is larger than ``max_caption_bytes``: the whole drop is refused, as no row of it can
+    be trusted. An unreadable table (e.g. a malformed CSV) yields one ``bad_caption_row`` reject for row 0.
     """
-    url = find_caption_file(drop_url)
-    if url is None:
+    fs, path = url_to_fs(drop_url)
+    name = _caption_name(fs, path)
+    if name is None:
         raise FileNotFoundError(f"drop {drop_url!r} has no caption table (expected one of {CAPTION_FILES})")
-    with fsspec.open(url, "rb") as fh:
-        data = fh.read()
-    parser = {"jsonl": _records_jsonl, "csv": _records_csv, "parquet": _records_parquet}[url.rsplit(".", 1)[1]]
+    url = join(drop_url, name)
+    try:
+        data = drop_files.read_member(fs, path, name, max_caption_bytes, "max_caption_bytes")
+    except StickerRejected as exc:
+        err = FileNotFoundError if exc.reason is RejectReason.MISSING_FILE else ValueError
+        raise err(f"caption table of drop {drop_url!r} refused ({exc.reason.value}): {exc.message}") from None
+    parser = {"jsonl": _records_jsonl, "csv": _records_csv, "parquet": _records_parquet}[name.rsplit(".", 1)[1]]
     try:
         records = parser(data)
     except Exception as exc:  # malformed table: nothing in it can be trusted
@@ -241,8 +281,9 @@ def read_caption_table(
         if not isinstance(sid, str) or not sid.strip() or _has_surrogates(sid):
             rejects.append(RowReject(None, _text(file), rowno, RejectReason.BAD_CAPTION_ROW, f"missing or invalid id: {sid!r}"))
             continue
-        if not isinstance(file, str):
-            rejects.append(RowReject(sid, None, rowno, RejectReason.BAD_CAPTION_ROW, f"missing or invalid file: {file!r}"))
+        if not isinstance(file, str) or _has_surrogates(file):
+            rejects.append(RowReject(sid, _text(file), rowno, RejectReason.BAD_CAPTION_ROW,
+                                     f"missing, invalid or non-UTF-8 file: {file!r}"))
             continue
         try:
             rel = safe_member_path(file)

@@ -22,7 +22,7 @@ from dagster import (
 from pydantic import Field
 
 from assets import lake
-from assets.drops import CaptionPolicy
+from assets.drops import MAX_CAPTION_BYTES, CaptionPolicy
 from assets.ingest_engine import IngestReport, IngestSettings, ingest_drop
 from assets.partitions import drop_id_of, drop_partitions
 from assets.resources import LakeResource
@@ -41,8 +41,11 @@ class IngestConfig(Config):
     max_frames: int = Field(512, description="Stickers with more frames are quarantined (too_many_frames).")
     min_frames: int = Field(2, description="Stickers with fewer frames are quarantined (too_few_frames).")
     max_frame_pixels: int = Field(4096 * 4096, description="Canvas width*height cap (decompression bombs).")
-    max_total_pixels: int = Field(1 << 31, description="width*height*frames cap (decompression bombs).")
-    max_file_bytes: int = Field(64 << 20, description="Source files larger than this are quarantined.")
+    max_total_pixels: int = Field(512 * 1024 * 1024, description="Decode work cap per sticker: canvas width*height*frames, "
+                                  "checked from the header and counted while decoding (pixel_limit).")
+    max_file_bytes: int = Field(64 << 20, description="Source files larger than this are quarantined (at most this + 1 byte is read).")
+    max_caption_bytes: int = Field(MAX_CAPTION_BYTES, description="A larger caption table refuses the whole drop.")
+    decode_timeout_s: float = Field(30.0, description="Wall-time limit per sticker's decode (decode_timeout); 0 = none.")
     caption_policy: CaptionPolicy = Field(
         CaptionPolicy.KEEP_EMPTY, description="Missing/non-UTF-8 captions: keep_empty or quarantine."
     )
@@ -62,6 +65,8 @@ class IngestConfig(Config):
             resample=self.resample,
             limits=limits,
             max_file_bytes=self.max_file_bytes,
+            max_caption_bytes=self.max_caption_bytes,
+            decode_timeout_s=self.decode_timeout_s,
             caption_policy=self.caption_policy,
             workers=self.workers,
         )

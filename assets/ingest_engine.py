@@ -12,6 +12,9 @@ Design:
 - A decoder that crashes its process (possible with corrupt video streams in native code) breaks
   the pool; the engine then rebuilds it and retries the in-flight stickers one at a time, so only
   the culprit is quarantined (``decode_error``: "decoder crashed").
+- No single sticker can stall a drop: decoding is capped in work (``DecodeLimits.max_total_pixels``, counted
+  while decoding) and in wall time (``decode_timeout_s``); workers die with this process (kill -9 included).
+- Drop files are read through ``assets.drop_files``: regular files inside the drop only, reads capped.
 - Outputs are written to a fresh version folder and committed by replacing a pointer (``assets.publish``).
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import multiprocessing as mp
 import os
 import re
@@ -33,9 +37,17 @@ import fsspec
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from assets import lake, publish
-from assets.drops import CaptionPolicy, CaptionRow, join, read_caption_table, refuse_overlap
+from assets import drop_files, lake, publish, worker_guard
+from assets.drops import (
+    MAX_CAPTION_BYTES,
+    CaptionPolicy,
+    CaptionRow,
+    join,
+    read_caption_table,
+    refuse_overlap,
+)
 from assets.ids import validate_id
+from model.decode_budget import deadline
 from model.media import DecodeLimits, Resample, decode_sticker
 from model.rejects import RejectReason, StickerRejected
 
@@ -48,7 +60,9 @@ class IngestSettings:
     background: tuple[int, int, int] = (255, 255, 255)  # colour transparent pixels are composited onto
     resample: Resample = Resample.BICUBIC  # resize filter (bicubic | lanczos | bilinear)
     limits: DecodeLimits = field(default_factory=DecodeLimits)  # frame-count and pixel caps (decompression bombs)
-    max_file_bytes: int = 64 << 20  # larger source files are rejected before reading
+    max_file_bytes: int = 64 << 20  # larger source files are rejected; never more than this + 1 byte is read
+    max_caption_bytes: int = MAX_CAPTION_BYTES  # a larger caption table refuses the drop (it is read whole)
+    decode_timeout_s: float = 30.0  # wall-time limit per sticker's decode (decode_timeout); 0 = none
     caption_policy: CaptionPolicy = CaptionPolicy.KEEP_EMPTY  # missing/undecodable captions: keep or quarantine
     workers: int = 0  # decode processes; 0 = os.cpu_count(), 1 = decode in this process
     inflight_per_worker: int = 4  # bounded look-ahead per worker (memory bound)
@@ -61,6 +75,11 @@ class IngestSettings:
             raise ValueError(f"background must be an (r, g, b) triple of 0..255, got {self.background}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0 (0 = all cores), got {self.workers}")
+        if self.max_file_bytes < 1 or self.max_caption_bytes < 1:
+            raise ValueError(f"max_file_bytes and max_caption_bytes must be >= 1, got {self.max_file_bytes}, "
+                             f"{self.max_caption_bytes}")
+        if not (self.decode_timeout_s >= 0 and math.isfinite(self.decode_timeout_s)):
+            raise ValueError(f"decode_timeout_s must be a finite number >= 0 (0 = no limit), got {self.decode_timeout_s}")
 
 
 @dataclass
@@ -98,24 +117,13 @@ class _Task:
     url: str
     data: bytes | None  # pre-read bytes when the filesystem is process-local (memory://)
     read_error: StickerRejected | None = None  # parent-side read failure for pre-read tasks
+    drop_url: str = ""  # the drop folder: members are read relative to it (row.file), never via ``url``
 
 
-def _read(url: str, max_bytes: int) -> bytes:
-    fs, path = fsspec.core.url_to_fs(url)
-    try:
-        size = fs.size(path)
-    except FileNotFoundError:
-        raise StickerRejected(RejectReason.MISSING_FILE, f"no such file: {url}") from None
-    except OSError as exc:
-        raise StickerRejected(RejectReason.READ_ERROR, f"{type(exc).__name__}: {exc}") from None
-    if size is not None and size > max_bytes:
-        raise StickerRejected(RejectReason.FILE_TOO_LARGE, f"{size} bytes > max_file_bytes={max_bytes}")
-    try:
-        return fs.cat_file(path)
-    except FileNotFoundError:
-        raise StickerRejected(RejectReason.MISSING_FILE, f"no such file: {url}") from None
-    except OSError as exc:
-        raise StickerRejected(RejectReason.READ_ERROR, f"{type(exc).__name__}: {exc}") from None
+def _read(drop_url: str, rel: str, max_bytes: int) -> bytes:
+    """A member's bytes: regular files inside the drop only, at most ``max_bytes`` (``assets.drop_files``)."""
+    fs, root = fsspec.core.url_to_fs(drop_url)
+    return drop_files.read_member(fs, root, rel, max_bytes)
 
 
 def process_one(task: _Task, settings: IngestSettings) -> dict:
@@ -123,12 +131,14 @@ def process_one(task: _Task, settings: IngestSettings) -> dict:
     try:
         if task.read_error is not None:
             raise task.read_error
-        data = task.data if task.data is not None else _read(task.url, settings.max_file_bytes)
+        data = task.data if task.data is not None else _read(task.drop_url, task.row.file, settings.max_file_bytes)
         if len(data) > settings.max_file_bytes:
             raise StickerRejected(RejectReason.FILE_TOO_LARGE, f"{len(data)} bytes > max_file_bytes")
         digest = hashlib.sha256(data).hexdigest()
-        dec = decode_sticker(data, size=settings.size, background=settings.background, limits=settings.limits,
-                             resample=settings.resample)
+        # the wall-time limit covers decoding only: a slow object store is not the sticker's fault
+        with deadline(settings.decode_timeout_s, f"decoding took longer than decode_timeout_s={settings.decode_timeout_s:g}"):
+            dec = decode_sticker(data, size=settings.size, background=settings.background, limits=settings.limits,
+                                 resample=settings.resample)
         return {
             "ok": True,
             "hash": digest,
@@ -169,26 +179,88 @@ def _shared_across_processes(url: str) -> bool:
     return "memory" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
+_HARD_GRACE_S = 10.0  # a worker silent for 2 * decode_timeout_s + this is deemed stuck in native code
+
+
+def _warm() -> None:
+    """No-op task: returns once a worker has started and imported this module."""
+
+
+def _succeeded(fut: Future) -> bool:
+    return fut.done() and not fut.cancelled() and fut.exception() is None
+
+
+class _PoolStuck(BrokenProcessPool):
+    """No sticker of the window finished within the hard limit; the workers were killed."""
+
+
 class _OrderedPool:
-    """Ordered, bounded, crash-tolerant map of ``process_one`` over tasks."""
+    """Ordered, bounded, crash- and hang-tolerant map of ``process_one`` over tasks.
+
+    Workers die with this process (``assets.worker_guard``). ``decode_timeout_s`` is enforced inside the
+    worker by a timer signal (``model.decode_budget.deadline``); a decoder stuck where no Python signal
+    handler runs (a loop in native code) is caught here: when no sticker in flight finished for
+    ``2 * decode_timeout_s + _HARD_GRACE_S``, the workers are killed and the unfinished stickers retried one
+    by one, as after a crash; one that hangs alone is quarantined as ``decode_timeout``. Decoding in this
+    process (``workers <= 1``) has the timer only.
+    """
 
     def __init__(self, settings: IngestSettings, workers: int):
         self.settings, self.workers = settings, workers
         self.ctx = mp.get_context("spawn")
         self.pool: ProcessPoolExecutor | None = None
+        self.broken = False  # the current pool lost a worker (crash or kill): make a new one before reuse
+        timeout = settings.decode_timeout_s
+        self.hard_s = 2 * timeout + _HARD_GRACE_S if timeout > 0 else None
 
     def _new_pool(self) -> ProcessPoolExecutor:
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
-        self.pool = ProcessPoolExecutor(self.workers, mp_context=self.ctx)
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=self.ctx, initializer=worker_guard.die_with_parent,
+                                        initargs=(os.getpid(),))
+        self.broken = False
+        if self.hard_s is not None:
+            # start every worker (spawn + imports take seconds on a busy machine) before the hang clock runs
+            for f in [self.pool.submit(_warm) for _ in range(self.workers)]:
+                f.result()
         return self.pool
 
+    def _kill_workers(self) -> None:
+        for p in list((getattr(self.pool, "_processes", None) or {}).values()):
+            try:
+                p.kill()
+            except (OSError, AttributeError):
+                pass
+
+    def _result(self, fut: Future, window) -> dict:
+        """``fut.result()``; raises ``_PoolStuck`` (killing the workers) when the pool stops making progress."""
+        if self.hard_s is None:
+            return fut.result()
+        n_done, since = -1, time.monotonic()
+        while True:
+            try:
+                return fut.result(timeout=min(1.0, self.hard_s))
+            except TimeoutError:
+                done = sum(f.done() for _, f in window)
+                if done != n_done:
+                    n_done, since = done, time.monotonic()
+                elif time.monotonic() - since > self.hard_s:
+                    self._kill_workers()
+                    raise _PoolStuck(f"no sticker finished within {self.hard_s:g} s") from None
+
     def _isolated(self, task: _Task) -> dict:
-        """Run one task alone in a fresh pool; a crash now is this sticker's fault."""
-        try:
-            return self._new_pool().submit(_process_in_worker, task, self.settings).result()
-        except BrokenProcessPool:
+        """Run one task alone (nothing else in flight); a crash or hang now is this sticker's fault."""
+        if self.broken or self.pool is None:
             self._new_pool()
+        try:
+            return self._result(self.pool.submit(_process_in_worker, task, self.settings), ())
+        except _PoolStuck:
+            self.broken = True
+            return {"ok": False, "reason": RejectReason.DECODE_TIMEOUT.value,
+                    "message": f"decoder did not return within {self.hard_s:g} s (decode_timeout_s="
+                               f"{self.settings.decode_timeout_s:g}, stuck in native code?): its worker was killed"}
+        except BrokenProcessPool:
+            self.broken = True
             return {"ok": False, "reason": RejectReason.DECODE_ERROR.value, "message": "decoder crashed the worker process"}
 
     def map(self, tasks):
@@ -213,14 +285,22 @@ class _OrderedPool:
                     break
                 task, fut = window.popleft()
                 try:
-                    yield task, fut.result()
-                except BrokenProcessPool:
-                    log.warning("a decoder crashed its worker; retrying %d in-flight stickers one by one", len(window) + 1)
-                    pending = [task] + [t for t, _ in window]
+                    res = self._result(fut, window)
+                except BrokenProcessPool as exc:
+                    self.broken = True
+                    what = "workers were stuck (killed)" if isinstance(exc, _PoolStuck) else "a decoder crashed its worker"
+                    pending = [(task, fut), *window]
                     window.clear()
-                    for t in pending:
-                        yield t, self._isolated(t)
-                    pool = self._new_pool()
+                    log.warning("%s; retrying the %d unfinished in-flight stickers one by one", what,
+                                sum(not _succeeded(f) for _, f in pending))
+                    for t, f in pending:  # stickers that finished before the break keep their results
+                        yield t, (f.result() if _succeeded(f) else self._isolated(t))
+                    pool = self._new_pool() if self.broken else self.pool
+                    continue
+                yield task, res
+        except BaseException:
+            self._kill_workers()  # shutdown(wait=True) below must not wait on a stuck decoder
+            raise
         finally:
             if self.pool is not None:
                 self.pool.shutdown(wait=True, cancel_futures=True)
@@ -248,7 +328,7 @@ def ingest_drop(
     drop_id = validate_id(drop_id or out_dir.name, "drop id")
     refuse_overlap(drop_url, out_dir, "output folder")
     t0 = time.perf_counter()
-    rows, row_rejects = read_caption_table(drop_url, settings.caption_policy)
+    rows, row_rejects = read_caption_table(drop_url, settings.caption_policy, settings.max_caption_bytes)
 
     workers = settings.workers or os.cpu_count() or 1
     workers = max(1, min(workers, len(rows) or 1))
@@ -281,12 +361,12 @@ def _decode_into(stage: Path, drop_url: str, rows: list[CaptionRow], settings: I
         for r in rows:
             url = join(drop_url, r.file)
             if shared:
-                yield _Task(r, url, None)
+                yield _Task(r, url, None, drop_url=drop_url)
                 continue
             try:
-                task = _Task(r, url, _read(url, settings.max_file_bytes))
+                task = _Task(r, url, _read(drop_url, r.file, settings.max_file_bytes), drop_url=drop_url)
             except StickerRejected as exc:
-                task = _Task(r, url, None, exc)
+                task = _Task(r, url, None, exc, drop_url=drop_url)
             yield task
 
     try:

@@ -11,8 +11,9 @@ model, or quarantine it with a stable reject code. Three properties matter more 
   files. Alpha is composited onto a background colour at native resolution *before* resizing,
   so the colour of invisible pixels never bleeds into edges.
 * **Bounded memory / bomb safety.** Pixel and frame limits are checked from the header before any
-  frame is decoded (a 30000x30000 GIF is a few dozen bytes), and decoding streams frame by frame,
-  keeping only the resized output.
+  frame is decoded (a 30000x30000 GIF is a few dozen bytes), the decoded pixels x frames are counted
+  again as frames come (``model.decode_budget``: headers understate work), and decoding streams frame
+  by frame, keeping only the resized output.
 * **No leaking exceptions.** Every failure is a ``StickerRejected`` with a ``RejectReason``, so one
   bad file never kills an ingest partition.
 
@@ -41,6 +42,8 @@ from enum import Enum, StrEnum
 import numpy as np
 from PIL import Image
 
+from model import video_container as vc
+from model.decode_budget import WorkMeter
 from model.rejects import RejectReason, StickerRejected
 
 FrameIter = Iterator[tuple[np.ndarray, int]]  # (H, W, C) uint8 frame, duration_ms
@@ -73,6 +76,7 @@ _DEFAULT_DURATION_MS = 100  # browsers' value for GIF frames with delay <= 10 ms
 _MIN_HONOURED_DURATION_MS = 10
 _VIDEO_CHUNK_PIXELS = 8 * 1024 * 1024  # native pixels per decord batch: 8 Mpx = 24 MB of RGB
 _VIDEO_MAX_CHUNK = 32
+_MAX_FPS = 1000.0  # above: a corrupt rate (durations would round to 0 ms)
 
 
 def sniff_format(data: bytes) -> MediaFormat | None:
@@ -122,10 +126,10 @@ class Resample(StrEnum):
 
 @dataclass(frozen=True)
 class DecodeLimits:
-    max_frames: int = 512
-    min_frames: int = 2
-    max_frame_pixels: int = 4096 * 4096
-    max_total_pixels: int = 1 << 31
+    max_frames: int = 512  # more frames: too_many_frames
+    min_frames: int = 2  # fewer frames (a static image): too_few_frames
+    max_frame_pixels: int = 4096 * 4096  # canvas width*height cap, also for canvases grown mid-stream
+    max_total_pixels: int = 512 * 1024 * 1024  # pixels x frames per sticker, header and decoded (decode_budget)
 
     def __post_init__(self) -> None:
         if not (1 <= self.min_frames <= self.max_frames):
@@ -219,11 +223,12 @@ def _open_image(data: bytes, fmt: MediaFormat, limits: DecodeLimits) -> tuple[_H
         skip = 1 if fmt is MediaFormat.APNG and im.info.get("default_image") else 0
     header = _Header(fmt, W, H, n_frames - skip, None)
     _check_header(header, limits)
-    frames = _iter_apng(im, header, skip) if fmt is MediaFormat.APNG else _iter_pillow(im, header, limits)
+    meter = WorkMeter(limits.max_total_pixels)
+    frames = _iter_apng(im, header, skip, meter) if fmt is MediaFormat.APNG else _iter_pillow(im, header, limits, meter)
     return header, frames
 
 
-def _iter_pillow(im: Image.Image, header: _Header, limits: DecodeLimits) -> FrameIter:
+def _iter_pillow(im: Image.Image, header: _Header, limits: DecodeLimits, meter: WorkMeter) -> FrameIter:
     """GIF / WebP / PNG: Pillow's seek composites the canvas (GIF disposal, libwebp's AnimDecoder)."""
     W, H = header.width, header.height
     try:
@@ -233,6 +238,7 @@ def _iter_pillow(im: Image.Image, header: _Header, limits: DecodeLimits) -> Fram
                 # Pillow grows a GIF canvas when a later frame lies outside it; check before loading.
                 if im.size[0] * im.size[1] > limits.max_frame_pixels:
                     raise StickerRejected(RejectReason.PIXEL_LIMIT, f"frame {i} grows canvas to {im.size}")
+                meter.charge(im.size[0] * im.size[1])  # the decoded canvas, not the header's
                 rgba = np.asarray(im.convert("RGBA"))  # (h, w, 4): the composited canvas
                 # WebP only knows a frame's duration once it is loaded, hence after convert().
                 duration = _normalise_duration(im.info.get("duration"))
@@ -252,7 +258,7 @@ def _blend_over(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _iter_apng(im: Image.Image, header: _Header, skip: int) -> FrameIter:
+def _iter_apng(im: Image.Image, header: _Header, skip: int, meter: WorkMeter) -> FrameIter:
     """APNG on our own canvas. Pillow's OP_OVER is a masked paste that also interpolates the alpha
     channel (50% green over opaque red gives alpha 191, not 255), and Pillow starts the animation
     on top of a non-animated default image instead of a transparent canvas. So Pillow only decodes
@@ -265,6 +271,7 @@ def _iter_apng(im: Image.Image, header: _Header, skip: int) -> FrameIter:
     try:
         for i in range(skip, skip + header.n_frames):
             with _guard(f"apng frame {i - skip}"):
+                meter.charge(W * H)
                 im.seek(i)
                 x0, y0, x1, y1 = (int(v) for v in im.dispose_extent)
                 if not (0 <= x0 < x1 <= W and 0 <= y0 < y1 <= H):
@@ -290,85 +297,42 @@ def _iter_apng(im: Image.Image, header: _Header, skip: int) -> FrameIter:
 # --------------------------------------------------------------------------- video (PyAV probe + decord)
 
 
-def _bmff_truncation(data: bytes) -> str | None:
-    """Walk top-level ISO-BMFF boxes; a box running past EOF means the file was cut short."""
-    pos = 0
-    while pos + 8 <= len(data):
-        size, box = struct.unpack(">I4s", data[pos : pos + 8])
-        if size == 1:  # 64-bit largesize follows the type
-            if pos + 16 > len(data):
-                return f"box {box!r} header cut at offset {pos}"
-            (size,) = struct.unpack(">Q", data[pos + 8 : pos + 16])
-        elif size == 0:  # box extends to end of file
-            return None
-        if size < 8 or pos + size > len(data):
-            return f"box {box!r} at offset {pos} has size {size}, only {len(data) - pos} bytes left"
-        pos += size
-    return None
-
-
-def _ebml_vint(data: bytes, pos: int, keep_marker: bool) -> tuple[int, int, bool]:
-    """Read an EBML variable-length integer: (value, new_pos, all_value_bits_set)."""
-    if pos >= len(data) or data[pos] == 0:
-        raise ValueError(f"bad EBML vint at offset {pos}")
-    length = 9 - data[pos].bit_length()
-    if pos + length > len(data):
-        raise ValueError(f"EBML vint at offset {pos} cut short")
-    value, all_ones = int.from_bytes(data[pos : pos + length], "big"), (1 << (7 * length)) - 1
-    return (value if keep_marker else value & all_ones), pos + length, value & all_ones == all_ones
-
-
-def _ebml_truncation(data: bytes) -> str | None:
-    """A Matroska Segment whose declared size exceeds the rest of the file was cut short.
-    Seekable muxers back-patch the size; live streams write 'unknown' and cannot be checked."""
-    try:
-        _, pos, _ = _ebml_vint(data, 0, keep_marker=True)  # EBML header ID
-        size, pos, _ = _ebml_vint(data, pos, keep_marker=False)
-        seg_id, pos, _ = _ebml_vint(data, pos + size, keep_marker=True)
-        if seg_id != 0x18538067:
-            return f"expected a Segment after the EBML header, found element 0x{seg_id:X}"
-        size, pos, unknown = _ebml_vint(data, pos, keep_marker=False)
-    except ValueError as e:
-        return str(e)
-    return (
-        None if unknown or pos + size <= len(data) else f"Segment needs {size} bytes, {len(data) - pos} left"
-    )
-
-
 def _open_video(data: bytes, fmt: MediaFormat, limits: DecodeLimits) -> tuple[_Header, FrameIter]:
     # decord/FFmpeg happily decode a cut-off file (fewer frames, or a torn last frame): check the
     # container structure ourselves.
-    problem = _bmff_truncation(data) if fmt is MediaFormat.MP4 else _ebml_truncation(data)
+    problem = vc.bmff_truncation(data) if fmt is MediaFormat.MP4 else vc.ebml_truncation(data)
     if problem is not None:
         raise StickerRejected(RejectReason.DECODE_ERROR, f"{fmt.value} container is truncated: {problem}")
     import av
-    import decord
 
     # decord has no width/height API short of decoding a frame; PyAV reads them from the header.
     with _guard(f"probing {fmt.value}"), av.open(io.BytesIO(data), mode="r") as container:
         if not container.streams.video:
             raise StickerRejected(RejectReason.DECODE_ERROR, f"{fmt.value} container has no video stream")
         W, H = container.streams.video[0].codec_context.width, container.streams.video[0].codec_context.height
+        claimed = vc.claimed_frames(container)
     _check_header(_Header(fmt, W, H, limits.min_frames, None), limits)  # before decord touches a frame
+    if claimed > 4 * limits.max_frames + 64:  # decord would size its index from it (bad_alloc); slack: estimates
+        raise StickerRejected(RejectReason.TOO_MANY_FRAMES,
+                              f"container claims ~{claimed} frames (max_frames={limits.max_frames})")
     with _guard(f"opening {fmt.value} with decord"):
-        # decord reads file-like objects from memory (it copies the bytes): no temp file needed.
-        # One thread: ingest parallelises across processes.
-        vr = decord.VideoReader(io.BytesIO(data), ctx=decord.cpu(0), num_threads=1)
+        vr = vc.open_decord(data, f".{fmt.value}")
         n_frames, fps = len(vr), float(vr.get_avg_fps())
-    if not math.isfinite(fps) or fps <= 0:
+    if not math.isfinite(fps) or not 0 < fps <= _MAX_FPS:
         raise StickerRejected(
             RejectReason.DECODE_ERROR, f"{fmt.value} stream has no usable frame rate ({fps})"
         )
     header = _Header(fmt, W, H, n_frames, fps)
     _check_header(header, limits)
-    return header, _iter_decord(vr, header, data)
+    return header, _iter_decord(vr, header, data, WorkMeter(limits.max_total_pixels))
 
 
-def _iter_decord(vr, header: _Header, data: bytes) -> FrameIter:
+def _iter_decord(vr, header: _Header, data: bytes, meter: WorkMeter) -> FrameIter:
     duration = int(round(1000.0 / header.avg_fps))
     chunk = max(1, min(_VIDEO_MAX_CHUNK, _VIDEO_CHUNK_PIXELS // (header.width * header.height)))
     for start in range(0, header.n_frames, chunk):
         idx = list(range(start, min(header.n_frames, start + chunk)))
+        meter.charge(header.width * header.height, len(idx))
         try:
             batch = vr.get_batch(idx)
             # decord returns its own NDArray unless a global bridge (e.g. torch) was set elsewhere.
@@ -376,7 +340,7 @@ def _iter_decord(vr, header: _Header, data: bytes) -> FrameIter:
         except Exception:  # noqa: BLE001 - decord raises its own DECORDError types
             # decord 0.6 mis-computes row strides for some narrow frames (e.g. 48 or 72 px wide:
             # "from_size == to_size (9216 vs. 6912)"); PyAV decodes the same stream correctly.
-            yield from itertools.islice(_iter_pyav(data, header, duration), start, None)
+            yield from itertools.islice(_iter_pyav(data, header, duration, WorkMeter(meter.limit)), start, None)
             return
         if batch.shape != (len(idx), header.height, header.width, 3):
             raise StickerRejected(
@@ -385,7 +349,7 @@ def _iter_decord(vr, header: _Header, data: bytes) -> FrameIter:
         yield from ((frame, duration) for frame in batch)
 
 
-def _iter_pyav(data: bytes, header: _Header, duration: int) -> FrameIter:
+def _iter_pyav(data: bytes, header: _Header, duration: int, meter: WorkMeter) -> FrameIter:
     """Fallback video decoder (FFmpeg through PyAV), frame by frame."""
     import av
 
@@ -396,6 +360,7 @@ def _iter_pyav(data: bytes, header: _Header, duration: int) -> FrameIter:
         for frame in container.decode(stream):
             if n >= header.n_frames:
                 break
+            meter.charge(frame.width * frame.height)  # a stream may change resolution mid-way
             yield frame.to_ndarray(format="rgb24"), duration  # (H, W, 3)
             n += 1
     if n != header.n_frames:

@@ -23,6 +23,9 @@ class RejectReason(StrEnum):
     TOO_MANY_FRAMES = "too_many_frames"  # more frames than the configured cap
     TOO_FEW_FRAMES = "too_few_frames"  # static image: not an animated sticker
     PATH_ESCAPE = "path_escape"  # manifest path is absolute, a URL, or climbs out with '..'
+    SYMLINK_ESCAPE = "symlink_escape"  # the file (or a folder above it) is a symlink resolving outside the drop
+    NOT_REGULAR_FILE = "not_regular_file"  # a FIFO, device, socket or directory: never opened or read
+    DECODE_TIMEOUT = "decode_timeout"  # decoding took longer than decode_timeout_s (a CPU work bomb)
     DUPLICATE_ID = "duplicate_id"  # the same id appears twice in the caption table
     DUPLICATE_CONTENT = "duplicate_content"  # byte-identical to a sticker already kept
     BAD_CAPTION_ROW = "bad_caption_row"  # unparseable row or missing id/file fields
