@@ -163,7 +163,12 @@ def list_ready_drops(drops_root: str) -> list[str]:
             log.warning("skipping drop folder %r of %s: it is a symbolic link (resolving %s drops_root); "
                         "drops must be real folders", name, drops_root, where)
             continue
-        if entry.get("type") != "directory" or not DROP_ID_RE.match(name):
+        if entry.get("type") != "directory":
+            continue
+        if not DROP_ID_RE.match(name):
+            if not name.startswith("."):  # hidden folders are a producer's staging area, not drops
+                log.warning("skipping folder %r of %s: not a valid drop id (must match %s)", name[:80], drops_root,
+                            DROP_ID_RE.pattern)
             continue
         if _caption_name(fs, entry["name"]) is not None:
             ready.append(name)

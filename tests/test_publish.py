@@ -301,3 +301,20 @@ def test_dagster_queues_a_second_run_of_the_same_partition(tmp_path):
     instance = DagsterInstance.from_config(str(tmp_path))
     limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
     assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+
+
+def test_sensor_skips_drop_folders_with_invalid_names_and_says_so(tmp_path, clean_drop, caplog):
+    import shutil
+
+    from dagster import build_sensor_context
+
+    from pipelines.sensors import new_drop_sensor
+
+    drops = tmp_path / "drops"
+    for name in ("good-1", "bad name", "-dash", "x" * 129):
+        shutil.copytree(clean_drop, drops / name)
+    res = {"storage": LakeResource(drops_root=str(drops), lake_root=str(tmp_path / "lake"))}
+    with caplog.at_level("WARNING", logger="assets.drops"):
+        result = new_drop_sensor(build_sensor_context(instance=DagsterInstance.ephemeral(), resources=res))
+    assert [r.partition_key for r in result.run_requests] == ["good-1"]
+    assert sum("not a valid drop id" in r.getMessage() for r in caplog.records) == 3
