@@ -17,16 +17,30 @@ Each training step draws, per sample, a difficulty level (task, n_masked) from `
       P* = Kp L_s(t) + Ki I(t) + Kd (L_s(t) - L_s(t-1)),   I(t) = clip(I(t-1) + L_s(t), +-integral_limit)
   (clamping is the anti-windup; L_s(-1) := L_s(0), L_s = 0 while there is no history yet).
 * Adaptive map m_ad (Algorithm 1, line 11). The paper only says P* "lets the model dynamically select the
-  task level". Interpretation: levels are ranked on [0, 1] by their position in the easiest-to-hardest list
-  (rank_i = i / (n_levels - 1)); the target difficulty is d* = clip(d_ref - beta P*, 0, 1), d_ref = the
-  expected rank under the static level distribution, and the adaptive probabilities are
-  proportional to exp(-(rank - d*)^2 / (2 sigma^2)). Loss above its history (P* > 0) -> easier samples;
-  below (P* < 0) -> harder ones: the "damping" the paper attributes to the adaptive component.
-* Balance (Algorithm 1, line 14): level probs = (1 - alpha) static + alpha adaptive.
+  task level" (docs/curriculum.md discusses the ambiguity). Levels are ranked on [0, 1] by their position in
+  the easiest-to-hardest list (rank_i = i / (n_levels - 1)). Loss above its history (P* > 0) -> easier
+  samples; below (P* < 0) -> harder ones: the "damping" the paper attributes to the adaptive component.
+  Two maps (``adaptive_map``):
+  - TILT (default): the adaptive distribution is the static one tilted by the controller,
+    p_i ∝ static_i exp(-tilt_beta u c_i), c_i = 2 rank_i - 1 in [-1, 1], u = clip(P*, +-p_star_limit).
+    u = 0 returns the static (LCL) distribution exactly, so DCL is "LCL plus feedback" and the Table 4
+    LCL/DCL comparison is not confounded by a different task mix.
+  - GAUSSIAN (legacy, behaviour unchanged): target d* = clip(d_ref - beta P*, 0, 1), d_ref = the expected
+    rank under the static level distribution, adaptive probabilities ∝ exp(-(rank - d*)^2 / (2 sigma^2)).
+    Even at P* = 0 this reshapes the mix (end of training (IPT, PDT, GRT) = (0.31, 0.47, 0.22) vs LCL's
+    (0.2, 0.4, 0.4)): the Gaussian around the *mean* rank under-weights the hard tail (GRT).
+* Controllers (``controller``; default: DAMPED for TILT, PID for GAUSSIAN):
+  - PID: Eq. 4 as above (clamped running *sum* of L_s). Under a steady noisy loss L_s is zero-mean noise
+    whose sum drifts to the clamp, so with the Gaussian map d* wanders (std 0.35 of its range) and sits at
+    0 or 1 for ~20 % of a run (simulated, loss cv 0.3: test_wander_under_steady_noisy_loss_old_vs_new).
+  - DAMPED: the same three terms on e = L_s soft-thresholded by ``deadband``, with Eq. 4's integral read,
+    like Eq. 3's, as a *mean*: I(t) = rho I(t-1) + (1 - rho) e(t), rho = 1 - 1 / window (leaky, so it
+    reverts to 0 when the loss is steady), still clamped to +-integral_limit.
+* Balance (Algorithm 1, line 14): level probs = (1 - alpha) static + alpha adaptive (both maps).
 
 Modes (Table 4 ablation): NONE (w/o CL: uniform over tasks, uniform over levels within a task, constant),
-LINEAR (LCL: static only, losses ignored), ADAPTIVE (DCL: static + adaptive). Every mode tracks the PID
-state, so ``stats`` can be compared across runs, but only ADAPTIVE uses it.
+LINEAR (LCL: static only, losses ignored), ADAPTIVE (DCL: static + adaptive). Every mode tracks the
+controller state, so ``stats`` can be compared across runs, but only ADAPTIVE uses it.
 
 Distributed training: call ``update`` once per optimizer step with the loss already averaged across ranks;
 the state then evolves identically on every rank, so all ranks draw from the same distribution.
@@ -43,9 +57,10 @@ import numpy as np
 
 from model.masks import Difficulty, Task, difficulty_levels
 
-__all__ = ["Curriculum", "CurriculumConfig", "CurriculumMode"]
+__all__ = ["AdaptiveMap", "Controller", "Curriculum", "CurriculumConfig", "CurriculumMode", "damped_step",
+           "gaussian_probs", "pid_step", "tilt_probs"]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2  # 2 adds "controller" (the kind that produced "integral"); version 1 states still load
 _TASKS = (Task.INTERPOLATION, Task.PREDICTION, Task.GENERATION)
 _TOL = 1e-6  # tolerance on "sums to 1" and on the Eq. 2 monotonicity of the configured points
 
@@ -54,6 +69,20 @@ class CurriculumMode(StrEnum):
     NONE = "none"  # w/o CL: uniform tasks and levels, constant
     LINEAR = "linear"  # LCL: static component only
     ADAPTIVE = "adaptive"  # DCL: static + adaptive components
+
+
+class AdaptiveMap(StrEnum):
+    """m_ad of Algorithm 1 line 11: how P* turns into adaptive level probabilities."""
+
+    TILT = "tilt"  # static distribution tilted by exp(-tilt_beta u c_i): u = 0 is exactly LCL
+    GAUSSIAN = "gaussian"  # legacy: Gaussian over ranks around d* = d_ref - beta P* (reshapes the mix at P* = 0)
+
+
+class Controller(StrEnum):
+    """How L_s (Eq. 3) becomes P* (Eq. 4)."""
+
+    PID = "pid"  # Eq. 4 literally: clamped running sum as the integral
+    DAMPED = "damped"  # dead-banded error, leaky-mean integral: reverts to 0 under a steady loss
 
 
 @dataclass(frozen=True)
@@ -68,21 +97,30 @@ class CurriculumConfig:
     ki: float = 3.0  # integral gain (Table 6)
     kd: float = 1.3  # derivative gain (Table 6)
     ema: float = 0.9  # EMA factor smoothing the raw loss before Eq. 3
-    window: int = 100  # steps of smoothed-loss history whose mean is Eq. 3's historical loss
+    window: int = 100  # steps of smoothed-loss history whose mean is Eq. 3's historical loss (and damped integral's horizon)
     integral_limit: float = 0.5  # anti-windup clamp on the integral of L_s (5.0 pinned d* at 0 or 1 for 79 % of a simulated run; 0.5: 19 %)
-    beta: float = 0.25  # shift of the target rank d* per unit of P*
-    sigma: float = 0.15  # width (in normalised rank) of the adaptive Gaussian over levels
-    alpha: float = 0.5  # weight of the adaptive component in the balance
+    beta: float = 0.25  # gaussian map: shift of the target rank d* per unit of P*
+    sigma: float = 0.15  # gaussian map: width (in normalised rank) of the adaptive Gaussian over levels
+    alpha: float = 0.5  # weight of the adaptive component in the balance (Algorithm 1 line 14)
     k_max: int = 8  # frames per sample the levels are built for (model.masks.difficulty_levels)
+    adaptive_map: AdaptiveMap = AdaptiveMap.TILT  # m_ad (Algorithm 1 line 11): tilt (default) | gaussian (legacy)
+    controller: Controller | None = None  # pid | damped; None: damped for the tilt map, pid for the gaussian map
+    tilt_beta: float = 1.0  # tilt map: log-odds shift between the easiest and the hardest level is 2 tilt_beta u
+    p_star_limit: float = 2.0  # tilt map: clamp of |P*| (2.0 with tilt_beta 1: about the gaussian map's reach)
+    deadband: float = 0.05  # damped controller: |L_s| (relative loss change) below this is treated as noise
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"CurriculumConfig.{name} {why}, got {getattr(self, name)!r}")
 
-        try:
-            object.__setattr__(self, "mode", CurriculumMode(self.mode))
-        except ValueError:
-            raise bad("mode", f"must be one of {[m.value for m in CurriculumMode]}") from None
+        for name, enum in (("mode", CurriculumMode), ("adaptive_map", AdaptiveMap), ("controller", Controller)):
+            if name == "controller" and self.controller is None:
+                continue
+            try:
+                object.__setattr__(self, name, enum(getattr(self, name)))
+            except ValueError:
+                raise bad(name, f"must be one of {[m.value for m in enum]}"
+                          + (" or None" if name == "controller" else "")) from None
         for name, lowest in (("total_steps", 1), ("window", 1), ("k_max", 3)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lowest:
@@ -110,10 +148,62 @@ class CurriculumConfig:
             if not (isinstance(v, int | float) and math.isfinite(v) and inside(v)):
                 raise bad(name, f"must lie in {text}")
         for name, positive in (("kp", False), ("ki", False), ("kd", False), ("beta", False), ("integral_limit", True),
-                               ("sigma", True)):
+                               ("sigma", True), ("tilt_beta", False), ("p_star_limit", True), ("deadband", False)):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and (v > 0 if positive else v >= 0)):
                 raise bad(name, f"must be a finite number {'> 0' if positive else '>= 0'}")
+
+    @property
+    def controller_kind(self) -> Controller:
+        """The controller in use: ``controller``, or the map's default (damped for tilt, pid for gaussian)."""
+        if self.controller is not None:
+            return self.controller
+        return Controller.DAMPED if self.adaptive_map is AdaptiveMap.TILT else Controller.PID
+
+
+# ---------------------------------------------------------------------------------- pure controller / map functions
+
+
+def pid_step(ls: float, integral: float, prev_e: float | None, *, kp: float, ki: float, kd: float,
+             integral_limit: float) -> tuple[float, float, float]:
+    """Eq. 4 in discrete time (dt = 1 step): returns (error e = L_s, new integral, P*).
+
+    I(t) = clip(I(t-1) + L_s(t), +-integral_limit) (anti-windup); the derivative is 0 on the first update.
+    """
+    integral = min(max(integral + ls, -integral_limit), integral_limit)
+    deriv = 0.0 if prev_e is None else ls - prev_e
+    return ls, integral, kp * ls + ki * integral + kd * deriv
+
+
+def damped_step(ls: float, integral: float, prev_e: float | None, *, kp: float, ki: float, kd: float,
+                integral_limit: float, window: int, deadband: float) -> tuple[float, float, float]:
+    """Eq. 4 with the wander bounded: returns (error e, new integral, P*).
+
+    e = sign(L_s) max(|L_s| - deadband, 0) ignores relative loss changes inside the noise band; the integral
+    is a leaky *mean* of e over ~``window`` steps (Eq. 3's integral is read as a window mean too), so a
+    zero-mean noisy L_s cannot accumulate and the integral reverts to 0 when the loss is steady.
+    """
+    e = math.copysign(max(abs(ls) - deadband, 0.0), ls)
+    rho = 1.0 - 1.0 / window
+    integral = min(max(rho * integral + (1.0 - rho) * e, -integral_limit), integral_limit)
+    deriv = 0.0 if prev_e is None else e - prev_e
+    return e, integral, kp * e + ki * integral + kd * deriv
+
+
+def tilt_probs(static: np.ndarray, centred_ranks: np.ndarray, u: float, beta: float) -> np.ndarray:
+    """Tilt map: p_i ∝ static_i exp(-beta u c_i); c_i in [-1, 1] (easiest -1). u = 0 returns ``static`` itself."""
+    if u == 0.0 or beta == 0.0:
+        return static
+    logits = -beta * u * centred_ranks
+    p = static * np.exp(logits - logits.max())
+    return p / p.sum()
+
+
+def gaussian_probs(ranks: np.ndarray, d_star: float, sigma: float) -> np.ndarray:
+    """Legacy Gaussian map: p_i ∝ exp(-(rank_i - d*)^2 / (2 sigma^2))."""
+    logits = -((ranks - d_star) ** 2) / (2.0 * sigma**2)
+    p = np.exp(logits - logits.max())
+    return p / p.sum()
 
 
 class Curriculum:
@@ -124,6 +214,7 @@ class Curriculum:
         self.levels: list[Difficulty] = difficulty_levels(cfg.k_max)
         n = len(self.levels)
         self.ranks = np.arange(n, dtype=np.float64) / (n - 1)  # normalised difficulty rank, easiest 0
+        self.centred_ranks = 2.0 * self.ranks - 1.0  # tilt map: easiest -1, hardest +1
         self._task_of = np.array([_TASKS.index(lv.task) for lv in self.levels])  # (n_levels,)
         self._per_task = np.bincount(self._task_of, minlength=3).astype(np.float64)  # levels per task
         self._reset()
@@ -135,27 +226,37 @@ class Curriculum:
         self.n_skipped = 0  # non-finite losses ignored
         self.smoothed: float | None = None  # EMA of the loss (L_c)
         self.history: deque[float] = deque(maxlen=self.cfg.window)  # past smoothed losses
-        self.integral = 0.0  # clamped sum of L_s
-        self.prev_ls: float | None = None  # L_s of the previous update
+        self.integral = 0.0  # pid: clamped sum of L_s; damped: clamped leaky mean of e
+        self.prev_ls: float | None = None  # controller error e of the previous update (pid: L_s itself)
         self.loss_s = 0.0  # latest L_s (relative)
         self.p_star = 0.0  # latest P*
 
     def state_dict(self) -> dict:
         """JSON-serialisable state (numbers, lists, null); ``load_state_dict`` restores it exactly."""
-        return {"version": _STATE_VERSION, "n_updates": self.n_updates, "n_skipped": self.n_skipped,
-                "smoothed": self.smoothed, "history": [float(x) for x in self.history], "integral": self.integral,
-                "prev_ls": self.prev_ls, "loss_s": self.loss_s, "p_star": self.p_star}
+        return {"version": _STATE_VERSION, "controller": self.cfg.controller_kind.value, "n_updates": self.n_updates,
+                "n_skipped": self.n_skipped, "smoothed": self.smoothed, "history": [float(x) for x in self.history],
+                "integral": self.integral, "prev_ls": self.prev_ls, "loss_s": self.loss_s, "p_star": self.p_star}
 
     def load_state_dict(self, d: dict) -> None:
-        if d.get("version") != _STATE_VERSION:
-            raise ValueError(f"unsupported curriculum state version {d.get('version')!r} (expected {_STATE_VERSION})")
+        """Restore ``state_dict`` output; version 1 (no "controller" key, written by the PID-only code) loads too.
+
+        The loss history (EMA, window) means the same for every controller. The integral and the previous
+        error do not (a PID sum vs a damped leaky mean): when the state comes from the other controller they
+        restart at 0 / None and P* is recomputed on the next ``update``.
+        """
+        version = d.get("version")
+        if version not in (1, _STATE_VERSION):
+            raise ValueError(f"unsupported curriculum state version {version!r} (expected 1 or {_STATE_VERSION})")
+        saved = Controller.PID if version == 1 else Controller(d["controller"])
         self._reset()
         self.n_updates, self.n_skipped = int(d["n_updates"]), int(d["n_skipped"])
         self.smoothed = None if d["smoothed"] is None else float(d["smoothed"])
         self.history.extend(float(x) for x in d["history"])  # keeps the newest `window` if the window shrank
-        self.integral = float(d["integral"])
-        self.prev_ls = None if d["prev_ls"] is None else float(d["prev_ls"])
-        self.loss_s, self.p_star = float(d["loss_s"]), float(d["p_star"])
+        self.loss_s = float(d["loss_s"])
+        if saved is self.cfg.controller_kind:
+            self.integral = float(d["integral"])
+            self.prev_ls = None if d["prev_ls"] is None else float(d["prev_ls"])
+            self.p_star = float(d["p_star"])
 
     # ------------------------------------------------------------------------------ adaptive component
 
@@ -175,10 +276,13 @@ class Curriculum:
             ls = (self.smoothed - past) / max(abs(past), 1e-12)  # relative error -> scale-free gains
         else:
             ls = 0.0
-        self.integral = min(max(self.integral + ls, -c.integral_limit), c.integral_limit)
-        deriv = 0.0 if self.prev_ls is None else ls - self.prev_ls
-        self.p_star = c.kp * ls + c.ki * self.integral + c.kd * deriv  # Eq. 4
-        self.prev_ls = self.loss_s = ls
+        gains = {"kp": c.kp, "ki": c.ki, "kd": c.kd, "integral_limit": c.integral_limit}
+        if c.controller_kind is Controller.PID:  # Eq. 4
+            e, self.integral, self.p_star = pid_step(ls, self.integral, self.prev_ls, **gains)
+        else:
+            e, self.integral, self.p_star = damped_step(ls, self.integral, self.prev_ls, window=c.window,
+                                                        deadband=c.deadband, **gains)
+        self.prev_ls, self.loss_s = e, ls
         self.history.append(self.smoothed)
         self.n_updates += 1
 
@@ -206,23 +310,48 @@ class Curriculum:
         return self._static_tasks(step)[self._task_of] / self._per_task[self._task_of]
 
     def _targets(self, step: int) -> tuple[float, float]:
-        """(d_ref, d*): static expected rank and the PID-shifted target rank."""
+        """(d_ref, d*): static expected rank and the gaussian map's PID-shifted target rank."""
         d_ref = float(self._static_levels(step) @ self.ranks)
         return d_ref, min(max(d_ref - self.cfg.beta * self.p_star, 0.0), 1.0)
 
-    def adaptive_probs(self, step: int) -> np.ndarray:
-        """m_ad(P*): Gaussian over normalised level ranks centred at d*."""
-        _, d_star = self._targets(step)
-        logits = -((self.ranks - d_star) ** 2) / (2.0 * self.cfg.sigma**2)
-        p = np.exp(logits - logits.max())
-        return p / p.sum()
+    def tilt_command(self) -> float:
+        """Tilt map: u = clip(P*, +-p_star_limit)."""
+        lim = self.cfg.p_star_limit
+        return min(max(self.p_star, -lim), lim)
+
+    def target_position(self, step: int) -> float:
+        """The adaptive command as a fraction of its range, on [0, 1] (0 easiest, 1 hardest; 0 and 1 = at a bound).
+
+        gaussian: d* itself (clipped to [0, 1]); tilt: (1 - u / p_star_limit) / 2 (0.5 = no tilt = LCL).
+        Used to compare the controllers' wander on one scale (tests, benchmarks.curriculum_sim).
+        """
+        if self.cfg.adaptive_map is AdaptiveMap.GAUSSIAN:
+            return self._targets(step)[1]
+        return 0.5 * (1.0 - self.tilt_command() / self.cfg.p_star_limit)
+
+    def adaptive_probs(self, step: int, static: np.ndarray | None = None) -> np.ndarray:
+        """m_ad(P*) (Algorithm 1 line 11): the tilted static distribution, or the legacy Gaussian around d*.
+
+        ``static``: this step's static level distribution if already computed (tilt returns that very array
+        when it does not tilt).
+        """
+        if self.cfg.adaptive_map is AdaptiveMap.GAUSSIAN:
+            return gaussian_probs(self.ranks, self._targets(step)[1], self.cfg.sigma)
+        static = self._static_levels(step) if static is None else static
+        return tilt_probs(static, self.centred_ranks, self.tilt_command(), self.cfg.tilt_beta)
 
     def level_probs(self, step: int) -> np.ndarray:
-        """(n_levels,) distribution over ``self.levels`` used to draw at this step; sums to 1."""
+        """(n_levels,) distribution over ``self.levels`` used to draw at this step; sums to 1.
+
+        Tilt map with u = 0 (or tilt_beta = 0): exactly the LINEAR (LCL) distribution of the same step.
+        """
         static = self._static_levels(step)
         if self.cfg.mode is not CurriculumMode.ADAPTIVE:
             return static
-        p = (1.0 - self.cfg.alpha) * static + self.cfg.alpha * self.adaptive_probs(step)
+        adaptive = self.adaptive_probs(step, static)
+        if adaptive is static:  # untilted: the balance of static with itself
+            return static
+        p = (1.0 - self.cfg.alpha) * static + self.cfg.alpha * adaptive
         return p / p.sum()
 
     def sample(self, step: int, rng: np.random.Generator, n: int) -> list[Difficulty]:
@@ -237,8 +366,11 @@ class Curriculum:
         probs = self.level_probs(step)
         eff = np.bincount(self._task_of, weights=probs, minlength=3)
         d_ref, d_star = self._targets(step)
+        if self.cfg.adaptive_map is AdaptiveMap.TILT:  # d*: expected rank of the tilted (adaptive) distribution
+            d_star = float(self.adaptive_probs(step) @ self.ranks)
         out = {f"p_{t.value}": float(p) for t, p in zip(_TASKS, eff)}
         out |= {f"static_p_{t.value}": float(p) for t, p in zip(_TASKS, self._static_tasks(step))}
         return out | {"p_star": self.p_star, "loss_s": self.loss_s, "integral": self.integral, "d_ref": d_ref,
-                      "d_star": d_star, "expected_rank": float(probs @ self.ranks),
+                      "d_star": d_star, "target_position": self.target_position(step),
+                      "expected_rank": float(probs @ self.ranks),
                       "loss_smoothed": math.nan if self.smoothed is None else self.smoothed}
