@@ -154,8 +154,17 @@ def fvd(context: AssetExecutionContext, config: FvdAssetConfig, storage: LakeRes
 
 
 class VqaAssetConfig(Config):
-    num_clips: int = Field(4, description="Fragment clips per video (FAST-VQA test setting: 4).")
+    num_clips: int = Field(4, description="Fragment clips per video, scores averaged (FAST-VQA test setting: 4).")
     clip_len: int = Field(32, description="Frames per clip (FAST-VQA: 32; smaller only for CPU smoke runs, tagged).")
+    frame_interval: int = Field(2, description="Step between sampled frames (FAST-VQA fast-b.yml: 2). Applies to "
+                                "videos of at least clip_len*frame_interval frames, and to all with "
+                                "short_clip=official_wrap.")
+    short_clip: str = Field("all_frames", description="Videos shorter than clip_len*frame_interval (the paper's "
+                            "8-frame stickers): all_frames = interval 1, one deterministic loop so every frame is "
+                            "scored equally often | official_wrap = FAST-VQA's sampler, which wraps modulo F and "
+                            "on 8 frames scores {0,2,4,6} only (= interpolation's known frames).")
+    frames: str = Field("all", description="Frames scored: all = the whole output sticker | generated = only the "
+                        "frames the model generated (the known frames pasted back are ground truth).")
     seed: int = Field(0, description="Seed of the fragment offsets.")
     include_real: bool = Field(True, description="Also score the test clips (a reference ceiling).")
 
@@ -169,8 +178,8 @@ def vqa(context: AssetExecutionContext, config: VqaAssetConfig, storage: LakeRes
 
     samples = _samples(context, storage)
     cfg = VQAConfig(weights=evaluators.fastvqa_weights, seed=config.seed, num_clips=config.num_clips,
-                    clip_len=config.clip_len,
-                    device=evaluators.torch_device())
+                    clip_len=config.clip_len, frame_interval=config.frame_interval, short_clip=config.short_clip,
+                    frames=config.frames, device=evaluators.torch_device())
     return _finish(context, run_vqa(samples, cfg, include_real=config.include_real), samples, storage, mlflow)
 
 

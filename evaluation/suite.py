@@ -100,15 +100,22 @@ def run_fvd(samples: EvalSamples, cfg, *, cache_dir: str | Path | None = None) -
 
 
 def run_vqa(samples: EvalSamples, cfg, *, include_real: bool = True) -> MetricReport:
-    """FAST-VQA score per task (``cfg``: :class:`evaluation.vqa.VQAConfig`); the test clips as a reference."""
-    from evaluation.vqa import VQAEvaluator, load_fastvqa
+    """FAST-VQA score per task (``cfg``: :class:`evaluation.vqa.VQAConfig`); the test clips as a reference.
+
+    Each task's known-frame positions (Table 7 masks, pasted back into its outputs) go to the evaluator, so
+    ``cfg.frames="generated"`` scores the generated frames only; the test clips are always scored whole.
+    ``details[<task>]["scored_frames"]`` records which frame positions were scored.
+    """
+    from evaluation.vqa import VQAEvaluator, load_fastvqa, scored_frames
 
     t0 = time.perf_counter()
     model, _info = load_fastvqa(cfg.weights, seed=cfg.seed, device=cfg.device)
     rep = MetricReport("vqa")
     sets = dict(samples.fakes) | ({"real": samples.real} if include_real else {})
+    F = int(samples.real.shape[1])
     for name, arr in sets.items():
-        ev = VQAEvaluator(cfg, model=model)
+        known = None if name == "real" else samples.known_positions(EvalTask(name))
+        ev = VQAEvaluator(cfg, model=model, known_positions=known)
         for b in _batches(arr, max(1, cfg.batch_size), f"VQA {name}"):
             ev.add(b)
         res = ev.result()
@@ -118,7 +125,8 @@ def run_vqa(samples: EvalSamples, cfg, *, include_real: bool = True) -> MetricRe
             rep.metrics[_key(name, "vqa")] = res.mean_score
             rep.metrics[_key(name, "vqa_raw")] = res.mean_raw
         rep.tags.update(res.tags)
-        rep.details[str(name)] = {"vqa": res.mean_score, "raw": res.mean_raw, "n": res.n}
+        rep.details[str(name)] = {"vqa": res.mean_score, "raw": res.mean_raw, "n": res.n,
+                                  "scored_frames": scored_frames(F, known, cfg)}
     rep.seconds = time.perf_counter() - t0
     return rep
 

@@ -21,12 +21,15 @@ from evaluation.vqa import (
     SCORE_MEAN,
     STD_255,
     FastVQA,
+    ShortClipPolicy,
     VQAConfig,
     VQAEvaluator,
+    VQAFrames,
     fragment_origins,
     load_fastvqa,
     normalise_score,
     sample_fragments,
+    scored_frames,
     temporal_indices,
 )
 from evaluation.weights import WeightsError
@@ -160,7 +163,7 @@ def test_config_validation():
 
 def test_temporal_indices_follow_official_sampler():
     g = torch.Generator().manual_seed(0)
-    cfg = VQAConfig()
+    cfg = VQAConfig(short_clip="official_wrap")
     # 8-frame sticker: segments of 2 frames, no random offset, every 2nd frame, wrapped modulo 8
     idx = temporal_indices(8, cfg, g)
     assert idx.shape == (4, 32)
@@ -227,13 +230,125 @@ def test_small_video_is_upsampled_and_cells_respected():
 
 def test_short_sticker_loops_and_interval_one_sees_every_frame():
     v = _coord_video(8, 64, 64)
-    clips = sample_fragments(v, VQAConfig(frame_interval=1), torch.Generator().manual_seed(0))
+    official_1 = VQAConfig(frame_interval=1, short_clip="official_wrap")
+    clips = sample_fragments(v, official_1, torch.Generator().manual_seed(0))
     frames = _denormalise(clips)[:, 2, :, 0, 0] // 5  # n, T
     assert frames[0].tolist() == [t % 8 for t in range(32)]
     assert frames[1].tolist() == [(2 + t) % 8 for t in range(32)]
-    even = sample_fragments(v, VQAConfig(), torch.Generator().manual_seed(0))
+    even = sample_fragments(v, VQAConfig(short_clip="official_wrap"), torch.Generator().manual_seed(0))
     even = _denormalise(even)[:, 2, :, 0, 0] // 5
     assert set(even.flatten().tolist()) == {0, 2, 4, 6}  # official interval 2 on an even-length loop
+
+
+# ------------------------------------------------------------------- short clips and generated frames (issue 17)
+
+
+def test_short_clip_and_frames_options_are_validated():
+    assert VQAConfig().short_clip == ShortClipPolicy.ALL_FRAMES and VQAConfig().frames == VQAFrames.ALL
+    with pytest.raises(ValueError, match="all_frames.*official_wrap"):
+        VQAConfig(short_clip="wrap")
+    with pytest.raises(ValueError, match="all.*generated"):
+        VQAConfig(frames="known")
+    assert VQAConfig(short_clip=ShortClipPolicy.OFFICIAL_WRAP).short_clip == "official_wrap"
+
+
+def test_default_samples_every_frame_of_an_8_frame_sticker_equally():
+    # (c) paper Sec. 4: 8-frame stickers; the default must see every frame, each equally often
+    idx = temporal_indices(8, VQAConfig(), torch.Generator().manual_seed(0))
+    assert idx.shape == (4, 32)
+    assert torch.bincount(idx.flatten(), minlength=8).tolist() == [16] * 8
+    assert (idx.diff(dim=1) % 8 == 1).all()  # interval 1: consecutive frames stay consecutive (looping)
+    for k in range(4):  # each clip alone already covers all 8 frames
+        assert set(idx[k].tolist()) == set(range(8))
+    # demo setting (1 clip x 16 frames) and the generated-only selections of Table 2 / Table 1
+    assert set(temporal_indices(8, VQAConfig(num_clips=1, clip_len=16), torch.Generator()).tolist()[0]) == set(range(8))
+    for n in (3, 4, 7):  # prediction, interpolation, image&text -> sticker generated frames
+        counts = torch.bincount(temporal_indices(n, VQAConfig(), torch.Generator()).flatten(), minlength=n)
+        assert len(counts) == n and int(counts.min()) >= 1 and int(counts.max() - counts.min()) <= 1
+    # deterministic: no random draw for a short video, so the generator state is untouched
+    g = torch.Generator().manual_seed(0)
+    state = g.get_state()
+    temporal_indices(8, VQAConfig(), g)
+    assert torch.equal(g.get_state(), state)
+
+
+def test_official_wrap_is_reachable_and_scores_even_frames_only():
+    # (d) FAST-VQA's FragmentSampleFrames on 8 frames: interval 2, wrapped -> {0, 2, 4, 6} (interpolation's known)
+    idx = temporal_indices(8, VQAConfig(short_clip="official_wrap"), torch.Generator().manual_seed(0))
+    assert set(idx.flatten().tolist()) == {0, 2, 4, 6}
+    # long videos are sampled officially under both policies (same random offsets from the same seed)
+    a = temporal_indices(300, VQAConfig(), torch.Generator().manual_seed(1))
+    b = temporal_indices(300, VQAConfig(short_clip="official_wrap"), torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and (a.diff(dim=1) == 2).all()
+
+
+def test_scored_frames_follow_the_known_mask():
+    interp = [0, 2, 4, 6]  # Table 7 interpolation mask [1 0 1 0 1 0 1 0]
+    gen = VQAConfig(frames="generated")
+    assert scored_frames(8, interp, VQAConfig()) == list(range(8))  # frames=all
+    assert scored_frames(8, interp, gen) == [1, 3, 5, 7]
+    assert scored_frames(8, [0, 1, 2, 3, 4], gen) == [5, 6, 7]  # prediction
+    assert scored_frames(8, None, gen) == list(range(8))  # no mask (test clips)
+    assert scored_frames(8, [], gen) == list(range(8))  # text -> sticker
+    with pytest.raises(ValueError, match="every one of the 8 frames is known"):
+        scored_frames(8, range(8), gen)
+    with pytest.raises(ValueError, match="outside"):
+        scored_frames(8, [8], gen)
+    # the clip is built from the selected frames, in order
+    v = _coord_video(8, 64, 64)
+    clips = sample_fragments(v, VQAConfig(num_clips=1, clip_len=8), torch.Generator(), frame_ids=[1, 3, 5, 7])
+    assert (_denormalise(clips)[0, 2, :, 0, 0] // 5).tolist() == [1, 3, 5, 7, 1, 3, 5, 7]
+    with pytest.raises(ValueError, match="frame_ids"):
+        sample_fragments(v, VQAConfig(), torch.Generator(), frame_ids=[9])
+
+
+def _interp_pair() -> tuple[np.ndarray, np.ndarray]:
+    """Two 8-frame stickers equal except at the generated (odd) frames of the interpolation task."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    b = a.copy()
+    b[1::2] = rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    return a, b
+
+
+def test_vqa_changes_when_only_generated_frames_change(random_model):
+    # (a) interpolation outputs differing only in the generated frames 1, 3, 5, 7 must score differently
+    a, b = _interp_pair()
+    known = [0, 2, 4, 6]
+    for frames in ("all", "generated"):
+        cfg = VQAConfig(num_clips=1, clip_len=8, frames=frames)
+        ra = VQAEvaluator(cfg, model=random_model, known_positions=known).add([a])
+        rb = VQAEvaluator(cfg, model=random_model, known_positions=known).add([b])
+        assert ra != rb, frames
+    # the official wrapping never looks at them: the bug of issue 17
+    cfg = VQAConfig(num_clips=1, clip_len=8, short_clip="official_wrap")
+    assert VQAEvaluator(cfg, model=random_model).add([a]) == VQAEvaluator(cfg, model=random_model).add([b])
+
+
+def test_generated_only_ignores_pasted_back_known_frames(random_model, monkeypatch):
+    # (b) through evaluation.suite.run_vqa, which passes each task's known positions
+    import evaluation.vqa
+    from evaluation.samples import EvalSamples, EvalTask
+    from evaluation.suite import run_vqa
+
+    monkeypatch.setattr(evaluation.vqa, "load_fastvqa", lambda *a, **k: (random_model, {}))  # skip 4 inits
+    rng = np.random.default_rng(4)
+    fake = rng.integers(0, 256, (1, 8, 64, 64, 3), dtype=np.uint8)
+    other = fake.copy()
+    other[:, 0::2] = rng.integers(0, 256, (1, 4, 64, 64, 3), dtype=np.uint8)  # only the known frames differ
+    real = rng.integers(0, 256, (1, 8, 64, 64, 3), dtype=np.uint8)
+    manifest = {"tasks": {"interpolation": {"known_positions": [0, 2, 4, 6]}}}
+
+    def score(arr: np.ndarray, frames: str) -> tuple[float, list[int]]:
+        s = EvalSamples(Path("."), manifest, real, {EvalTask.INTERPOLATION: arr})
+        rep = run_vqa(s, VQAConfig(num_clips=1, clip_len=8, frames=frames), include_real=False)
+        assert rep.tags["vqa_frames"] == frames and rep.tags["vqa_short_clip"] == "all_frames"
+        return rep.metrics["eval/interpolation/vqa_raw"], rep.details["interpolation"]["scored_frames"]
+
+    (g1, frames1), (g2, _) = score(fake, "generated"), score(other, "generated")
+    assert g1 == g2 and frames1 == [1, 3, 5, 7]
+    (a1, frames_all), (a2, _) = score(fake, "all"), score(other, "all")
+    assert a1 != a2 and frames_all == list(range(8))
 
 
 def test_bad_video_input():
