@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from model.ablation import Variant, parse_variants, variant_overrides
+from model.redact import redact_uri
 
 ROOT = Path(__file__).resolve().parent.parent  # repository root: PYTHONPATH and cwd of the training subprocess
 
@@ -394,7 +395,7 @@ def write_summary(settings: AblationSettings, out_dir: str | Path, tracking_uri:
         client.log_metric(run_id, "ablation/total_seconds", float(wall["total_seconds"]))
     client.set_terminated(run_id)
     (report_dir / "summary_run.json").write_text(json.dumps({"mlflow_run_id": run_id, "n_runs": len(runs),
-                                                             "tracking_uri": tracking_uri}, indent=2))
+                                                             "tracking_uri": redact_uri(tracking_uri)}, indent=2))
     return paths
 
 

@@ -14,7 +14,6 @@ headless Service, the head pod through Pipes; rank 0 reports from the head pod).
 
 import json
 import os
-import sys
 from pathlib import Path
 
 from dagster import (
@@ -23,6 +22,7 @@ from dagster import (
     AssetExecutionContext,
     Backoff,
     Config,
+    Failure,
     PipesSubprocessClient,
     RetryPolicy,
     asset,
@@ -30,8 +30,11 @@ from dagster import (
 from pydantic import Field
 
 from assets import lake
+from assets.ids import contained, validate_id
 from assets.resources import LakeResource, MlflowResource
 from assets.shards import SHARD_ASSET
+from model.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command
+from model.redact import redact_uri
 
 TRAIN_ASSET = "trained_model"
 
@@ -50,6 +53,23 @@ class TrainingConfig(Config):
     num_workers: int = Field(0, description="DataLoader workers per rank.")
     run_name: str = Field("default", description="Training folder under lake/training/ (resumes if it exists).")
     seed: int = Field(0, description="Seed of weights, data order and masks.")
+
+
+NO_RUN_RETRY_TAG = "dagster/retry_on_asset_or_op_failure"  # run tag read when the run fails (dagster.yaml: run_retries)
+
+
+def config_error(context: AssetExecutionContext, message: str) -> Failure:
+    """A deterministic error (bad run config, nothing to train on): retrying cannot help, so neither the asset's
+    RetryPolicy (``allow_retries=False``) nor the instance's run retries (``dagster.yaml``: on step failure)
+    repeat it. The run tag is read when Dagster decides ``dagster/will_retry`` at the run failure."""
+    context.instance.add_run_tags(context.run_id, {NO_RUN_RETRY_TAG: "false"})
+    return Failure(description=message, allow_retries=False)
+
+
+def training_dir(lake_root: str | Path, run_name: str) -> Path:
+    """``lake/training/<run_name>``: the name obeys the drop-id rule and the folder stays inside the lake."""
+    validate_id(run_name, "run name")
+    return contained(Path(lake_root) / "training", run_name)
 
 
 def shard_indexes(lake_root: str | Path) -> list[str]:
@@ -75,15 +95,15 @@ def trained_model(
     mlflow: MlflowResource,
     pipes_subprocess_client: PipesSubprocessClient,
 ):
+    from model.train_config import TrainConfig  # light (no torch): the workers validate with the same code
+
+    try:
+        out_dir = training_dir(storage.lake_root, config.run_name)
+    except ValueError as e:
+        raise config_error(context, str(e)) from None
     indexes = shard_indexes(storage.lake_root)
     if not indexes:
-        raise ValueError(f"no shard indexes under {storage.lake_root}/shards: materialize webdataset_shards first")
-    out_dir = Path(storage.lake_root) / "training" / config.run_name
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        mlflow.ensure_experiment()  # artifacts go to the configured store, not ./mlruns
-    except Exception as e:  # noqa: BLE001 - an unreachable tracking server must not block training (it buffers)
-        context.log.warning(f"MLflow at {mlflow.tracking_uri} unreachable ({e}); training buffers its logging")
+        raise config_error(context, f"no shard indexes under {storage.lake_root}/shards: materialize webdataset_shards first")
     train_cfg = {
         "index_paths": indexes, "out_dir": str(out_dir), "preset": config.preset, "autoencoder": config.autoencoder,
         "steps": config.steps, "batch_size": config.batch_size, "lr": config.lr, "ckpt_every": config.ckpt_every,
@@ -92,10 +112,22 @@ def trained_model(
         "mlflow_artifact_location": mlflow.artifact_location,
     }
     cfg_path = out_dir / "train.json"
+    try:  # before torchrun: a bad value fails here in milliseconds, once, with the field and the allowed values
+        TrainConfig.from_dict(train_cfg)
+        # single node: rendezvous and stores on 127.0.0.1 only (--standalone listens on every interface)
+        cmd = local_torchrun_command(config.nproc_per_node, ["-m", "model.train", "--config", str(cfg_path),
+                                                             "--resume", "latest"])
+    except ValueError as e:
+        raise config_error(context, str(e)) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        mlflow.ensure_experiment()  # artifacts go to the configured store, not ./mlruns
+    except Exception as e:  # noqa: BLE001 - an unreachable tracking server must not block training (it buffers)
+        context.log.warning(f"MLflow at {redact_uri(mlflow.tracking_uri)} unreachable ({e}); training buffers its logging")
     cfg_path.write_text(json.dumps(train_cfg, indent=2))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={config.nproc_per_node}",
-           "-m", "model.train", "--config", str(cfg_path), "--resume", "latest"]
     context.log.info(f"launching {' '.join(cmd)} on {len(indexes)} drop(s)")
     env = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // config.nproc_per_node)))}
+    if isinstance(pipes_subprocess_client, PipesSubprocessClient):  # this machine; the k8s client sets its own
+        env |= LOCAL_TORCHRUN_ENV
     return pipes_subprocess_client.run(command=cmd, context=context, env=env).get_materialize_result()

@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:  # `python benchmarks/ablation.py` (scripts/dev.sh
 
 from assets.ablation_engine import full_settings, quick_settings, run_ablation, write_summary  # noqa: E402
 from model.ablation import Variant  # noqa: E402
+from model.redact import redact_uri  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ablation {settings.ablation_id} ({settings.mode}): {len(res['runs'])} run(s) in "
           f"{res['wall']['total_seconds'] / 60:.1f} min")
     print(f"  report : {res['report']['md']}" + (f" (and {docs}/ablation.md)" if docs else ""))
-    print(f"  MLflow : {res['tracking_uri']} experiment {settings.experiment}")
+    print(f"  MLflow : {redact_uri(res['tracking_uri'])} experiment {settings.experiment}")
     budget = 60.0 if settings.mode == "full" else None
     if budget:  # each run's cost as measured when it was made (a re-invocation reuses finished runs)
         cost = sum(r["timing"]["ablation/train_seconds"] + r["timing"]["ablation/eval_seconds"] for r in res["runs"]) / 60

@@ -26,6 +26,7 @@ from assets.embedding_engine import EmbedSettings  # noqa: E402
 from assets.ingest_engine import IngestSettings  # noqa: E402
 from assets.local_run import run_data_stages  # noqa: E402
 from model.data import DataConfig, make_loader  # noqa: E402
+from model.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command  # noqa: E402
 from model.splits import SplitConfig  # noqa: E402
 from model.synthetic import make_drop  # noqa: E402
 
@@ -36,8 +37,8 @@ def _train_seconds(index: Path, out: Path, steps: int, nproc: int, batch: int) -
     path = out.with_suffix(".json")
     path.write_text(json.dumps(cfg))
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "model.train", "--config", str(path)]
+    env |= LOCAL_TORCHRUN_ENV  # stores on 127.0.0.1 only (model.launch)
+    cmd = local_torchrun_command(nproc, ["-m", "model.train", "--config", str(path)])
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     return time.perf_counter() - t0

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from model import checkpoints as ck
 from model.conditioning import (
     AutoencoderConfig,
     AutoencoderKind,
@@ -129,32 +130,46 @@ class RDTFPipeline:
 
     @classmethod
     def from_pretrained(cls, checkpoint_dir: str | Path, *, use_ema: bool = True, device: str = "cpu") -> RDTFPipeline:
-        ckpt = Path(checkpoint_dir)
-        if (ckpt / "checkpoints" / "latest").exists():  # a training folder: take its latest checkpoint
-            ckpt = ckpt / "checkpoints" / (ckpt / "checkpoints" / "latest").read_text().strip()
-        meta_path = ckpt / "trainer.json"
-        if not meta_path.is_file() or not (ckpt / "model" / "config.json").is_file():
-            raise ValueError(f"{checkpoint_dir} is not an RDTF checkpoint (expected trainer.json and model/config.json, "
-                             "e.g. lake/training/<run>/checkpoints/step-000200)")
-        meta = json.loads(meta_path.read_text())
+        """Every unusable checkpoint (missing/truncated/garbage files, bad JSON, shapes that do not fit, a file
+        instead of a folder) raises ``model.checkpoints.CheckpointError`` — a ValueError naming the file and the
+        problem in one line — before or instead of a loader's own exception."""
+        ckpt = _resolve_checkpoint(Path(checkpoint_dir))
+        files = (ck.MODEL_CONFIG, ck.MODEL_WEIGHTS, ck.TEXT, ck.TRAINER) + ((ck.EMA,) if use_ema else ())
+        ck.check_files(ckpt, files)
+        meta = ck.read_json(ckpt, ck.TRAINER)
         tcfg = meta.get("train_config", {})
-        try:
+        if not isinstance(tcfg, dict):
+            raise ck.CheckpointError(ckpt, f"{ck.TRAINER}: train_config must be a JSON object")
+        ck.read_json(ckpt, ck.MODEL_CONFIG)
+        ck.header_shapes(ckpt, ck.MODEL_WEIGHTS)  # truncated/garbage weights: a clear message, not a loader's
+        ema_shapes = ck.header_shapes(ckpt, ck.EMA) if use_ema else None
+        text_shapes = ck.header_shapes(ckpt, ck.TEXT)
+        with ck.converting_errors(ckpt, "model/ cannot be loaded as a DFGN"):
             model = DFGN.from_pretrained(ckpt / "model")
-            if use_ema:
-                model.load_state_dict(load_file(ckpt / "ema.safetensors"))
-        except (OSError, RuntimeError, KeyError) as exc:
-            raise ValueError(f"cannot load the DFGN weights in {ckpt}: {exc}") from exc
-        text = TextEncoder(_text_config(model, tcfg))
-        text.load_state_dict(load_file(ckpt / "text_proj.safetensors"))
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if use_ema:
+            ck.compare_shapes(ckpt, ck.EMA, ema_shapes, expected)
+            with ck.converting_errors(ckpt, f"{ck.EMA} cannot be loaded"):
+                model.load_state_dict(load_file(ckpt / ck.EMA))
+        with ck.converting_errors(ckpt, f"{ck.TRAINER}: the text encoder of train_config cannot be built"):
+            text = TextEncoder(_text_config(model, tcfg))
+        ck.compare_shapes(ckpt, ck.TEXT, text_shapes, {k: tuple(v.shape) for k, v in text.state_dict().items()})
+        with ck.converting_errors(ckpt, f"{ck.TEXT} cannot be loaded"):
+            text.load_state_dict(load_file(ckpt / ck.TEXT))
         ae = tcfg.get("autoencoder", "pixel")
-        vae = load_autoencoder(AutoencoderConfig(kind=AutoencoderKind.PIXEL) if ae == "pixel" else
-                               tiny_kl_config(tcfg.get("seed", 0)) if ae == "tiny_kl" else
-                               AutoencoderConfig(kind=AutoencoderKind.KL, path=ae))
+        with ck.converting_errors(ckpt, f"{ck.TRAINER}: train_config.autoencoder {ae!r} cannot be loaded"):
+            vae = load_autoencoder(AutoencoderConfig(kind=AutoencoderKind.PIXEL) if ae == "pixel" else
+                                   tiny_kl_config(tcfg.get("seed", 0)) if ae == "tiny_kl" else
+                                   AutoencoderConfig(kind=AutoencoderKind.KL, path=ae))
         if vae.latent_channels * 2 != model.cfg.in_channels:
-            raise ValueError(f"checkpoint {ckpt}: autoencoder {ae!r} does not fit the model's {model.cfg.in_channels} input channels")
+            raise ck.CheckpointError(ckpt, f"autoencoder {ae!r} does not fit the model's {model.cfg.in_channels} input channels")
+        with ck.converting_errors(ckpt, f"{ck.TRAINER}: typical_duration_ms must be a positive int"):
+            duration = int(meta.get("typical_duration_ms", 100))
+            if duration <= 0:
+                raise ValueError(duration)
         size = model.cfg.sample_size * vae.downsample
         return cls(model.to(device), text.to(device), vae.to(device), image_size=size,
-                   default_duration_ms=int(meta.get("typical_duration_ms", 100)), device=device)
+                   default_duration_ms=duration, device=device)
 
     @torch.no_grad()
     def __call__(self, prompt: str, images: list[np.ndarray] | None = None, task: str = "generate",
@@ -208,6 +223,23 @@ class RDTFPipeline:
         frames = self.vae.decode(lat.reshape(B * F, C, s, s))  # (B*F, 3, S, S) in [-1, 1]
         out = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)  # (B*F, S, S, 3)
         return out.reshape(B, F, S, S, 3).cpu().numpy()  # (B, F, S, S, 3)
+
+
+def _resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint folder, or a training-run folder (its ``checkpoints/latest``), as a checkpoint folder path."""
+    if path.is_file():
+        raise ck.CheckpointError(path, "is a file, not a checkpoint folder (give …/checkpoints/step-N or the run folder)")
+    marker = path / "checkpoints" / ck.LATEST
+    if marker.exists():  # a training folder: take its latest checkpoint
+        with ck.converting_errors(marker, "cannot be read"):
+            name = marker.read_text().strip()
+        if not name or "/" in name or not (marker.parent / name).is_dir():
+            raise ck.CheckpointError(marker, f"names {name!r}, which is not a checkpoint folder next to it")
+        path = marker.parent / name
+    if not (path / ck.TRAINER).is_file() or not (path / ck.MODEL_CONFIG).is_file():
+        raise ck.CheckpointError(path, "is not an RDTF checkpoint (expected trainer.json and model/config.json, "
+                                 "e.g. lake/training/<run>/checkpoints/step-000200)")
+    return path
 
 
 def _text_config(model: DFGN, tcfg: dict):

@@ -61,6 +61,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from model.redact import redact_text, redact_uri  # shown URIs never carry credentials
+
 log = logging.getLogger("rdtf.tracking")
 
 STATE_NAME = "mlflow_state.json"
@@ -433,8 +435,8 @@ class ResilientTracker:
         self._next_try = self._clock() + wait
         if not self._down:
             log.warning("MLflow tracking at %s is unreachable or failing (%s: %s); training continues and logging "
-                        "is buffered to %s (next attempt in %.0f s)", self.tracking_uri, type(exc).__name__,
-                        str(exc)[:300], self.buffer_path, wait)
+                        "is buffered to %s (next attempt in %.0f s)", redact_uri(self.tracking_uri), type(exc).__name__,
+                        redact_text(str(exc))[:300], self.buffer_path, wait)
         self._down = True
 
     def _connect(self) -> None:
@@ -451,7 +453,7 @@ class ResilientTracker:
                         raise
                     self._went_down(e)
                     raise _Down() from e
-                log.warning("MLflow run %s does not exist at %s: logging to a new run", run_id, self.tracking_uri)
+                log.warning("MLflow run %s does not exist at %s: logging to a new run", run_id, redact_uri(self.tracking_uri))
                 run_id, hwm = None, None
                 self.state["run_key"] = uuid.uuid4().hex
         if not run_id:
@@ -468,7 +470,7 @@ class ResilientTracker:
         self._hwm = dict(hwm or {})
         self._connected, self._failures = True, 0
         if self._down:
-            log.warning("MLflow tracking at %s is reachable again (run %s)", self.tracking_uri, run_id)
+            log.warning("MLflow tracking at %s is reachable again (run %s)", redact_uri(self.tracking_uri), run_id)
         self._down = False
 
     def _flush_buffer(self) -> None:
@@ -631,10 +633,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "flush":
         tracker = ResilientTracker.from_dir(args.out_dir, args.tracking_uri)
         ok = tracker.flush()
-        print(json.dumps({"run_id": tracker.run_id, "tracking_uri": tracker.tracking_uri, "pending": tracker.pending()}))
+        print(json.dumps({"run_id": tracker.run_id, "tracking_uri": redact_uri(tracker.tracking_uri),
+                          "pending": tracker.pending()}))
         return 0 if ok else 1
     tracker = ResilientTracker.from_dir(args.out_dir)
-    print(json.dumps({"run_id": tracker.run_id, "tracking_uri": tracker.tracking_uri, "pending": tracker.pending()}))
+    print(json.dumps({"run_id": tracker.run_id, "tracking_uri": redact_uri(tracker.tracking_uri),
+                      "pending": tracker.pending()}))
     return 0
 
 

@@ -27,12 +27,11 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +39,8 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from model import checkpoints as ckpts
+from model.checkpoints import check_compatible  # noqa: F401 - re-exported (older imports)
 from model.conditioning import (
     AutoencoderConfig,
     AutoencoderKind,
@@ -52,6 +53,7 @@ from model.conditioning import (
 from model.curriculum import Curriculum, CurriculumConfig, CurriculumMode
 from model.data import DataConfig, make_loader, validate_indexes
 from model.diffusion import DiffusionConfig, make_train_scheduler
+from model.launch import init_process_group
 from model.masks import (
     Task,
     apply_cfg_dropout,
@@ -61,60 +63,12 @@ from model.masks import (
     masked_mse,
     sample_condition,
 )
+from model.redact import redact_config
 from model.shards import read_index
+from model.train_config import TrainConfig  # noqa: F401 - re-exported: model.train.TrainConfig
 from model.unet import DFGN, DFGNConfig, preset
 
 log = logging.getLogger("rdtf.train")
-
-
-@dataclass
-class TrainConfig:
-    index_paths: list[str]  # shard index.json files of the drops to train on
-    out_dir: str  # checkpoints and logs
-    preset: str = "tiny_pixel"  # DFGN preset: tiny_pixel | tiny | paper | paper_3dconv
-    autoencoder: str = "pixel"  # pixel | tiny_kl | <local AutoencoderKL folder>
-    steps: int = 300  # optimizer steps in total
-    batch_size: int = 4  # clips per rank per micro-batch (Table 6: 1 per GPU)
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 1e-5  # AdamW learning rate (Table 6: 1e-5)
-    warmup_steps: int = 20  # linear warm-up
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0  # max gradient norm
-    ema_decay: float = 0.999  # EMA of the weights (used for sampling)
-    ckpt_every: int = 100  # steps between checkpoints
-    keep_ckpts: int = 2  # complete checkpoints kept
-    log_every: int = 10  # steps between metric logs
-    seed: int = 0
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
-    grad_checkpointing: bool = False
-    fsdp: bool = False  # shard the U-Net with FSDP2 (fully_shard per stage) instead of DDP when world size > 1
-    num_workers: int = 0  # DataLoader workers per rank
-    curriculum: dict = field(default_factory=dict)  # CurriculumConfig fields (mode: none | linear | adaptive)
-    p_drop_text: float = 0.1  # CFG training: drop text only
-    p_drop_image: float = 0.1  # CFG training: drop visual conditions only
-    p_drop_both: float = 0.05  # CFG training: drop both
-    token_dropout: float = 0.1  # "#" token replacement probability (Method)
-    include_conditioned_in_loss: bool = False  # also supervise conditioned frames
-    dual_mask: bool = True  # DDU (Table 3); False = fixed I&T->V condition + fixed k = F frames (see _data_cfg, train_step)
-    frame_extraction: str = "cluster"  # cluster (DDU, Fig. 3) | uniform (equal intervals; stickers < F frames unused)
-    temporal_layer: str | None = None  # override the preset's temporal layer: sti | conv3d | none (Table 3 "3D-Conv")
-    mlflow_uri: str | None = None  # None: no MLflow logging
-    mlflow_experiment: str = "rdtf-stickers"
-    mlflow_artifact_location: str | None = None  # artifact store of the experiment if the trainer creates it (None: MLflow default)
-    run_name: str | None = None
-    diffusion: dict = field(default_factory=dict)  # DiffusionConfig overrides
-    text_clip_model: str | None = None  # open_clip model of the text tower (real weights only; default ViT-H-14)
-    text_clip_pretrained: str | None = None  # local CLIP weights file; None with text_t5_path None = random tiny towers
-    text_t5_path: str | None = None  # local transformers T5 encoder folder
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> TrainConfig:
-        data = json.loads(Path(path).read_text())
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -149,20 +103,18 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return path if (path / "trainer.json").exists() else None
 
 
-def check_compatible(saved: dict, current: dict) -> None:
-    """Refuse a checkpoint whose model config differs, naming the fields."""
-    diff = {k: (saved.get(k), current.get(k)) for k in set(saved) | set(current) if saved.get(k) != current.get(k)}
-    if diff:
-        raise ValueError(f"checkpoint is incompatible with this config; differing model fields (saved, current): {diff}")
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.rank, self.world, local = _dist()
+        if self.rank == 0:  # first: what killed saves left (GBs each at the paper preset), see model.checkpoints
+            for p in ckpts.clean_stale_temps(cfg.out_dir):
+                log.warning("removed %s left by an interrupted checkpoint save", p)
         self.device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if self.device.type == "cuda":  # object collectives (resume choice) use the current device under NCCL
+            torch.cuda.set_device(self.device)
+        if self.world > 1 and not dist.is_initialized():  # single node: store and sockets on loopback only
+            init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.mcfg: DFGNConfig = preset(cfg.preset)
         if cfg.temporal_layer is not None:  # Table 3 ablation switch on any preset (e.g. tiny_pixel + conv3d)
             self.mcfg = dataclasses.replace(self.mcfg, temporal_layer=cfg.temporal_layer)
@@ -203,6 +155,7 @@ class Trainer:
         self.mlflow_run_id: str | None = None
         self.history: list[dict] = []
         self._stop = False
+        self._saved_step: int | None = None  # step of the last save: a SIGTERM right after it does not save again
 
     def _data_cfg(self) -> DataConfig:
         size = self.mcfg.sample_size * (1 if self.cfg.autoencoder == "pixel" else (2 if self.cfg.autoencoder == "tiny_kl" else 8))
@@ -247,12 +200,13 @@ class Trainer:
 
     def save(self) -> Path | None:
         model_sd, ema, optim_sd = self._gather_state()
+        self._saved_step = self.step  # on every rank: the SIGTERM branch of run() must decide alike
         if self.rank != 0:
             return None
         root = Path(self.cfg.out_dir) / "checkpoints"
         root.mkdir(parents=True, exist_ok=True)
         name = f"step-{self.step:06d}"
-        tmp = root / f".{name}.tmp-{uuid.uuid4().hex[:6]}"
+        tmp = ckpts.temp_dir_for(root, name)  # removed at the next start if this process dies before publish
         (tmp / "model").mkdir(parents=True)
         self.model.save_config(tmp / "model")  # diffusers layout: DFGN.from_pretrained(tmp / "model") works
         save_file({k: v.contiguous() for k, v in model_sd.items()}, tmp / "model" / "diffusion_pytorch_model.safetensors")
@@ -262,20 +216,31 @@ class Trainer:
         _atomic_json({"step": self.step, "curriculum": self.curriculum.state_dict(),
                       "typical_duration_ms": self.typical_duration_ms,
                       "data_batches": self.step * self.cfg.grad_accum, "mlflow_run_id": self.mlflow_run_id,
-                      "model_config": asdict(self.mcfg), "train_config": asdict(self.cfg),
-                      "history": self.history[-2000:]}, tmp / "trainer.json")
+                      "model_config": asdict(self.mcfg), "train_config": redact_config(asdict(self.cfg)),
+                      "history": self.history[-2000:]}, tmp / "trainer.json")  # logged to MLflow: no credentials
         final = root / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        (root / ".latest.tmp").write_text(name)
-        os.replace(root / ".latest.tmp", root / "latest")  # the marker moves only after the folder is complete
-        done = sorted(p for p in root.glob("step-*") if (p / "trainer.json").exists())
-        for old in done[: -self.cfg.keep_ckpts]:
-            shutil.rmtree(old, ignore_errors=True)
+        ckpts.publish(tmp, final)
+        ckpts.write_latest(root, name)  # the marker moves only after the folder is complete
+        ckpts.rotate(root, self.cfg.keep_ckpts, final)
         return final
 
+    def verify_checkpoint(self, path: Path) -> dict:
+        """Cheap but real validity check for resuming this trainer (see model.checkpoints); returns trainer.json."""
+        return ckpts.verify_training_checkpoint(
+            path, model_config=json.loads(json.dumps(asdict(self.mcfg))),
+            model_shapes={k: tuple(v.shape) for k, v in self.model.state_dict().items()},  # global shapes under FSDP
+            text_shapes={k: tuple(v.shape) for k, v in self.text.state_dict().items()})
+
+    def _read_meta(self, path: Path) -> tuple[Path, dict]:
+        """The part of a load that touches no live state (a failure here leaves the trainer as it was)."""
+        meta = ckpts.read_json(path, ckpts.TRAINER, ckpts.TRAINER_KEYS)
+        check_compatible(meta["model_config"], json.loads(json.dumps(asdict(self.mcfg))))
+        return path, meta
+
     def load(self, path: Path) -> None:
+        self._apply(self._read_meta(Path(path)))
+
+    def _apply(self, loaded: tuple[Path, dict]) -> None:
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             set_model_state_dict,
@@ -283,8 +248,7 @@ class Trainer:
         )
         from torch.distributed.tensor import DTensor, distribute_tensor
 
-        meta = json.loads((path / "trainer.json").read_text())
-        check_compatible(meta["model_config"], json.loads(json.dumps(asdict(self.mcfg))))
+        path, meta = loaded
         opts = StateDictOptions(full_state_dict=True)
         set_model_state_dict(self.model, load_file(path / "model" / "diffusion_pytorch_model.safetensors"), options=opts)
         self.text.load_state_dict(load_file(path / "text_proj.safetensors", device=str(self.device)))
@@ -414,7 +378,8 @@ class Trainer:
             if self.step % cfg.ckpt_every == 0 or self.step == target:
                 self.save()
             if self._should_stop():
-                self.save()
+                if self._saved_step != self.step:  # saving the same step twice only re-writes GBs
+                    self.save()
                 log.warning("SIGTERM: checkpoint written at step %d, stopping", self.step)
                 break
         if not last and self.history:  # resumed at or past the target: report the last logged step
@@ -445,7 +410,7 @@ class _MlflowLogger:
                                                      run_id=trainer.mlflow_run_id, resumed=trainer.step > 0, config=asdict(cfg))
         self.tracker.start()  # create or resume the run; send what an earlier attempt left buffered
         if trainer.step == 0:
-            flat = {f"train.{k}": v for k, v in asdict(trainer.cfg).items()}
+            flat = {f"train.{k}": v for k, v in redact_config(asdict(trainer.cfg)).items()}  # no credentials in params
             flat |= {f"model.{k}": v for k, v in asdict(trainer.mcfg).items()}
             self.tracker.log_params({k: str(v)[:500] for k, v in flat.items()})
         self.tracker.set_tags({"weights": trainer.weights_tag, "preset": trainer.cfg.preset, "world_size": trainer.world,
@@ -508,12 +473,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rank%(rank)s %(message)s".replace("%(rank)s", os.environ.get("RANK", "0")))
     cfg = TrainConfig.from_json(args.config)
     trainer = Trainer(cfg)
-    if args.resume:
-        path = latest_checkpoint(cfg.out_dir) if args.resume == "latest" else Path(args.resume)
+    if args.resume:  # the newest valid checkpoint; rank 0 chooses, all ranks load the same (model.checkpoints)
+        path = ckpts.resume(args.resume, cfg.out_dir, verify=trainer.verify_checkpoint, read=trainer._read_meta,
+                            apply=trainer._apply, rank=trainer.rank, world=trainer.world)
         if path is None:
             log.warning("--resume latest: no complete checkpoint in %s, starting from scratch", cfg.out_dir)
         else:
-            trainer.load(path)
             log.info("resumed from %s at step %d", path, trainer.step)
     if trainer.weights_tag == "random":
         log.warning("text encoder / autoencoder use RANDOM weights (weights=random)")

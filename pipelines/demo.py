@@ -23,6 +23,7 @@ from assets.clusters import clusters_path
 from assets.drops import find_caption_file, join
 from assets.embedding_engine import embeddings_dir
 from assets.shards import shards_dir
+from model.redact import redact_uri
 from pipelines.resources import PROJECT_ROOT, default_resources, rdtf_home
 
 
@@ -133,9 +134,10 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
             print(f"      {task:<13} FVD {f[f'{task}/fvd']:8.2f}, VQA {v[f'{task}/vqa']:.3f}, "
                   f"CLIP {c[f'{task}/clip_matched']:.3f} (top-1 {c[f'{task}/clip_top1']:.2f}){extra}")
         print(f"  comparison        : {emd['model_comparison']['n_runs']} run(s) -> {emd['model_comparison']['report']}")
-        print(f"  MLflow run        : {tmd.get('mlflow_run_id')} in {resources['mlflow'].tracking_uri} "
+        shown = redact_uri(resources["mlflow"].tracking_uri)  # MLFLOW_TRACKING_URI may carry credentials
+        print(f"  MLflow run        : {tmd.get('mlflow_run_id')} in {shown} "
               "(eval/* metrics; gallery/, evaluation/ artifacts)")
-        print(f"                      (UI: .venv/bin/mlflow ui --backend-store-uri {resources['mlflow'].tracking_uri} --host 127.0.0.1)")
+        print(f"                      (UI: .venv/bin/mlflow ui --backend-store-uri {shown} --host 127.0.0.1)")
     print(f"  Dagster run       : {run.run_id} in {os.environ['DAGSTER_HOME']}  (UI: bash scripts/dev.sh ui)")
     print(f"  wall time         : {time.perf_counter() - t0:.1f} s")
     return 0

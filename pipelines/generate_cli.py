@@ -69,6 +69,9 @@ def _check_request(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.duration_ms is not None and args.duration_ms <= 0:
         raise ValueError(f"--duration-ms must be positive, got {args.duration_ms}")
+    if Path(args.checkpoint).is_file():
+        raise ValueError(f"checkpoint {args.checkpoint} is a file, not a checkpoint folder "
+                         "(give …/checkpoints/step-N or the training run folder)")
     if not Path(args.checkpoint).is_dir():
         raise ValueError(f"checkpoint folder {args.checkpoint} does not exist")
     return paths
@@ -103,8 +106,8 @@ def _run(args: argparse.Namespace) -> int:
 def _cmd_generate(args: argparse.Namespace) -> int:
     try:
         return _run(args)
-    except (ValueError, OSError) as exc:  # user errors: message only, like argparse (exit 2)
-        print(f"rdtf generate: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # user errors (CheckpointError included): message only, like argparse (exit 2)
+        print(f"rdtf generate: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, always
         return 2
 
 

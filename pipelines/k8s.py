@@ -40,6 +40,8 @@ from typing import Any
 
 from dagster_k8s import PipesK8sClient
 
+from model.launch import LOCAL_RDZV_ARGS, LOCAL_TORCHRUN_ENV
+
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
 LAUNCHERS = ("local", "k8s")
 RDZV_PORT = 29400
@@ -136,8 +138,9 @@ def torchrun_command(
 
     ``nnodes > 1``: c10d rendezvous at ``rdzv_endpoint`` (``host:port``), ``rdzv_id`` shared by all nodes of one
     training, ``local_addr`` = this node's DNS name (orders node ranks, see the module docstring), ``is_host``
-    = whether this node runs the rendezvous store. ``nnodes == 1`` with no endpoint: ``--standalone`` (what
-    ``assets/training.py`` runs today). ``max_restarts``: torchrun restarts the worker group that often after a
+    = whether this node runs the rendezvous store. ``nnodes == 1`` with no endpoint: the loopback-only launch of
+    ``model.launch``, like ``assets/training.py`` (``--standalone`` would listen on every interface of the pod;
+    ``training_launch`` adds ``LOCAL_TORCHRUN_ENV``). ``max_restarts``: torchrun restarts the worker group that often after a
     failure; every restart resumes from the latest checkpoint (``--resume latest``).
     """
     if nnodes < 1 or nproc_per_node < 1:
@@ -148,7 +151,7 @@ def torchrun_command(
     if rdzv_endpoint is None:
         if nnodes > 1:
             raise ValueError("a multi-node run needs rdzv_endpoint (host:port of the head node)")
-        cmd.append("--standalone")
+        cmd += LOCAL_RDZV_ARGS  # single node: rendezvous and stores on 127.0.0.1 only (model.launch)
     else:
         host, sep, port = rdzv_endpoint.rpartition(":")
         if not sep or not host or not port.isdigit():
@@ -380,6 +383,7 @@ def training_launch(
     _check_group(group)
     env = dict(training_env() if env is None else env)
     if nnodes == 1:
+        env |= LOCAL_TORCHRUN_ENV  # with LOCAL_RDZV_ARGS: nothing of the pod's torchrun listens beyond loopback
         command = torchrun_command(1, gpus_per_node, None, config_path, max_restarts=max_restarts, python=python,
                                    resume=resume)
     else:
@@ -404,7 +408,7 @@ def training_launch(
 
 @dataclass(frozen=True)
 class LocalTorchrun:
-    """What ``assets/training.py`` asks for: ``PY -m torch.distributed.run --standalone --nproc_per_node=N -m
+    """What ``assets/training.py`` asks for: ``PY -m torch.distributed.run <loopback opts> --nproc_per_node=N -m
     model.train --config CFG [--resume R]``."""
 
     python: str

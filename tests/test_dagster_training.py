@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mlflow
+import pytest
 from dagster import DagsterInstance, PipesSubprocessClient, materialize
 
 from assets.resources import LakeResource, MlflowResource
@@ -50,3 +51,49 @@ def test_sample_gallery_asset(tmp_path, tiny_shards):
     from model.media import decode_sticker
 
     assert all(len(decode_sticker(g.read_bytes(), size=32).durations_ms) >= 2 for g in gifs)
+
+
+def _materialize_bad_training(tmp_path, lake_root, train_config: dict):
+    """trained_model on the persistent test instance (the repo's dagster.yaml: run retries on step failure)."""
+    import time
+
+    instance = DagsterInstance.get()
+    assert instance.run_retries_enabled and instance.run_retries_retry_on_asset_or_op_failure
+    t0 = time.perf_counter()
+    result = materialize(
+        [trained_model], instance=instance, raise_on_error=False,
+        resources={"storage": LakeResource(drops_root=str(tmp_path), lake_root=str(lake_root)),
+                   "mlflow": MlflowResource(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}", experiment="bad-config"),
+                   "pipes_subprocess_client": PipesSubprocessClient()},
+        run_config={"ops": {TRAIN_ASSET: {"config": train_config}}},
+    )
+    elapsed = time.perf_counter() - t0
+    kinds = [e.event_type_value for e in result.all_events]
+    return result, instance.get_run_by_id(result.run_id), kinds, elapsed
+
+
+@pytest.mark.parametrize("train_config,words", [
+    ({"steps": -1, "run_name": "neg"}, "TrainConfig.steps must be an int >= 1, got -1"),
+    ({"preset": "huge", "run_name": "huge"}, "TrainConfig.preset must be one of ['paper', 'paper_3dconv', 'tiny'"),
+    ({"ckpt_every": 0, "run_name": "ck0"}, "TrainConfig.ckpt_every must be an int >= 1, got 0"),
+    ({"run_name": "../../escape"}, "invalid run name '../../escape': must match"),
+])
+def test_bad_training_config_fails_fast_once_without_step_or_run_retries(tmp_path, tiny_shards, train_config, words,
+                                                                         monkeypatch):
+    """A deterministic config error: one attempt, the message in the failure, no retry (step or run), no torchrun."""
+    import assets.training
+
+    lake_root = next(p for p in tiny_shards.parents if (p / "shards").is_dir())
+    monkeypatch.setattr(assets.training, "shard_indexes", lambda root: [str(tiny_shards)])  # the shard layout is not under test
+    result, run, kinds, elapsed = _materialize_bad_training(tmp_path, lake_root, train_config)
+    assert not result.success
+    assert kinds.count("STEP_START") == 1 and kinds.count("STEP_FAILURE") == 1
+    assert "STEP_UP_FOR_RETRY" not in kinds and "STEP_RESTARTED" not in kinds  # the RetryPolicy did not fire
+    (failure,) = result.get_step_failure_events()
+    err = failure.step_failure_data.error
+    assert words in (failure.step_failure_data.user_failure_data.description or "") or words in err.message
+    assert "External execution process failed" not in err.message  # refused before torchrun was launched
+    assert run.tags.get("dagster/will_retry") == "false"  # the daemon's run-retry decision (dagster.yaml: on)
+    assert run.tags.get("dagster/retry_on_asset_or_op_failure") == "false"
+    assert not (lake_root / "training" / train_config["run_name"] / "train.json").exists()
+    assert elapsed < 30, elapsed

@@ -176,11 +176,14 @@ def test_torchrun_command_multi_node_parses_with_torchrun():
     assert config.local_addr == "rdtf-x-head.rdtf-x.rdtf.svc.cluster.local"
 
 
-def test_torchrun_command_single_node_is_standalone_like_the_local_asset():
+def test_torchrun_command_single_node_is_loopback_only_like_the_local_asset():
+    from model.launch import LOCAL_RDZV_ARGS
+
     cmd = k8s.torchrun_command(1, 2, None, "cfg.json", python="/usr/bin/python3")
-    assert cmd[0] == "/usr/bin/python3" and "--standalone" in cmd and not any(c.startswith("--rdzv") for c in cmd)
+    assert cmd[0] == "/usr/bin/python3" and "--standalone" not in cmd and set(LOCAL_RDZV_ARGS) <= set(cmd)
     args, (config, _, _) = _parse(cmd)
-    assert args.standalone and config.nproc_per_node == 2
+    assert not args.standalone and config.nproc_per_node == 2 and config.local_addr == "127.0.0.1"
+    assert config.rdzv_configs["store_type"] == "file"  # no TCPStore for the rendezvous
     assert k8s.torchrun_command(1, 1, None, "c.json", resume=None)[-2:] == ["--config", "c.json"]
 
 
@@ -382,7 +385,8 @@ def test_torchrun_client_single_node_needs_an_image(monkeypatch):
         k8s.k8s_pipes_client().launch_for(_Ctx(), ASSET_CMD)
     monkeypatch.setenv("DAGSTER_CURRENT_IMAGE", "cur:1")
     launch = k8s.k8s_pipes_client().launch_for(_Ctx(), ASSET_CMD)
-    assert launch.image == "cur:1" and launch.worker_job is None and "--standalone" in launch.command
+    assert launch.image == "cur:1" and launch.worker_job is None and "--local-addr=127.0.0.1" in launch.command
+    assert launch.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"  # the agent hosts no TCPStore either
 
 
 class _FakeApi:

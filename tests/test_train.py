@@ -27,8 +27,11 @@ def _cfg(tmp: Path, index: Path, name: str, **kw) -> Path:
 
 def _run(args: list[str], nproc: int = 1, timeout: int = 300) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "model.train", *args]
+    if nproc > 1:  # the launch the asset uses (model.launch: loopback only)
+        from model.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command
+
+        env |= LOCAL_TORCHRUN_ENV
+        cmd = local_torchrun_command(nproc, ["-m", "model.train", *args])
     else:
         cmd = [sys.executable, "-m", "model.train", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)

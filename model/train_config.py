@@ -1,0 +1,213 @@
+"""``TrainConfig``: every setting of one DFGN training, validated when it is built.
+
+Why its own, import-light module (no torch): the Dagster asset ``trained_model`` builds and validates the
+same config BEFORE it launches torchrun, so a bad value (``ckpt_every=0`` -> ZeroDivisionError,
+``grad_accum=0`` -> an obscure torch error, an unknown preset) fails in milliseconds with a message naming
+the field and the allowed values — instead of inside the torchrun workers, where Dagster only sees "process
+failed with code 1" and retries it with back-off. ``model.train`` re-exports it and validates again in the
+workers (a hand-written ``train.json`` goes through the same function).
+
+The allowed names below mirror the enums of the modules that use them (``model.unet.PRESETS``,
+``model.unet.TemporalLayer``, ``model.data.FrameExtraction``, ``model.diffusion.DiffusionConfig``); those
+modules import torch/diffusers, so they are not imported here — ``tests/test_train_config.py`` checks that
+the lists stay equal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PRESETS = ("paper", "paper_3dconv", "tiny", "tiny_pixel")  # model.unet.PRESETS
+NAMED_AUTOENCODERS = ("pixel", "tiny_kl")  # anything else must be a local AutoencoderKL folder
+PRECISIONS = ("auto", "fp32", "bf16")
+FRAME_EXTRACTIONS = ("cluster", "uniform")  # model.data.FrameExtraction
+TEMPORAL_LAYERS = ("sti", "conv3d", "none")  # model.unet.TemporalLayer
+DIFFUSION_FIELDS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # diffusers schedules with a beta range
+PREDICTION_TYPES = ("epsilon",)  # the loss regresses the noise (model.train.train_step)
+CURRICULUM_SET_BY_TRAINER = ("total_steps", "k_max")  # from steps and the preset's frame count
+MAX_SEED = 2**63 - 1
+
+
+@dataclass
+class TrainConfig:
+    index_paths: list[str]  # shard index.json files of the drops to train on
+    out_dir: str  # checkpoints and logs
+    preset: str = "tiny_pixel"  # DFGN preset: tiny_pixel | tiny | paper | paper_3dconv
+    autoencoder: str = "pixel"  # pixel | tiny_kl | <local AutoencoderKL folder>
+    steps: int = 300  # optimizer steps in total
+    batch_size: int = 4  # clips per rank per micro-batch (Table 6: 1 per GPU)
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-5  # AdamW learning rate (Table 6: 1e-5)
+    warmup_steps: int = 20  # linear warm-up
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max gradient norm
+    ema_decay: float = 0.999  # EMA of the weights (used for sampling)
+    ckpt_every: int = 100  # steps between checkpoints
+    keep_ckpts: int = 2  # complete checkpoints kept
+    log_every: int = 10  # steps between metric logs
+    seed: int = 0
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    grad_checkpointing: bool = False
+    fsdp: bool = False  # shard the U-Net with FSDP2 (fully_shard per stage) instead of DDP when world size > 1
+    num_workers: int = 0  # DataLoader workers per rank
+    curriculum: dict = field(default_factory=dict)  # CurriculumConfig fields (mode: none | linear | adaptive)
+    p_drop_text: float = 0.1  # CFG training: drop text only
+    p_drop_image: float = 0.1  # CFG training: drop visual conditions only
+    p_drop_both: float = 0.05  # CFG training: drop both
+    token_dropout: float = 0.1  # "#" token replacement probability (Method)
+    include_conditioned_in_loss: bool = False  # also supervise conditioned frames
+    dual_mask: bool = True  # DDU (Table 3); False = fixed I&T->V condition + fixed k = F frames (see _data_cfg, train_step)
+    frame_extraction: str = "cluster"  # cluster (DDU, Fig. 3) | uniform (equal intervals; stickers < F frames unused)
+    temporal_layer: str | None = None  # override the preset's temporal layer: sti | conv3d | none (Table 3 "3D-Conv")
+    mlflow_uri: str | None = None  # None: no MLflow logging
+    mlflow_experiment: str = "rdtf-stickers"
+    mlflow_artifact_location: str | None = None  # artifact store of the experiment if the trainer creates it (None: MLflow default)
+    run_name: str | None = None
+    diffusion: dict = field(default_factory=dict)  # DiffusionConfig overrides
+    text_clip_model: str | None = None  # open_clip model of the text tower (real weights only; default ViT-H-14)
+    text_clip_pretrained: str | None = None  # local CLIP weights file; None with text_t5_path None = random tiny towers
+    text_t5_path: str | None = None  # local transformers T5 encoder folder
+
+    def __post_init__(self) -> None:
+        validate_train_config(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Build from JSON-like data; unknown keys are refused by name (a typo must not silently keep a default)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"TrainConfig must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}; allowed: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"training config {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+def _bad(name: str, why: str, value: object) -> ValueError:
+    return ValueError(f"TrainConfig.{name} {why}, got {value!r}")
+
+
+def _int(cfg: TrainConfig, name: str, lowest: int, highest: int | None = None) -> None:
+    v = getattr(cfg, name)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lowest or (highest is not None and v > highest):
+        raise _bad(name, f"must be an int >= {lowest}" + (f" and <= {highest}" if highest is not None else ""), v)
+
+
+def _float(cfg: TrainConfig, name: str, lo: float, hi: float | None = None, *, lo_open: bool = False,
+           hi_open: bool = False) -> None:
+    v = getattr(cfg, name)
+    ok = not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+    ok = ok and (v > lo if lo_open else v >= lo) and (hi is None or (v < hi if hi_open else v <= hi))
+    if not ok:
+        rng = f"{'(' if lo_open else '['}{lo}, {'inf)' if hi is None else f'{hi}' + (')' if hi_open else ']')}"
+        raise _bad(name, f"must be a finite number in {rng}", v)
+
+
+def _choice(cfg: TrainConfig, name: str, allowed: tuple[str, ...], *, optional: bool = False) -> None:
+    v = getattr(cfg, name)
+    if (v is None and optional) or v in allowed:
+        return
+    raise _bad(name, f"must be one of {list(allowed)}" + (" or null" if optional else ""), v)
+
+
+def _opt_str(cfg: TrainConfig, name: str) -> None:
+    v = getattr(cfg, name)
+    if v is not None and (not isinstance(v, str) or not v.strip()):
+        raise _bad(name, "must be a non-empty string or null", v)
+
+
+def validate_train_config(cfg: TrainConfig) -> None:
+    """Raise ``ValueError`` naming the first field that is out of range, of the wrong type or not an allowed name.
+
+    Cheap and side-effect free (no torch, no file reads: paths are checked where they are opened, which may be
+    another pod), so the Dagster asset runs it before launching torchrun and the workers run it again.
+    """
+    if not isinstance(cfg.index_paths, list | tuple) or not cfg.index_paths or \
+            not all(isinstance(p, str) and p for p in cfg.index_paths):
+        raise _bad("index_paths", "must be a non-empty list of shard index.json paths", cfg.index_paths)
+    if not isinstance(cfg.out_dir, str) or not cfg.out_dir.strip():
+        raise _bad("out_dir", "must be a non-empty path", cfg.out_dir)
+    _choice(cfg, "preset", PRESETS)
+    # a folder is checked by form only: the Dagster run pod need not mount the training pods' /models volume
+    if cfg.autoencoder not in NAMED_AUTOENCODERS and not (isinstance(cfg.autoencoder, str) and "/" in cfg.autoencoder):
+        raise _bad("autoencoder", f"must be one of {list(NAMED_AUTOENCODERS)} or the path of a local AutoencoderKL "
+                                  "folder (absolute, or with a '/': ./vae)", cfg.autoencoder)
+    for name in ("steps", "batch_size", "grad_accum", "ckpt_every", "keep_ckpts", "log_every"):
+        _int(cfg, name, 1)
+    _int(cfg, "warmup_steps", 0)
+    _int(cfg, "num_workers", 0)
+    _int(cfg, "seed", 0, MAX_SEED)  # numpy seeds must be non-negative
+    _float(cfg, "lr", 0.0, lo_open=True)
+    _float(cfg, "weight_decay", 0.0)
+    _float(cfg, "grad_clip", 0.0, lo_open=True)
+    _float(cfg, "ema_decay", 0.0, 1.0, hi_open=True)  # 1.0 would freeze the EMA at the initial weights
+    for name in ("p_drop_text", "p_drop_image", "p_drop_both", "token_dropout"):
+        _float(cfg, name, 0.0, 1.0)
+    if cfg.p_drop_text + cfg.p_drop_image + cfg.p_drop_both > 1.0 + 1e-12:
+        raise _bad("p_drop_text + p_drop_image + p_drop_both", "must be <= 1",
+                   cfg.p_drop_text + cfg.p_drop_image + cfg.p_drop_both)
+    for name in ("grad_checkpointing", "fsdp", "include_conditioned_in_loss", "dual_mask"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise _bad(name, "must be true or false", getattr(cfg, name))
+    _choice(cfg, "precision", PRECISIONS)
+    _choice(cfg, "frame_extraction", FRAME_EXTRACTIONS)
+    _choice(cfg, "temporal_layer", TEMPORAL_LAYERS, optional=True)
+    for name in ("mlflow_uri", "mlflow_artifact_location", "run_name", "text_clip_model", "text_clip_pretrained",
+                 "text_t5_path"):
+        _opt_str(cfg, name)
+    if not isinstance(cfg.mlflow_experiment, str) or not cfg.mlflow_experiment.strip():
+        raise _bad("mlflow_experiment", "must be a non-empty string", cfg.mlflow_experiment)
+    _validate_curriculum(cfg)
+    _validate_diffusion(cfg.diffusion)
+
+
+def _validate_curriculum(cfg: TrainConfig) -> None:
+    from model.curriculum import CurriculumConfig  # numpy only
+
+    cur = cfg.curriculum
+    if not isinstance(cur, dict):
+        raise _bad("curriculum", "must be an object of CurriculumConfig fields", cur)
+    allowed = sorted(f.name for f in dataclasses.fields(CurriculumConfig) if f.name not in CURRICULUM_SET_BY_TRAINER)
+    unknown = sorted(set(cur) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown TrainConfig.curriculum fields {unknown}; allowed: {allowed} "
+                         f"({list(CURRICULUM_SET_BY_TRAINER)} are set by the trainer)")
+    try:  # CurriculumConfig checks its own ranges (mode names, gains, probabilities)
+        CurriculumConfig(**{**cur, "total_steps": cfg.steps})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"TrainConfig.curriculum: {exc}") from None
+
+
+def _validate_diffusion(diff: object) -> None:
+    if not isinstance(diff, dict):
+        raise _bad("diffusion", "must be an object of DiffusionConfig fields", diff)
+    unknown = sorted(set(diff) - set(DIFFUSION_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown TrainConfig.diffusion fields {unknown}; allowed: {list(DIFFUSION_FIELDS)}")
+    n = diff.get("num_train_timesteps", 1000)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise _bad("diffusion.num_train_timesteps", "must be an int >= 2", n)
+    b0, b1 = diff.get("beta_start", 0.00085), diff.get("beta_end", 0.012)
+    for name, b in (("beta_start", b0), ("beta_end", b1)):
+        if isinstance(b, bool) or not isinstance(b, int | float) or not (0.0 < b < 1.0):
+            raise _bad(f"diffusion.{name}", "must be a number in (0, 1)", b)
+    if b0 >= b1:
+        raise _bad("diffusion.beta_start", f"must be < beta_end ({b1})", b0)
+    if diff.get("beta_schedule", "scaled_linear") not in BETA_SCHEDULES:
+        raise _bad("diffusion.beta_schedule", f"must be one of {list(BETA_SCHEDULES)}", diff.get("beta_schedule"))
+    if diff.get("prediction_type", "epsilon") not in PREDICTION_TYPES:
+        raise _bad("diffusion.prediction_type", f"must be one of {list(PREDICTION_TYPES)} (the loss regresses the "
+                                                "noise)", diff.get("prediction_type"))
