@@ -30,6 +30,7 @@ from collections.abc import Callable
 
 from fsspec.implementations.local import LocalFileSystem
 
+from assets.ids import within
 from model.rejects import RejectReason, StickerRejected
 
 _CHUNK = 1 << 20  # read granularity: the cap is exact, the chunk only bounds one read call
@@ -50,11 +51,6 @@ def kind_of(mode: int) -> str:
         if test(mode):
             return name
     return "not a regular file"
-
-
-def inside(path: str, root: str) -> bool:
-    """``path`` is ``root`` or below it (both already resolved)."""
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def member_exists(fs, root: str, rel: str) -> bool:
@@ -110,7 +106,7 @@ def _read_local(root: str, rel: str, max_bytes: int, limit_name: str) -> bytes:
     except OSError as exc:
         raise _os_error(rel, exc) from None
     real = os.path.realpath(path)
-    if not inside(real, real_root):  # checked before the target is touched at all
+    if not within(real, real_root):  # checked before the target is touched at all
         raise StickerRejected(RejectReason.SYMLINK_ESCAPE,
                               f"{rel!r} is a symbolic link (or lies under one) that resolves outside the drop")
     try:
@@ -131,7 +127,7 @@ def _read_local(root: str, rel: str, max_bytes: int, limit_name: str) -> bytes:
         fst = os.fstat(fd)
         if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
             raise StickerRejected(RejectReason.NOT_REGULAR_FILE, f"{rel!r} was replaced while being opened")
-        if _PROC_FD and not inside(os.readlink(f"/proc/self/fd/{fd}"), real_root):
+        if _PROC_FD and not within(os.readlink(f"/proc/self/fd/{fd}"), real_root):
             # a folder above it was swapped for a symlink between the check and the open
             raise StickerRejected(RejectReason.SYMLINK_ESCAPE, f"{rel!r} was moved outside the drop while being opened")
         return _read_capped(lambda n: os.read(fd, n), rel, max_bytes, limit_name)

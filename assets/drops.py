@@ -27,7 +27,7 @@ from pathlib import Path
 import fsspec
 
 from assets import drop_files
-from assets.ids import ID_RE, overlaps
+from assets.ids import ID_RE, overlaps, within
 from model.rejects import RejectReason, StickerRejected
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,7 @@ def refuse_overlap(drop_url: str, out: str | Path, what: str = "output") -> None
     DROP`` once replaced the source drop by its ingest output.
     """
     fs, path = url_to_fs(drop_url)
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    if ("file" in protocols or "local" in protocols) and overlaps(path, out):
+    if drop_files.is_local(fs) and overlaps(path, out):
         raise ValueError(f"{what} {str(out)!r} overlaps the drop {drop_url!r}: outputs must be outside the drop "
                          f"(and must not contain it)")
 
@@ -159,7 +158,7 @@ def list_ready_drops(drops_root: str) -> list[str]:
     for entry in fs.ls(root, detail=True):
         name = posixpath.basename(entry["name"].rstrip("/"))
         if local and entry.get("islink") and DROP_ID_RE.match(name) and os.path.isdir(entry["name"]):
-            where = "inside" if drop_files.inside(os.path.realpath(entry["name"]), os.path.realpath(root)) else "outside"
+            where = "inside" if within(os.path.realpath(entry["name"]), os.path.realpath(root)) else "outside"
             log.warning("skipping drop folder %r of %s: it is a symbolic link (resolving %s drops_root); "
                         "drops must be real folders", name, drops_root, where)
             continue

@@ -38,6 +38,12 @@ def validate_id(value: object, what: str = "drop id") -> str:
     return value  # type: ignore[return-value]
 
 
+def within(path: str | Path, root: str | Path) -> bool:
+    """``path`` is ``root`` or below it; both must already be resolved (``os.path.realpath``)."""
+    path, root = os.fspath(path), os.fspath(root)
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def contained(root: str | Path, *parts: str) -> Path:
     """``root/parts...`` resolved, refused (``ValueError``) unless it stays inside the resolved root.
 
@@ -45,12 +51,12 @@ def contained(root: str | Path, *parts: str) -> Path:
     """
     base = Path(os.path.realpath(root))
     target = Path(os.path.realpath(base.joinpath(*parts)))
-    if target != base and base not in target.parents:
+    if not within(target, base):
         raise ValueError(f"path {'/'.join(parts)!r} escapes its root {str(base)!r} (resolves to {str(target)!r})")
     return target
 
 
 def overlaps(a: str | Path, b: str | Path) -> bool:
     """True when two local paths are the same folder or one contains the other (after resolving)."""
-    ra, rb = Path(os.path.realpath(a)), Path(os.path.realpath(b))
-    return ra == rb or ra in rb.parents or rb in ra.parents
+    ra, rb = os.path.realpath(a), os.path.realpath(b)
+    return within(ra, rb) or within(rb, ra)

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from model import checkpoints as ck
+from tests.checkpoint_damage import truncate, wrong_shape
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -121,31 +122,17 @@ def test_publish_replaces_an_existing_step_without_leaving_trash(tmp_path):
 # ------------------------------------------------------------------------------- resume falls back
 
 
-def _truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
-def _wrong_shape(path: Path) -> None:
-    from safetensors.torch import load_file, save_file
-
-    sd = load_file(path)
-    k = sorted(sd)[0]
-    sd[k] = torch.zeros(3)
-    save_file(sd, path)
-
-
 _BAD_OPTIMIZER = {"state": {"no.such.param": {"step": torch.tensor(1.0)}}, "param_groups": [{"lr": 1.0, "params": ["no.such.param"]}]}
 
 CORRUPTIONS = {  # newest checkpoint damage -> words of the skip reason
-    "truncated_ema": (lambda c: _truncate(c / "ema.safetensors"), "ema.safetensors is truncated"),
-    "truncated_model_weights": (lambda c: _truncate(c / "model" / "diffusion_pytorch_model.safetensors"),
+    "truncated_ema": (lambda c: truncate(c / "ema.safetensors"), "ema.safetensors is truncated"),
+    "truncated_model_weights": (lambda c: truncate(c / "model" / "diffusion_pytorch_model.safetensors"),
                                 "diffusion_pytorch_model.safetensors is truncated"),
     "missing_optimizer": (lambda c: (c / "optimizer.pt").unlink(), "missing optimizer.pt"),
-    "truncated_optimizer": (lambda c: _truncate(c / "optimizer.pt"), "optimizer.pt does not load"),
+    "truncated_optimizer": (lambda c: truncate(c / "optimizer.pt"), "optimizer.pt does not load"),
     "bad_trainer_json": (lambda c: (c / "trainer.json").write_text('{"step": 4,'), "trainer.json is not valid JSON"),
     "trainer_json_without_keys": (lambda c: (c / "trainer.json").write_text('{"step": 4}'), "trainer.json lacks"),
-    "wrong_shapes": (lambda c: _wrong_shape(c / "model" / "diffusion_pytorch_model.safetensors"),
+    "wrong_shapes": (lambda c: wrong_shape(c / "model" / "diffusion_pytorch_model.safetensors"),
                      "does not fit the model"),
     "optimizer_for_other_params": (lambda c: torch.save(_BAD_OPTIMIZER, c / "optimizer.pt"), "apply failed"),
 }
@@ -184,7 +171,7 @@ def test_no_valid_checkpoint_starts_from_scratch_and_explicit_corrupt_one_is_ref
     out = tmp_path / "run"
     shutil.copytree(trained, out)
     for c in (out / "checkpoints").glob("step-*"):
-        _truncate(c / "ema.safetensors")
+        truncate(c / "ema.safetensors")
     with pytest.raises(ValueError, match="step-000002: ema.safetensors is truncated"):  # no fallback for a named one
         _main(["--config", str(_config(tmp_path, tiny_shards, out)), "--resume", str(out / "checkpoints" / "step-000002")])
     assert _main(["--config", str(_config(tmp_path, tiny_shards, out, steps=2)), "--resume", "latest"]) == 0
@@ -204,7 +191,7 @@ def test_two_ranks_resume_the_same_fallback_checkpoint(trained, tmp_path, tiny_s
 
     out = tmp_path / "run"
     shutil.copytree(trained, out)
-    _truncate(out / "checkpoints" / "step-000004" / "ema.safetensors")
+    truncate(out / "checkpoints" / "step-000004" / "ema.safetensors")
     cfg = _config(tmp_path, tiny_shards, out, steps=6)
     p = subprocess.run(local_torchrun_command(2, ["-m", "model.train", "--config", str(cfg), "--resume", "latest"]),
                        env=ENV | LOCAL_TORCHRUN_ENV, cwd=ROOT, capture_output=True, text=True, timeout=400)

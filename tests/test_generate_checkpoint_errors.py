@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.checkpoint_damage import truncate, wrong_shape
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,30 +31,16 @@ def _step(run: Path) -> Path:
     return run / "checkpoints" / "step-000000"
 
 
-def _truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
-def _wrong_shapes(path: Path) -> None:
-    from safetensors.torch import load_file, save_file
-
-    sd = load_file(path)
-    k = sorted(sd)[0]
-    sd[k] = sd[k].flatten()[:1].clone()
-    save_file(sd, path)
-
-
 def _widened(config: Path) -> dict:
     cfg = json.loads(config.read_text())
     return cfg | {"block_out_channels": [c * 2 for c in cfg["block_out_channels"]]}
 
 
 CASES = {  # name -> (change to a good checkpoint, words the message must contain)
-    "truncated_ema": (lambda r: _truncate(_step(r) / "ema.safetensors"), "ema.safetensors is truncated"),
+    "truncated_ema": (lambda r: truncate(_step(r) / "ema.safetensors"), "ema.safetensors is truncated"),
     "garbage_model_weights": (lambda r: (_step(r) / "model" / "diffusion_pytorch_model.safetensors").write_bytes(b"x" * 64),
                               "diffusion_pytorch_model.safetensors is truncated or not a safetensors file"),
-    "truncated_text_proj": (lambda r: _truncate(_step(r) / "text_proj.safetensors"), "text_proj.safetensors is truncated"),
+    "truncated_text_proj": (lambda r: truncate(_step(r) / "text_proj.safetensors"), "text_proj.safetensors is truncated"),
     "missing_ema": (lambda r: (_step(r) / "ema.safetensors").unlink(), "missing ema.safetensors"),
     "missing_text_proj": (lambda r: (_step(r) / "text_proj.safetensors").unlink(), "missing text_proj.safetensors"),
     "missing_model_weights": (lambda r: (_step(r) / "model" / "diffusion_pytorch_model.safetensors").unlink(),
@@ -72,8 +60,8 @@ CASES = {  # name -> (change to a good checkpoint, words the message must contai
                                    "trainer.json must hold a JSON object"),
     "bad_train_config": (lambda r: (_step(r) / "trainer.json").write_text(json.dumps({"train_config": {"autoencoder": 7}})),
                          "autoencoder"),
-    "ema_wrong_shapes": (lambda r: _wrong_shapes(_step(r) / "ema.safetensors"), "ema.safetensors does not fit the model"),
-    "text_proj_wrong_shapes": (lambda r: _wrong_shapes(_step(r) / "text_proj.safetensors"),
+    "ema_wrong_shapes": (lambda r: wrong_shape(_step(r) / "ema.safetensors"), "ema.safetensors does not fit the model"),
+    "text_proj_wrong_shapes": (lambda r: wrong_shape(_step(r) / "text_proj.safetensors"),
                                "text_proj.safetensors does not fit the model"),
     "latest_names_a_missing_folder": (lambda r: (r / "checkpoints" / "latest").write_text("step-000009"),
                                       "step-000009"),
@@ -127,7 +115,7 @@ def test_truncated_ema_through_the_real_command_line(good_run, tmp_path):
     """The reported defect, end to end: `python -m pipelines.cli generate` printed a SafetensorError traceback (exit 1)."""
     run = tmp_path / "run"
     shutil.copytree(good_run, run)
-    _truncate(_step(run) / "ema.safetensors")
+    truncate(_step(run) / "ema.safetensors")
     p = subprocess.run([sys.executable, "-m", "pipelines.cli", "generate", "--checkpoint", str(run), "--prompt", "x",
                         "--out", str(tmp_path / "x.gif"), "--quiet"], cwd=ROOT, capture_output=True, text=True,
                        env=os.environ | {"PYTHONPATH": str(ROOT)}, timeout=300)
