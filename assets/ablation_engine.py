@@ -156,8 +156,16 @@ def prepare_benchmark(settings: AblationSettings, out_dir: str | Path) -> Path:
     return index
 
 
+def benchmark_dir(index: Path) -> Path:
+    """The benchmark data folder (``data/<id>-<hash>``) that holds ``index`` somewhere below its ``lake/``."""
+    for parent in Path(index).parents:
+        if (parent / "benchmark.json").is_file():
+            return parent
+    raise FileNotFoundError(f"{index} is not inside a prepared ablation benchmark (no benchmark.json above it)")
+
+
 def benchmark_info(index: Path) -> dict:
-    return json.loads((index.parents[3] / "benchmark.json").read_text())
+    return json.loads((benchmark_dir(index) / "benchmark.json").read_text())
 
 
 # ------------------------------------------------------------------------------------------ one run
@@ -248,7 +256,7 @@ def _evaluate(settings: AblationSettings, index: Path, run_dir: Path, summary: d
     train_cfg = json.loads((ckpt / "trainer.json").read_text()).get("train_config", {})
     reports = []
     for name, fn in (
-        ("fvd", lambda: run_fvd(samples, FVDConfig(batch_size=8, seed=0, device="cpu"), cache_dir=index.parents[3] / "fvd_cache")),
+        ("fvd", lambda: run_fvd(samples, FVDConfig(batch_size=8, seed=0, device="cpu"), cache_dir=benchmark_dir(index) / "fvd_cache")),
         ("clip_similarity", lambda: run_clip_similarity(samples, ClipSimConfig(device="cpu", seed=0))),
         ("reconstruction", lambda: run_reconstruction(samples)),
         ("heldout_loss", lambda: run_heldout_loss(
