@@ -16,6 +16,7 @@ run before the checkpoint is loaded, so a typo fails in milliseconds. Every user
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -74,7 +75,24 @@ def _check_request(args: argparse.Namespace) -> list[str]:
                          "(give …/checkpoints/step-N or the training run folder)")
     if not Path(args.checkpoint).is_dir():
         raise ValueError(f"checkpoint folder {args.checkpoint} does not exist")
+    _refuse_writing_inputs(args, paths)
     return paths
+
+
+def _refuse_writing_inputs(args: argparse.Namespace, inputs: list[str]) -> None:
+    """No output may overwrite an input image or land inside the checkpoint folder (a command never writes its input)."""
+    from assets.ids import within
+
+    sources = {os.path.realpath(p) for p in inputs}
+    for flag, out in (("--out", args.out), ("--contact-sheet", args.contact_sheet)):
+        if out is None:
+            continue
+        if os.path.realpath(out) in sources:
+            raise ValueError(f"{flag} {out} is one of the input images: choose another output file")
+        if within(os.path.realpath(os.path.dirname(os.path.abspath(out))), os.path.realpath(args.checkpoint)):
+            raise ValueError(f"{flag} {out} is inside the checkpoint folder {args.checkpoint}: write it elsewhere")
+    if args.contact_sheet and os.path.realpath(args.contact_sheet) == os.path.realpath(args.out):
+        raise ValueError("--contact-sheet and --out name the same file")
 
 
 def _run(args: argparse.Namespace) -> int:

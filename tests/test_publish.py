@@ -318,3 +318,18 @@ def test_sensor_skips_drop_folders_with_invalid_names_and_says_so(tmp_path, clea
         result = new_drop_sensor(build_sensor_context(instance=DagsterInstance.ephemeral(), resources=res))
     assert [r.partition_key for r in result.run_requests] == ["good-1"]
     assert sum("not a valid drop id" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_generate_refuses_to_overwrite_its_input_image_or_write_into_the_checkpoint(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    img = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    before = img.read_bytes()
+    for out, words in ((img, "one of the input images"), (ckpt / "x.gif", "inside the checkpoint folder")):
+        rc = rdtf(["generate", "--checkpoint", str(ckpt), "--image", str(img), "--out", str(out), "--quiet"])
+        assert rc == 2 and words in capsys.readouterr().err
+    assert img.read_bytes() == before and not (ckpt / "x.gif").exists()
