@@ -145,7 +145,8 @@ class RDTFPipeline:
         ema_shapes = ck.header_shapes(ckpt, ck.EMA) if use_ema else None
         text_shapes = ck.header_shapes(ckpt, ck.TEXT)
         with ck.converting_errors(ckpt, "model/ cannot be loaded as a DFGN"):
-            model = DFGN.from_pretrained(ckpt / "model")
+            # low_cpu_mem_usage=False: the default asks for `accelerate` (not a dependency) with a warning on every load
+            model = DFGN.from_pretrained(ckpt / "model", low_cpu_mem_usage=False)
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         if use_ema:
             ck.compare_shapes(ckpt, ck.EMA, ema_shapes, expected)

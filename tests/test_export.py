@@ -134,6 +134,12 @@ def _png(path: Path, colour=(255, 0, 0)) -> Path:
     return path
 
 
+def _ckpt(tmp_path: Path) -> Path:
+    """An empty folder given as --checkpoint, beside (not around) the --out file: an output inside it is refused."""
+    (tmp_path / "ckpt").mkdir(exist_ok=True)
+    return tmp_path / "ckpt"
+
+
 def test_cli_missing_checkpoint(tmp_path):
     r = _cli("--checkpoint", str(tmp_path / "nope"), "--prompt", "cat", "--out", str(tmp_path / "x.gif"))
     assert r.returncode == 2
@@ -144,7 +150,7 @@ def test_cli_missing_checkpoint(tmp_path):
 def test_cli_unreadable_image(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("this is not a png")
-    r = _cli("--checkpoint", str(tmp_path), "--image", str(bad), "--out", str(tmp_path / "x.gif"))
+    r = _cli("--checkpoint", str(_ckpt(tmp_path)), "--image", str(bad), "--out", str(tmp_path / "x.gif"))
     assert r.returncode == 2
     assert "cannot read image" in r.stderr and "bad.png" in r.stderr and "Traceback" not in r.stderr
 
@@ -152,13 +158,13 @@ def test_cli_unreadable_image(tmp_path):
 @pytest.mark.parametrize("task,n", [("interpolate", 1), ("predict_forward", 0), ("generate", 2)])
 def test_cli_wrong_frame_count(tmp_path, task, n):
     frames = ",".join(str(_png(tmp_path / f"f{i}.png")) for i in range(n))
-    args = ["--checkpoint", str(tmp_path), "--task", task, "--out", str(tmp_path / "x.gif")]
+    args = ["--checkpoint", str(_ckpt(tmp_path)), "--task", task, "--out", str(tmp_path / "x.gif")]
     r = _cli(*args, *(["--frames", frames] if frames else []))
     assert r.returncode == 2 and "known frames" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cli_bad_out_suffix(tmp_path):
-    r = _cli("--checkpoint", str(tmp_path), "--out", str(tmp_path / "x.mp4"))
+    r = _cli("--checkpoint", str(_ckpt(tmp_path)), "--out", str(tmp_path / "x.mp4"))
     assert r.returncode == 2 and ".gif" in r.stderr
 
 
@@ -171,7 +177,7 @@ def test_cli_not_a_checkpoint(tmp_path, capsys):
     _sampling()
     from pipelines.generate_cli import main
 
-    assert main(["generate", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "x.gif")]) == 2
+    assert main(["generate", "--checkpoint", str(_ckpt(tmp_path)), "--out", str(tmp_path / "x.gif")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rdtf generate: error:") and "not an RDTF checkpoint" in err
 
