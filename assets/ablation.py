@@ -57,6 +57,7 @@ class AblationConfig(Config):
     steps: int = Field(0, description="Override the training steps of every variant (0 = the mode's default).")
     threads: int = Field(0, description="torch threads per process (0 = torch default).")
     experiment: str = Field("", description="MLflow experiment; empty = rdtf-ablation[-quick].")
+    fvd_weights: str = Field("", description="Local I3D weights for FVD; empty = random init (no verdict about the paper).")
 
 
 def ablation_settings(config: AblationConfig):
@@ -68,6 +69,8 @@ def ablation_settings(config: AblationConfig):
         kw["steps"] = config.steps
     if config.experiment:
         kw["experiment"] = config.experiment
+    if config.fvd_weights:
+        kw["fvd_weights"] = config.fvd_weights
     if config.mode not in ("full", "quick"):
         raise ValueError(f"AblationConfig.mode must be full or quick, got {config.mode!r}")
     return (quick_settings if config.mode == "quick" else full_settings)(**kw)

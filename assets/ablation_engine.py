@@ -51,6 +51,8 @@ __all__ = ["AblationSettings", "full_settings", "prepare_benchmark", "quick_sett
            "train_config", "write_summary"]
 
 EVAL_TASKS = ("i2v", "interpolation", "prediction")
+# FVD reference sets besides the k = 8 cluster representatives: the equal-interval clips the no-DDU variants train on
+REAL_SETS = ("uniform",)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class AblationSettings:
     eval_eta: float = 0.0  # deterministic DDIM: with this few steps, η = 1 (paper, 25-50 steps) mostly re-injects noise
     eval_batch: int = 8
     heldout_timesteps: tuple[int, ...] = (125, 375, 625, 875)
+    fvd_weights: str | None = None  # local I3D weights (evaluation.i3d); None = random init: the report gives no verdict
     experiment: str = "rdtf-ablation"
 
     def __post_init__(self) -> None:
@@ -108,8 +111,8 @@ def full_settings(**kw) -> AblationSettings:
 
 
 def quick_settings(**kw) -> AblationSettings:
-    """CI: 2 variants x 1 seed, 4 steps, 2 test stickers, 2 DDIM steps: checks the machinery only."""
-    base = dict(mode="quick", variants=(Variant.DFGN_STI.value, Variant.STI_DDU_DCL.value), seeds=(0,), drop_n=40,
+    """CI: 2 variants x 1 seed of the micro model, 4 steps, 2 test stickers, 2 DDIM steps: checks the machinery only."""
+    base = dict(mode="quick", preset="micro_pixel", variants=(Variant.DFGN_STI.value, Variant.STI_DDU_DCL.value), seeds=(0,), drop_n=40,
                 test_fraction=0.2, steps=4, warmup_steps=2, eval_videos=2, ddim_steps=2, eval_batch=2,
                 heldout_timesteps=(500,), experiment="rdtf-ablation-quick")
     return AblationSettings(**(base | kw))
@@ -233,7 +236,7 @@ def _evaluate(settings: AblationSettings, index: Path, run_dir: Path, summary: d
     done = eval_dir / "metrics.json"
     fp = checkpoint_fingerprint(ckpt)
     opts = {"eval_videos": settings.eval_videos, "ddim_steps": settings.ddim_steps, "eval_eta": settings.eval_eta,
-            "eval_batch": settings.eval_batch,
+            "eval_batch": settings.eval_batch, "real_sets": ["cluster", *REAL_SETS], "fvd_weights": settings.fvd_weights,
             "heldout_timesteps": list(settings.heldout_timesteps)}
     run_id, step = summary["mlflow_run_id"], int(summary["step"])
     if done.is_file():
@@ -249,14 +252,15 @@ def _evaluate(settings: AblationSettings, index: Path, run_dir: Path, summary: d
     manifest = generate_eval_samples(
         pipe, iter_test_samples([str(index)]), EvalSamplesConfig(tasks=EVAL_TASKS, n_videos=settings.eval_videos,
                                                      steps=settings.ddim_steps, eta=settings.eval_eta, seed=0,
-                                                     batch_size=settings.eval_batch),
+                                                     batch_size=settings.eval_batch, extra_real_sets=REAL_SETS),
         eval_dir / "samples", checkpoint=ckpt, extra={"run_name": run_dir.name, "mlflow_run_id": run_id, "step": step})
     seconds["sampling"] = time.perf_counter() - t0
     samples = load_eval_samples(eval_dir / "samples")
     train_cfg = json.loads((ckpt / "trainer.json").read_text()).get("train_config", {})
     reports = []
     for name, fn in (
-        ("fvd", lambda: run_fvd(samples, FVDConfig(batch_size=8, seed=0, device="cpu"), cache_dir=benchmark_dir(index) / "fvd_cache")),
+        ("fvd", lambda: run_fvd(samples, FVDConfig(batch_size=8, seed=0, device="cpu", weights=settings.fvd_weights),
+                                cache_dir=benchmark_dir(index) / "fvd_cache")),
         ("clip_similarity", lambda: run_clip_similarity(samples, ClipSimConfig(device="cpu", seed=0))),
         ("reconstruction", lambda: run_reconstruction(samples)),
         ("heldout_loss", lambda: run_heldout_loss(
@@ -354,7 +358,10 @@ def _settings_md(settings: AblationSettings, index: Path) -> list[str]:
         "`frame_extraction`, `curriculum.mode` differ (`model/ablation.py`).",
         f"- **evaluation** (identical for every run): EMA weights; the first {s.eval_videos} test stickers; DDIM "
         f"{s.ddim_steps} steps, η = {s.eval_eta:g}, guidance 7.5/7.5 (Table 6), seed 0 (batches of {s.eval_batch}); tasks I&T→V, "
-        "interpolation, prediction; FVD-16 with a **random-init I3D**, CLIP similarity with the **random-init** "
+        "interpolation, prediction; FVD-16 with " + ("a **random-init I3D**" if s.fvd_weights is None else
+                                                      f"I3D weights `{s.fvd_weights}`") + " against two real sets "
+        "(the k = 8 cluster representatives, and the equal-interval clips of test stickers with >= 8 frames — "
+        "what the no-DDU variants train on), CLIP similarity with the **random-init** "
         "`rdtf-tiny-clip`, PSNR/SSIM on generated frames, held-out denoising loss per task at t = "
         f"{', '.join(str(t) for t in s.heldout_timesteps)} with fixed noise (`evaluation/heldout.py`).",
     ]
@@ -365,7 +372,8 @@ def write_summary(settings: AblationSettings, out_dir: str | Path, tracking_uri:
     """Collect the runs of this ablation from MLflow, write the report (and docs), log it to a summary run."""
     from mlflow.tracking import MlflowClient
 
-    from evaluation.ablation_report import collect_ablation_runs, write_ablation_report
+    from evaluation.ablation_report import Evidence, collect_ablation_runs, write_ablation_report
+    from evaluation.loss_curves import collect_loss_curves, loss_curve_lines, plot_loss_curves
     from model.tracking import ensure_experiment
 
     out_dir = Path(out_dir)
@@ -377,12 +385,20 @@ def write_summary(settings: AblationSettings, out_dir: str | Path, tracking_uri:
     title = f"Ablation benchmark — paper Tables 3–4 in miniature ({settings.mode} mode)"
     notes = _notes_md(settings, _long_stickers(index))
     report_dir = out_dir / "report" / settings.ablation_id
-    paths = write_ablation_report(runs, report_dir, title=title, settings_md=_settings_md(settings, index),
-                                  timing_md=timing, notes_md=notes)
+    evidence = Evidence("random" if settings.fvd_weights is None else "pretrained", settings.eval_videos)
+    curves = collect_loss_curves(tracking_uri, runs) if len(runs) else {}
+    targets = [report_dir] + ([Path(docs_dir) / "ablation"] if docs_dir is not None else [])
+    for target in targets:
+        target.mkdir(parents=True, exist_ok=True)
+        fig7 = plot_loss_curves(curves, target / "ablation_fig7_loss.png")
+        prefix = "ablation/" if target != report_dir else ""
+        found = write_ablation_report(runs, target, title=title, settings_md=_settings_md(settings, index),
+                                      timing_md=timing, notes_md=notes, image_prefix=prefix, evidence=evidence,
+                                      extra_sections=loss_curve_lines(curves, f"{prefix}{fig7.name}")) | {"png_fig7": fig7}
+        if target == report_dir:
+            paths = found
     if docs_dir is not None:
         docs = Path(docs_dir)
-        write_ablation_report(runs, docs / "ablation", title=title, settings_md=_settings_md(settings, index),
-                              timing_md=timing, notes_md=notes, image_prefix="ablation/")
         os.replace(docs / "ablation" / "ablation.md", docs / "ablation.md")
     client = MlflowClient(tracking_uri=tracking_uri)
     exp_id = ensure_experiment(tracking_uri, settings.experiment, str(out_dir / "mlartifacts"))
@@ -451,14 +467,26 @@ def _long_stickers(index: Path, num_frames: int = 8) -> tuple[int, int]:
     return sum(n >= num_frames for n in ns), len(ns)
 
 
+def _param_count(name: str) -> int:
+    import torch
+
+    from model.unet import DFGN, preset
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in DFGN.from_dataclass(preset(name)).parameters())
+
+
 def _notes_md(settings: AblationSettings, long: tuple[int, int]) -> list[str]:
     return [
-        "- **Scale.** A 3.5 M-parameter pixel-space DFGN trained for a few hundred clips on 32 px synthetic "
+        f"- **Scale.** A {_param_count(settings.preset) / 1e6:.2f} M-parameter pixel-space DFGN (`{settings.preset}`) "
+        f"trained for {settings.steps * settings.batch_size} clips on {settings.frame_size} px synthetic "
         "stickers is not the paper's 0.96 B latent model trained for 50K steps × 16 GPUs on 1.8 M stickers. An "
         "ordering that does not reproduce here is a statement about this scale, not a refutation of the paper; "
         "one that does is weak evidence at best. Results are reported as measured, never tuned per variant.",
-        "- **Metric networks have random weights** (I3D, CLIP; tagged `weights=random` on every run): FVD and CLIP "
-        "similarity compare feature statistics of random networks — consistent across runs, but not the "
+        ("- **Metric networks have random weights** (I3D, CLIP; tagged `weights=random` on every run): FVD and CLIP "
+         if settings.fvd_weights is None else "- **CLIP has random weights** (`weights=random`); I3D loads "
+         f"`{settings.fvd_weights}`. With random weights FVD and CLIP ")
+        + "similarity compare feature statistics of random networks — consistent across runs, but not the "
         "perceptual quantities of the paper. The held-out denoising loss and PSNR/SSIM need no pretrained weights. "
         "VQA (the paper's second metric) is not computed (random FAST-VQA; too slow for the CPU budget).",
         "- **What \"without DDU\" means** (`model/ablation.py`, paper Method / Fig. 3): the fixed I&T→V condition "
@@ -466,9 +494,14 @@ def _notes_md(settings: AblationSettings, long: tuple[int, int]) -> list[str]:
         "equal intervals over the sticker (`frame_extraction = uniform`); stickers shorter than 8 frames give no "
         "such clip and are not used — the paper's \"less data will be generated\" (here " + f"{long[0]} of {long[1]}"
         " train stickers are long enough). DDU variants use the random "
-        "k ∈ [3, 8] cluster representatives with the loss mask. Evaluation ground truth is the same for every "
-        "variant (the k = 8 representatives of each test sticker). Without DDU the model never trains "
-        "interpolation/prediction masks, so those tasks measure transfer for `dfgn_*`.",
+        "k ∈ [3, 8] cluster representatives with the loss mask. **Real sets.** The known frames and PSNR/SSIM "
+        "targets are the k = 8 representatives of each test sticker for every variant (one ground truth, so "
+        "numbers compare). FVD's reference would favour the DDU variants if it were only that set (they train on "
+        "it, the no-DDU variants on equal-interval clips), so FVD is reported against both: `FVD` (cluster "
+        "representatives) and `FVD (uniform real)` (equal-interval clips of the test stickers with >= 8 frames, "
+        "exactly the no-DDU training distribution); an ordering that holds on both does not depend on the choice. "
+        "Without DDU the model never trains interpolation/prediction masks, so those tasks measure transfer for "
+        "`dfgn_*`.",
         "- **Equal compute**: every run makes the same number of optimizer steps on the same batch size from the same "
         "data stream seed; the 3D-conv temporal layers have more parameters than STI (27·C² vs ~12·C² per layer).",
         "- Reproduce: `.venv/bin/python -m benchmarks.ablation" + (" --quick" if settings.mode == "quick" else "")

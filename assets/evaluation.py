@@ -56,7 +56,9 @@ def _training_summary(run_dir: Path) -> dict:
 
 class EvaluationSamplesConfig(Config):
     run_name: str = Field("", description="Training run (lake/training/<run_name>); empty = latest trained_model.")
-    tasks: list[str] = Field(["t2v", "i2v", "interpolation", "prediction"], description="Evaluation tasks.")
+    tasks: list[str] = Field(["t2v", "i2v", "interpolation", "prediction"],
+                             description="Evaluation tasks: t2v, i2v, interpolation, prediction, i2v_image (image only, "
+                                         "no text; opt-in).")
     n_videos: int = Field(500, description="Test stickers per task (paper: 500).")
     steps: int = Field(25, description="DDIM steps (paper Sec. 4: 25).")
     seed: int = Field(0, description="Sampling seed (batch b uses seed + b).")

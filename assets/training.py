@@ -42,7 +42,7 @@ TRAIN_ASSET = "trained_model"
 class TrainingConfig(Config):
     """Run config of the training asset (a subset of model.train.TrainConfig; the rest keeps defaults)."""
 
-    preset: str = Field("tiny_pixel", description="DFGN preset: tiny_pixel, tiny, paper, paper_3dconv.")
+    preset: str = Field("tiny_pixel", description="DFGN preset: tiny_pixel, tiny, paper, paper_3dconv, micro_pixel (tests).")
     autoencoder: str = Field("pixel", description="pixel, tiny_kl or a local AutoencoderKL folder.")
     steps: int = Field(200, description="Optimizer steps.")
     batch_size: int = Field(4, description="Clips per rank per step.")

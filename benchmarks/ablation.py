@@ -39,10 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs", default=None, help="write ablation.md + ablation/*.png here (full mode default: docs/)")
     ap.add_argument("--no-docs", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="only rebuild the report from MLflow (no training)")
+    ap.add_argument("--fvd-weights", default=None, help="local I3D weights for FVD (default: random init, and the "
+                    "report then gives directions only, no verdict)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     kw = {k: v for k, v in {"experiment": args.experiment, "variants": tuple(args.variants) if args.variants else None,
-                            "seeds": tuple(args.seeds) if args.seeds else None, "steps": args.steps}.items() if v is not None}
+                            "seeds": tuple(args.seeds) if args.seeds else None, "steps": args.steps,
+                            "fvd_weights": args.fvd_weights}.items() if v is not None}
     settings = quick_settings(**kw) if args.quick else full_settings(**kw)
     home = Path(os.environ.get("RDTF_HOME", ROOT / "var"))
     out = Path(args.out) if args.out else home / "ablation"

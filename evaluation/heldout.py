@@ -1,7 +1,11 @@
 """Held-out denoising loss per task on the test split, with fixed clips, masks, timesteps and noise.
 
-The training objective (``model.train.Trainer.train_step``: DDPM ε-MSE on the target frames, normalised by
-their element count) evaluated on test-split stickers the model never saw, once per task:
+The training objective (``model.train.Trainer.train_step``: DDPM ε-MSE over a loss mask, normalised by its
+element count) evaluated on test-split stickers the model never saw, once per task. The loss mask is
+``HeldoutConfig.loss_mask``: by default ``targets`` — the generated frames only, whatever profile the model was
+trained with, because the conditioned frames' loss is near-trivial (their clean latent is in the input) and
+would make models trained with different profiles look different for the wrong reason; ``first_k`` gives the
+paper's training loss (``model.masks.LossMask``).
 
 - ``i2v``            GRT with Table 7's generation mask ``[1 0 0 0 0 0 0 0]`` (the I&T->V task of Tables 3/4)
 - ``interpolation``  IPT, mask ``[1 0 1 0 1 0 1 0]``
@@ -49,8 +53,8 @@ __all__ = ["HeldoutConfig", "denoising_loss", "heldout_clips", "run_heldout_loss
 def _train_task(task: EvalTask):
     from model.masks import Task
 
-    return {EvalTask.T2V: Task.GENERATION, EvalTask.I2V: Task.GENERATION, EvalTask.INTERPOLATION: Task.INTERPOLATION,
-            EvalTask.PREDICTION: Task.PREDICTION}[task]
+    return {EvalTask.T2V: Task.GENERATION, EvalTask.I2V: Task.GENERATION, EvalTask.I2V_IMAGE: Task.GENERATION,
+            EvalTask.INTERPOLATION: Task.INTERPOLATION, EvalTask.PREDICTION: Task.PREDICTION}[task]
 
 
 @dataclass(frozen=True)
@@ -60,9 +64,13 @@ class HeldoutConfig:
     timesteps: tuple[int, ...] = (125, 375, 625, 875)  # fixed DDPM timesteps, every clip at each
     seed: int = 0  # noise of grid timestep j comes from a generator seeded with (seed, j)
     batch_size: int = 8  # clips per forward (does not change the result: noise is drawn for all clips at once)
+    loss_mask: str = "targets"  # targets (generated frames: comparable across training profiles) | first_k
+
 
     def __post_init__(self) -> None:
         parse_tasks(self.tasks)
+        if self.loss_mask not in ("first_k", "targets"):  # model.masks.LossMask
+            raise ValueError(f"HeldoutConfig.loss_mask must be one of ['first_k', 'targets'], got {self.loss_mask!r}")
         if self.n_videos < 1 or self.batch_size < 1 or not self.timesteps:
             raise ValueError(f"n_videos and batch_size must be >= 1 and timesteps non-empty, got {self.n_videos}, "
                              f"{self.batch_size}, {self.timesteps}")
@@ -111,19 +119,19 @@ def task_mask(task: EvalTask, k: int, num_frames: int):
     target = valid & ~cond
     if not target.any():
         return None
-    return ConditionMask(cond=cond, target=target, valid=valid, text=True, task=_train_task(task),
+    return ConditionMask(cond=cond, target=target, valid=valid, text=task.uses_text, task=_train_task(task),
                          pattern=f"heldout-{task.value}")
 
 
 def denoising_loss(model, text_encoder, sched, x0: torch.Tensor, mask_batch: dict, captions: list[str],
-                   noise: torch.Tensor, t: torch.Tensor, *, include_conditioned: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                   noise: torch.Tensor, t: torch.Tensor, *, loss_mask: str = "targets") -> tuple[torch.Tensor, torch.Tensor]:
     """The trainer's loss on one batch: (masked ε-MSE, weighted element count). x0/noise (B, F, C, h, w), t (B,)."""
     from model.masks import loss_weight, masked_mse
 
     xt = sched.add_noise(x0.flatten(1), noise.flatten(1), t).reshape(x0.shape)  # (B, F, C, h, w)
     cond = x0 * mask_batch["cond"][:, :, None, None, None]  # clean latents of conditioned frames only
     pred = model(torch.cat([xt, cond], dim=2), t, text_encoder(captions))  # (B, F, C, h, w)
-    w = loss_weight(mask_batch, include_conditioned)  # (B, F)
+    w = loss_weight(mask_batch, loss_mask)  # (B, F)
     return masked_mse(pred.float(), noise, w), w.sum() * float(np.prod(x0.shape[2:]))
 
 
@@ -161,8 +169,8 @@ def run_heldout_loss(pipe, test_samples: Iterable[dict], cfg: HeldoutConfig, *, 
                 idx = keep[b: b + cfg.batch_size]
                 mb = {k: v.to(dev) for k, v in batch_masks([masks[i] for i in idx]).items()}
                 t = torch.full((len(idx),), int(tt), dtype=torch.long, device=dev)
-                loss, n = denoising_loss(pipe.model, pipe.text, sched, x0[idx], mb, [data["captions"][i] for i in idx],
-                                         noises[j][idx], t)
+                loss, n = denoising_loss(pipe.model, pipe.text, sched, x0[idx], mb, [data["captions"][i] if masks[i].text else "" for i in idx],
+                                         noises[j][idx], t, loss_mask=cfg.loss_mask)
                 s_loss += float(loss) * float(n)
                 s_count += float(n)
             per_t.append(s_loss / s_count if s_count else float("nan"))

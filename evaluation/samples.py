@@ -8,11 +8,21 @@ masks for 8 frames:
 - ``i2v``            I&T→V: frame 0 + caption, mask ``[1 0 0 0 0 0 0 0]``
 - ``interpolation``  every other frame known, mask ``[1 0 1 0 1 0 1 0]`` (Table 2 left)
 - ``prediction``     the first 5 of 8 frames known, mask ``[1 1 1 1 1 0 0 0]`` (Table 2 right)
+- ``i2v_image``      image only: frame 0, no caption, no text guidance (Table 7's text-free generation rows;
+                     opt-in, not in :data:`DEFAULT_TASKS`: the paper reports no table for it)
 
 Ground truth ("real" videos for FVD and the targets of PSNR/SSIM): the paper extracts a sticker's frames
 by clustering (Sec. 3.2); a test clip is the sticker's ``k = F`` representative frames in temporal order.
 A sticker with fewer distinct representatives than F is stretched to F frames by nearest-neighbour
 repetition (documented interpretation; counted as ``n_stretched`` in the manifest).
+
+Real sets (``EvalSamplesConfig.extra_real_sets``; paper Sec. 4 does not say how test clips were cut): besides
+``real.npy`` (the k = F cluster representatives above, which also supply every task's known frames) a set can
+be cut ``uniform`` — 8 frames at equal intervals over the sticker (``model.data.uniform_frames``), only from
+test stickers with at least F frames: exactly the distribution a model trained without DDU sees
+(``frame_extraction = uniform``, Table 3 "DFGN"). FVD is then also reported against it
+(``eval/<task>/fvd_uniform``), so an ablation ordering can be checked against both reference sets instead of
+one that favours the DDU variants (``docs/ablation.md``). Saved as ``real_<name>.npy``.
 
 Layout of ``out_dir`` (every file written atomically; a re-run with the same checkpoint and options is a
 no-op): ``real.npy`` (N, F, S, S, 3) uint8, ``<task>.npy`` likewise, ``manifest.json`` (keys, captions,
@@ -41,13 +51,19 @@ class EvalTask(StrEnum):
     I2V = "i2v"  # image & text -> video (paper Table 1, 3, 4)
     INTERPOLATION = "interpolation"  # Table 2 (left)
     PREDICTION = "prediction"  # Table 2 (right)
+    I2V_IMAGE = "i2v_image"  # image only -> video, no text (Table 7's text-free generation rows; opt-in)
+
+    @property
+    def uses_text(self) -> bool:
+        """Whether the caption conditions the task (all but image-only generation)."""
+        return self is not EvalTask.I2V_IMAGE
 
     def known_positions(self, num_frames: int) -> list[int]:
         """Frames given as conditions (Table 7's masks, generalised to ``num_frames``)."""
         F = num_frames
         if self is EvalTask.T2V:
             return []
-        if self is EvalTask.I2V:
+        if self in (EvalTask.I2V, EvalTask.I2V_IMAGE):
             return [0]
         if self is EvalTask.INTERPOLATION:
             return list(range(0, F, 2))
@@ -57,6 +73,10 @@ class EvalTask(StrEnum):
     def has_ground_truth(self) -> bool:
         """Tasks whose generated frames have a target (interpolation and prediction)."""
         return self in (EvalTask.INTERPOLATION, EvalTask.PREDICTION)
+
+
+EXTRA_REAL_SETS = ("uniform",)  # reference sets beside the cluster representatives (real.npy)
+DEFAULT_TASKS = ("t2v", "i2v", "interpolation", "prediction")  # the image-only task is opt-in (not in the paper's tables)
 
 
 def parse_tasks(names: Iterable[str]) -> list[EvalTask]:
@@ -73,7 +93,7 @@ def parse_tasks(names: Iterable[str]) -> list[EvalTask]:
 
 @dataclass(frozen=True)
 class EvalSamplesConfig:
-    tasks: tuple[str, ...] = tuple(t.value for t in EvalTask)  # which tasks to generate
+    tasks: tuple[str, ...] = DEFAULT_TASKS  # which tasks to generate (add "i2v_image" for image-only generation)
     n_videos: int = 500  # test stickers (paper: 500); fewer if the test split is smaller
     steps: int = 25  # DDIM steps (paper Sec. 4: 25)
     text_scale: float = 7.5  # Table 6
@@ -81,9 +101,13 @@ class EvalSamplesConfig:
     eta: float = 1.0  # Table 6: DDIM eta
     seed: int = 0  # batch b uses seed + b: fixed across runs so models are compared on the same noise
     batch_size: int = 8  # clips per sampler call (part of the noise layout, so recorded in the manifest)
+    extra_real_sets: tuple[str, ...] = ()  # further reference sets for FVD: "uniform" (see module docstring)
 
     def __post_init__(self) -> None:
         parse_tasks(self.tasks)
+        bad = [r for r in self.extra_real_sets if r not in EXTRA_REAL_SETS]
+        if bad:
+            raise ValueError(f"unknown extra real sets {bad}; allowed: {list(EXTRA_REAL_SETS)}")
         if self.n_videos < 1 or self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"n_videos, steps and batch_size must be >= 1, got {self.n_videos}, {self.steps}, "
                              f"{self.batch_size}")
@@ -141,6 +165,7 @@ class EvalSamples:
     manifest: dict
     real: np.ndarray  # (N, F, S, S, 3) uint8
     fakes: dict[EvalTask, np.ndarray] = field(default_factory=dict)  # task -> (N, F, S, S, 3) uint8
+    extra_real: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N', F, S, S, 3) uint8 reference sets
 
     @property
     def captions(self) -> list[str]:
@@ -161,7 +186,9 @@ def load_eval_samples(out_dir: str | Path) -> EvalSamples:
     for t, arr in fakes.items():
         if arr.shape != real.shape:
             raise ValueError(f"{d}/{t.value}.npy has shape {arr.shape}, real.npy {real.shape}")
-    return EvalSamples(d, manifest, real, fakes)
+    extra = {name: np.load(d / f"real_{name}.npy", mmap_mode="r", allow_pickle=False)
+             for name in manifest.get("extra_real_sets", {})}
+    return EvalSamples(d, manifest, real, fakes, extra)
 
 
 def generate_eval_samples(pipe, test_samples: Iterable[dict], cfg: EvalSamplesConfig, out_dir: str | Path, *,
@@ -184,9 +211,14 @@ def generate_eval_samples(pipe, test_samples: Iterable[dict], cfg: EvalSamplesCo
             return old
     F, S = pipe.num_frames, pipe.image_size
     keys, captions, clips, n_stretched = [], [], [], 0
+    extra_sets: dict[str, list[np.ndarray]] = {name: [] for name in cfg.extra_real_sets}
     for s in test_samples:
         clip, stretched = ground_truth_clip(s["frames"], s["meta"]["reps"], F)
         clips.append(_resize(clip, S))
+        if "uniform" in extra_sets and min(len(s["frames"]), int(s["meta"].get("n_frames", len(s["frames"])))) >= F:
+            from model.data import uniform_frames
+
+            extra_sets["uniform"].append(_resize(uniform_frames(s["frames"], s["meta"].get("n_frames", len(s["frames"])), F)[0], S))
         keys.append(s["key"])
         captions.append(s["caption"])
         n_stretched += stretched
@@ -203,13 +235,23 @@ def generate_eval_samples(pipe, test_samples: Iterable[dict], cfg: EvalSamplesCo
         batches = range(0, len(real), cfg.batch_size)
         for b, i in enumerate(tqdm(batches, desc=f"sampling {task.value}", leave=False)):
             chunk = real[i: i + cfg.batch_size]  # (b, F, S, S, 3)
-            outs.append(pipe.sample_batch(captions[i: i + cfg.batch_size], chunk if pos else None, pos,
-                                          num_inference_steps=cfg.steps, text_guidance_scale=cfg.text_scale,
+            prompts = captions[i: i + cfg.batch_size] if task.uses_text else [""] * len(chunk)
+            outs.append(pipe.sample_batch(prompts, chunk if pos else None, pos, num_inference_steps=cfg.steps,
+                                          text_guidance_scale=cfg.text_scale if task.uses_text else 0.0,
                                           image_guidance_scale=cfg.image_scale, eta=cfg.eta, seed=cfg.seed + b))
         _atomic_save(out / f"{task.value}.npy", np.concatenate(outs))
         task_meta[task.value] = {"known_positions": pos, "seeds": [cfg.seed + b for b in range(len(batches))]}
     _atomic_save(out / "real.npy", real)
+    extra_meta = {}
+    for name, arr in extra_sets.items():
+        if len(arr) < 2:
+            log.warning("real set %r has %d clip(s) (needs >= 2 test stickers of >= %d frames): not written",
+                        name, len(arr), F)
+            continue
+        _atomic_save(out / f"real_{name}.npy", np.stack(arr))
+        extra_meta[name] = {"n": len(arr)}
     manifest = {"fingerprint": fp, "checkpoint": str(checkpoint), "options": options, "keys": keys,
+                "extra_real_sets": extra_meta,
                 "captions": captions, "tasks": task_meta, "n_videos": len(real), "num_frames": F, "image_size": S,
                 "n_stretched": n_stretched, **(extra or {})}
     _atomic_json(mpath, manifest)  # written last: a killed run never leaves a manifest pointing at stale arrays

@@ -40,16 +40,17 @@ def _batches(arr: np.ndarray, batch_size: int, desc: str):
         yield np.array(arr[i: i + batch_size])  # (b, F, S, S, 3) uint8: a writable copy out of the memory map
 
 
-def real_stats_key(samples: EvalSamples, cfg) -> str:
+def real_stats_key(samples: EvalSamples, cfg, real: np.ndarray | None = None) -> str:
     """Cache key of the test clips' I3D statistics: the clips' bytes + every option that changes the features."""
     import hashlib
 
+    real = samples.real if real is None else real
     h = hashlib.sha256()
-    h.update(json.dumps({"shape": list(samples.real.shape), "num_frames": cfg.num_frames, "upsample": str(cfg.upsample),
+    h.update(json.dumps({"shape": list(real.shape), "num_frames": cfg.num_frames, "upsample": str(cfg.upsample),
                          "seed": cfg.seed if cfg.weights is None else None, "weights": _file_id(cfg.weights)},
                         sort_keys=True).encode())
-    for i in range(0, len(samples.real), 64):
-        h.update(np.ascontiguousarray(samples.real[i: i + 64]).tobytes())
+    for i in range(0, len(real), 64):
+        h.update(np.ascontiguousarray(real[i: i + 64]).tobytes())
     return h.hexdigest()[:20]
 
 
@@ -72,28 +73,33 @@ def run_fvd(samples: EvalSamples, cfg, *, cache_dir: str | Path | None = None) -
 
     t0 = time.perf_counter()
     model, _info = load_i3d(cfg.weights, seed=cfg.seed, device=cfg.device)
-    base = FVDEvaluator(cfg, model=model)
-    cache = Path(cache_dir) / f"fvd-real-{real_stats_key(samples, cfg)}.npz" if cache_dir is not None else None
-    from_cache = cache is not None and cache.is_file()
-    if from_cache:
-        base.real = StreamingStats.load(cache)
-    else:
-        for b in _batches(samples.real, cfg.batch_size, "FVD real"):
-            base.add_real(b)
-        if cache is not None:
-            base.real.save(cache)
+    reals, cached = {}, {}  # real-set name ("" = real.npy, the cluster representatives) -> statistics
+    for name, arr in {"": samples.real, **samples.extra_real}.items():
+        base = FVDEvaluator(cfg, model=model)
+        cache = Path(cache_dir) / f"fvd-real-{real_stats_key(samples, cfg, arr)}.npz" if cache_dir is not None else None
+        cached[name] = cache is not None and cache.is_file()
+        if cached[name]:
+            base.real = StreamingStats.load(cache)
+        else:
+            for b in _batches(arr, cfg.batch_size, f"FVD real {name or 'cluster'}"):
+                base.add_real(b)
+            if cache is not None:
+                base.real.save(cache)
+        reals[name] = base.real
     rep = MetricReport("fvd")
     for task, fake in samples.fakes.items():
         ev = FVDEvaluator(cfg, model=model)
-        ev.real = copy.deepcopy(base.real)  # the test clips' statistics, shared by every task
         for b in _batches(fake, cfg.batch_size, f"FVD {task.value}"):
-            ev.add_fake(b)
-        res = ev.result()
-        rep.metrics[_key(task, "fvd")] = res.fvd
-        rep.tags.update(res.tags)
-        rep.warnings += [f"{task.value}: {w}" for w in res.warnings if w not in rep.warnings]
-        rep.details[task.value] = {"fvd": res.fvd, "n_real": res.n_real, "n_fake": res.n_fake}
-    rep.details["real_stats"] = "cached" if from_cache else "computed"
+            ev.add_fake(b)  # I3D runs once per generated clip, whatever the number of real sets
+        for name, stats in reals.items():
+            ev.real = copy.deepcopy(stats)  # the test clips' statistics, shared by every task
+            res = ev.result()
+            rep.metrics[_key(task, f"fvd_{name}" if name else "fvd")] = res.fvd
+            rep.tags.update(res.tags)
+            rep.warnings += [f"{task.value}: {w}" for w in res.warnings if w not in rep.warnings]
+            rep.details.setdefault(task.value, {})[f"fvd_{name}" if name else "fvd"] = res.fvd
+            rep.details[task.value] |= {f"n_real_{name}" if name else "n_real": res.n_real, "n_fake": res.n_fake}
+    rep.details["real_stats"] = "cached" if cached[""] else "computed"
     rep.warnings = list(dict.fromkeys(rep.warnings))
     rep.seconds = time.perf_counter() - t0
     return rep

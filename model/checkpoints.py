@@ -226,8 +226,16 @@ def _check_optimizer(ckpt: Path) -> None:
         raise CheckpointError(ckpt, f"{OPTIMIZER} is not an optimizer state dict (no 'state'/'param_groups')")
 
 
+# model-config fields added after checkpoints were first written, with the value an older checkpoint implies
+ADDED_MODEL_FIELDS = {"sti_attention_layers": 1}
+
+
 def check_compatible(saved: dict, current: dict) -> None:
-    """Refuse a checkpoint whose model config differs, naming the fields."""
+    """Refuse a checkpoint whose model config differs, naming the fields.
+
+    A field added since the checkpoint was written (``ADDED_MODEL_FIELDS``) is compared at the value the older
+    code always used, so such checkpoints keep resuming (and are refused if the new field was changed)."""
+    saved = {**{k: v for k, v in ADDED_MODEL_FIELDS.items() if k in current}, **saved}
     diff = {k: (saved.get(k), current.get(k)) for k in set(saved) | set(current) if saved.get(k) != current.get(k)}
     if diff:
         raise IncompatibleCheckpointError(

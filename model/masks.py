@@ -26,10 +26,18 @@ Documented choices:
   known frames, predict the future ("pred-pre", [1 1 1 1 1 0 0 0]) or trailing known frames, predict the
   past ("pred-post", [0 0 1 1 1 1 1 1]), 50/50. GRT: one known frame uniformly anywhere ("gen-image@i")
   or none ("gen-text"). ``pattern`` names the visual layout only; the caption flag is ``text``.
+* Image-only generation (Table 7's generation rows without text guidance): its own family
+  "gen-image-only@i" — one known frame and no caption. Table 7 lists four one-frame generation masks, two
+  with and two without text guidance; we read that as equal shares, so a one-frame GRT draw is image-only
+  with probability ``p_image_only`` (``TrainConfig.p_image_only``, default 0.5). It stays a GRT difficulty
+  level (same masked-frame count): the paper's curriculum has three tasks (Eq. 2-4), and classifier-free
+  text dropout alone (10%) is a guidance device, not the task. Sampling exposes it as ``generate_image``.
 * Classifier-free guidance (Table 6 uses text and image guidance scales 7.5): ``apply_cfg_dropout`` drops
   the caption, the visual conditions, or both, from one uniform draw; the pattern gets "+drop-...".
-* Loss mask: ``loss_weight`` defaults to the *target* frames only (see its docstring for why) and
-  ``masked_mse`` normalises by the number of weighted elements, not by B*F*C*H*W.
+* Loss mask (:class:`LossMask`): the default ``first_k`` is the paper's reading — the loss is computed
+  "based only on the first k frames", conditioned ones included, as the mean over exactly those frames
+  (``masked_mse`` divides by the number of weighted elements). ``targets`` (the generated frames only) is
+  kept as a named alternative; see ``loss_weight`` for the trade-off.
 
 torch is imported lazily so that ``model.curriculum`` (pure numpy) can import the level definitions.
 """
@@ -46,7 +54,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ConditionMask", "Difficulty", "Task", "apply_cfg_dropout", "batch_masks", "difficulty_levels",
+__all__ = ["ConditionMask", "Difficulty", "LossMask", "Task", "apply_cfg_dropout", "batch_masks", "difficulty_levels",
            "first_frame_condition", "loss_weight", "masked_mse", "sample_condition"]
 
 
@@ -62,6 +70,13 @@ class Task(StrEnum):
 
 
 _TASK_ORDER = (Task.INTERPOLATION, Task.PREDICTION, Task.GENERATION)
+
+
+class LossMask(StrEnum):
+    """Which frames the denoising loss supervises (Method, "Dual-mask based Data Utilization Strategy")."""
+
+    FIRST_K = "first_k"  # paper (default): every valid frame, conditioned ones included; padding excluded
+    TARGETS = "targets"  # the generated frames only (the conditioned ones are in the input)
 
 
 @dataclass(frozen=True, order=True)
@@ -141,12 +156,16 @@ def _interpolation_cond(k: int, m: int, rng: np.random.Generator) -> tuple[np.nd
 
 
 def sample_condition(k: int, num_frames: int, level: Difficulty, rng: np.random.Generator, *, text: bool = True,
-                     k_max: int | None = None) -> ConditionMask:
+                     k_max: int | None = None, p_image_only: float = 0.0) -> ConditionMask:
     """Condition mask for a sticker with k valid frames padded to num_frames, at the given level.
 
     k_max: frame count the levels were built for (``difficulty_levels(k_max)``); defaults to num_frames.
     Only GRT uses it: a GRT level is text-only iff n_masked >= k_max (see module docstring).
+    p_image_only: probability that a one-frame GRT draw drops the caption ("gen-image-only@i"); 0 draws no
+    extra random number, so the mask stream is the same as before the family existed.
     """
+    if not (isinstance(p_image_only, int | float) and 0.0 <= p_image_only <= 1.0):
+        raise ValueError(f"p_image_only must be a probability in [0, 1], got {p_image_only!r}")
     if not (isinstance(k, int | np.integer) and 1 <= k <= num_frames):
         raise ValueError(f"need 1 <= k <= num_frames, got k={k!r}, num_frames={num_frames!r}")
     if not isinstance(level, Difficulty):
@@ -175,6 +194,8 @@ def sample_condition(k: int, num_frames: int, level: Difficulty, rng: np.random.
         else:
             pos = int(rng.integers(k))
             cond_k[pos], pattern = True, f"gen-image@{pos}"
+            if p_image_only > 0 and rng.random() < p_image_only:  # Table 7: generation without text guidance
+                text, pattern = False, f"gen-image-only@{pos}"
     valid = np.zeros(num_frames, dtype=bool)
     valid[:k] = True
     cond = np.zeros(num_frames, dtype=bool)
@@ -259,14 +280,19 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -
     return (err * w).sum() / denom.where(denom > 0, denom.new_ones(()))
 
 
-def loss_weight(mask_batch: dict, include_conditioned: bool = False) -> torch.Tensor:
-    """(B, F) float loss mask: target frames, plus conditioned valid frames when include_conditioned.
+def loss_weight(mask_batch: dict, profile: LossMask | str = LossMask.FIRST_K) -> torch.Tensor:
+    """(B, F) float loss mask of a profile (:class:`LossMask`): the first k (valid) frames, or the targets only.
 
-    Paper: "we design a loss mask and attempt to calculate the loss based only on the first k frames". Both
-    settings honour that (targets are a subset of the first k frames). Default False (targets only):
-    for a conditioned frame the clean latent x0 is in the input, so the noise is recoverable in closed form
-    from (x_t, x0, t); including those frames adds a trivial identity task that dilutes the gradient and
-    makes the loss level depend on how many frames are conditioned, which would bias the loss-driven
-    curriculum (Eq. 3-4). include_conditioned=True is the literal "all first k frames" reading.
+    Paper: "we design a loss mask and attempt to calculate the loss based only on the first k frames". The
+    default ``first_k`` takes that literally: every real frame, conditioned ones included, padding never.
+    ``targets`` is the alternative: for a conditioned frame the clean latent x0 is in the input, so its noise
+    is recoverable in closed form from (x_t, x0, t); supervising it adds an easy identity task, and the loss
+    level then depends on how many frames are conditioned (IPT conditions more than GRT), which the
+    loss-driven curriculum (Eq. 3-4) reads as "easier". Both honour the paper's sentence (targets are a subset
+    of the first k frames); the choice is ``TrainConfig.loss_mask``.
     """
-    return (mask_batch["valid"] if include_conditioned else mask_batch["target"]).float()
+    try:
+        profile = LossMask(profile)
+    except ValueError:
+        raise ValueError(f"unknown loss mask {profile!r}; allowed: {[m.value for m in LossMask]}") from None
+    return (mask_batch["valid"] if profile is LossMask.FIRST_K else mask_batch["target"]).float()

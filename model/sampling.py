@@ -13,6 +13,10 @@ With s_img = s_txt = 0 this is the unconditional prediction; with s_img = 1, s_t
 conditional one. The three predictions come from ONE batched forward pass per step (3·B clips).
 Known frames enter as condition latents at their positions (concatenated channels, like training);
 ``paste_known`` replaces them in the output by their exact latents.
+
+Image-only generation (task ``generate_image``, Table 7's generation rows without text guidance, trained as
+the "gen-image-only@i" mask family): one known frame, no caption, s_txt = 0. The text term then vanishes
+exactly, so that pass is skipped (2·B clips per step).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from model.conditioning import (
 from model.diffusion import DiffusionConfig, make_ddim_scheduler
 from model.unet import DFGN
 
-PIPELINE_TASKS = ("generate", "interpolate", "predict_forward", "predict_backward")
+PIPELINE_TASKS = ("generate", "generate_image", "interpolate", "predict_forward", "predict_backward")
 
 
 def guided_epsilon(eps_uncond: torch.Tensor, eps_image: torch.Tensor, eps_full: torch.Tensor,
@@ -51,6 +55,8 @@ def condition_positions(task: str, n_images: int, num_frames: int, positions: li
     """Frame positions of the given images for a task (explicit ``positions`` win)."""
     if task not in PIPELINE_TASKS:
         raise ValueError(f"unknown task {task!r}; allowed: {PIPELINE_TASKS}")
+    if task == "generate_image" and n_images != 1:
+        raise ValueError(f"generate_image (image-only, no text) needs exactly one image, got {n_images}")
     if positions is not None:
         if len(positions) != n_images or len(set(positions)) != n_images or not all(0 <= p < num_frames for p in positions):
             raise ValueError(f"positions {positions} must be {n_images} distinct frame indices in [0, {num_frames})")
@@ -59,6 +65,10 @@ def condition_positions(task: str, n_images: int, num_frames: int, positions: li
         if n_images > 1:
             raise ValueError("generate takes at most one image (its position defaults to frame 0)")
         return [0] * n_images
+    if task == "generate_image":
+        if n_images != 1:
+            raise ValueError(f"generate_image (image-only, no text) needs exactly one image, got {n_images}")
+        return [0]
     if n_images < 1 or n_images >= num_frames:
         raise ValueError(f"{task} needs between 1 and {num_frames - 1} known frames, got {n_images}")
     if task == "interpolate":
@@ -97,7 +107,15 @@ def sample_latents(
     zeros = torch.zeros_like(cond)
     x = torch.randn(cond.shape, generator=generator, device=dev, dtype=dtype) * sched.init_noise_sigma
     for t in tqdm(sched.timesteps, desc="DDIM", disable=not progress, leave=False):
-        if batched:
+        if text_scale == 0:  # no text guidance (image-only): the s_txt term is exactly 0, skip its pass
+            if batched:
+                inp = torch.cat([torch.cat([x, zeros], 2), torch.cat([x, cond], 2)], 0)  # (2B, F, 2C, h, w)
+                eps_u, eps_i = model(inp, t, torch.cat([null_emb, null_emb], 0)).chunk(2)
+            else:
+                eps_u = model(torch.cat([x, zeros], 2), t, null_emb)
+                eps_i = model(torch.cat([x, cond], 2), t, null_emb)
+            eps_f = eps_i
+        elif batched:
             inp = torch.cat([torch.cat([x, zeros], 2), torch.cat([x, cond], 2), torch.cat([x, cond], 2)], 0)  # (3B, F, 2C, h, w)
             eps_u, eps_i, eps_f = model(inp, t, torch.cat([null_emb, null_emb, text_emb], 0)).chunk(3)
         else:
@@ -120,7 +138,7 @@ class StickerResult:
 
 
 class RDTFPipeline:
-    """Checkpoint -> animated stickers (text->GIF, image&text->GIF, interpolation, pre/post prediction)."""
+    """Checkpoint -> animated stickers (text->GIF, image&text->GIF, image->GIF, interpolation, pre/post prediction)."""
 
     def __init__(self, model: DFGN, text: TextEncoder, vae, *, image_size: int, default_duration_ms: int = 100,
                  device: str = "cpu"):
@@ -180,6 +198,8 @@ class RDTFPipeline:
         images = images or []
         F, S = self.num_frames, self.image_size
         pos = condition_positions(task, len(images), F, frame_positions)
+        if task == "generate_image":  # image-only: the caption is not a condition (module docstring)
+            prompt, text_guidance_scale = "", 0.0
         known = np.zeros((1, F, S, S, 3), np.uint8)  # (1, F, S, S, 3)
         for p, im in zip(pos, images):
             known[0, p] = self._check_image(im)

@@ -24,6 +24,10 @@ Choices the paper leaves open (documented, configurable):
   (``ff_mult``): with 4·C the model would have 1.01 B parameters, with 2·C it has 0.94 B, next to
   Table 8's 0.96 B (the remaining gap is the authors' 2D-ResNet detail branch, which the paper's
   k×1×1 convolutions replace).
+- ``attention_layers`` (``DFGNConfig.sti_attention_layers``, Table 6 "Num attention layers": 1) stacks that
+  many such transformer layers in the semantic branch, each on the tokens updated by the one before. The
+  first layer's weights keep their names (``to_qkv``, ``to_out``, ``ff``) so checkpoints of the 1-layer
+  default load unchanged; layers 2.. live in ``more_attention``.
 - Identity at initialisation (for stable from-scratch training): the attention output projection
   and the last temporal convolution are zero-initialised, so both branches output 0 and the layer
   returns its input exactly; fusion starts at equal weights.
@@ -47,6 +51,7 @@ class STIConfig:
     kernel: int = 3  # temporal kernel k of the k×1×1 convolutions (Table 6: 3)
     conv_layers: int = 2  # number of temporal convolutions (Table 6: 2)
     ff_mult: int = 2  # hidden width multiple of the feed-forward after attention (0 = attention only)
+    attention_layers: int = 1  # transformer layers (attention + feed-forward) in the semantic branch (Table 6: 1)
     norm_groups: int = 32  # GroupNorm groups (reduced automatically for narrow layers)
 
 
@@ -68,23 +73,50 @@ def frame_position_embedding(num_frames: int, dim: int, device, dtype) -> torch.
     return emb.to(dtype)  # (F, dim)
 
 
-class STILayer(nn.Module):
-    """Residual STI layer on per-frame features ``(B·F, C, H, W)``; returns the same shape."""
+class _FrameAttention(nn.Module):
+    """One transformer layer of the semantic branch: self-attention over all frames' tokens + feed-forward."""
 
-    def __init__(self, channels: int, cfg: STIConfig = STIConfig()):
+    def __init__(self, channels: int, cfg: STIConfig):
         super().__init__()
-        if cfg.gamma < 1 or cfg.kernel < 1 or cfg.kernel % 2 == 0 or cfg.conv_layers < 1:
-            raise ValueError(f"invalid STIConfig {cfg}: gamma >= 1, odd kernel >= 1, conv_layers >= 1 required")
-        self.cfg = cfg
         inner = cfg.heads * cfg.head_dim
-        self.norm = nn.GroupNorm(_groups(channels, cfg.norm_groups), channels, eps=1e-6)
-        # a. semantic interaction
+        self.heads, self.head_dim = cfg.heads, cfg.head_dim
         self.to_qkv = nn.Linear(channels, 3 * inner, bias=False)
         self.to_out = nn.Linear(inner, channels)
         self.ff = None
         if cfg.ff_mult > 0:
             self.ff = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, cfg.ff_mult * channels), nn.GELU(),
                                     nn.Linear(cfg.ff_mult * channels, channels))
+
+    @staticmethod
+    def update(m: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, N, C) -> the layer's residual update (B, N, C); ``m`` holds to_qkv/to_out/ff (an STILayer's
+        first layer or a _FrameAttention), so both share this one code path."""
+        B, N, C = tokens.shape
+        q, k, v = m.to_qkv(tokens).chunk(3, dim=-1)  # each (B, N, heads·head_dim)
+        heads, d = m.heads, m.head_dim
+        q, k, v = (t.reshape(B, N, heads, d).transpose(1, 2) for t in (q, k, v))  # (B, heads, N, d)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d)
+        out = m.to_out(out.transpose(1, 2).reshape(B, N, heads * d))  # (B, N, C)
+        if m.ff is not None:
+            out = out + m.ff(tokens + out)  # feed-forward on the attended tokens; the update only
+        return out
+
+
+class STILayer(nn.Module):
+    """Residual STI layer on per-frame features ``(B·F, C, H, W)``; returns the same shape."""
+
+    def __init__(self, channels: int, cfg: STIConfig = STIConfig()):
+        super().__init__()
+        if cfg.gamma < 1 or cfg.kernel < 1 or cfg.kernel % 2 == 0 or cfg.conv_layers < 1 or cfg.attention_layers < 1:
+            raise ValueError(f"invalid STIConfig {cfg}: gamma >= 1, odd kernel >= 1, conv_layers >= 1, "
+                             "attention_layers >= 1 required")
+        self.cfg = cfg
+        self.norm = nn.GroupNorm(_groups(channels, cfg.norm_groups), channels, eps=1e-6)
+        # a. semantic interaction: layer 1 inline (stable weight names), layers 2.. in more_attention
+        first = _FrameAttention(channels, cfg)
+        self.to_qkv, self.to_out, self.ff = first.to_qkv, first.to_out, first.ff
+        self.heads, self.head_dim = cfg.heads, cfg.head_dim
+        self.more_attention = nn.ModuleList(_FrameAttention(channels, cfg) for _ in range(cfg.attention_layers - 1))
         # b. detail maintenance: k×1×1 temporal convolutions
         pad = (cfg.kernel // 2, 0, 0)
         self.temporal = nn.ModuleList(
@@ -95,10 +127,9 @@ class STILayer(nn.Module):
         )
         # c. fusion weights from normalised, pooled features
         self.fuse = nn.Linear(channels, 2)
-        zero = [self.to_out.weight, self.to_out.bias, self.temporal[-1].weight, self.temporal[-1].bias,
-                self.fuse.weight, self.fuse.bias]
-        if self.ff is not None:
-            zero += [self.ff[-1].weight, self.ff[-1].bias]
+        zero = [self.temporal[-1].weight, self.temporal[-1].bias, self.fuse.weight, self.fuse.bias]
+        for att in (self, *self.more_attention):
+            zero += [att.to_out.weight, att.to_out.bias] + ([att.ff[-1].weight, att.ff[-1].bias] if att.ff is not None else [])
         for p in zero:
             nn.init.zeros_(p)  # identity at init; fusion starts at 50/50
 
@@ -110,13 +141,9 @@ class STILayer(nn.Module):
         tokens = hs.reshape(B, Fr, C, h_ * w_).permute(0, 1, 3, 2)  # (B, F, h·w, C)
         tokens = tokens + frame_position_embedding(Fr, C, h.device, h.dtype)[None, :, None, :]
         tokens = tokens.reshape(B, Fr * h_ * w_, C)  # (B, N, C), N = F·h·w
-        q, k, v = self.to_qkv(tokens).chunk(3, dim=-1)  # each (B, N, heads·head_dim)
-        heads = self.cfg.heads
-        q, k, v = (t.reshape(B, -1, heads, self.cfg.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, heads, N, d)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d)
-        out = self.to_out(out.transpose(1, 2).reshape(B, Fr * h_ * w_, -1))  # (B, N, C)
-        if self.ff is not None:
-            out = out + self.ff(tokens + out)  # feed-forward on the attended tokens; the update only
+        out = _FrameAttention.update(self, tokens)  # (B, N, C): the update of layer 1, not tokens + update
+        for att in self.more_attention:
+            out = out + att.update(att, tokens + out)  # layer i attends over the tokens updated by 1..i-1
         out = out.reshape(B, Fr, h_, w_, C).permute(0, 1, 4, 2, 3).reshape(BF, C, h_, w_)  # (B·F, C, h, w)
         if (h_, w_) != (H, W):
             out = F.interpolate(out, size=(H, W), mode="nearest")  # (B·F, C, H, W)

@@ -65,7 +65,7 @@ from model.masks import (
 )
 from model.redact import redact_config
 from model.shards import read_index
-from model.train_config import TrainConfig  # noqa: F401 - re-exported: model.train.TrainConfig
+from model.train_config import TrainConfig, resolve_grad_accum  # noqa: F401 - re-exported: model.train.TrainConfig
 from model.unet import DFGN, DFGNConfig, preset
 
 log = logging.getLogger("rdtf.train")
@@ -107,6 +107,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
         self.rank, self.world, local = _dist()
+        self.grad_accum = resolve_grad_accum(cfg, self.world)  # global_batch -> micro-batches per step on this world
         if self.rank == 0:  # first: what killed saves left (GBs each at the paper preset), see model.checkpoints
             for p in ckpts.clean_stale_temps(cfg.out_dir):
                 log.warning("removed %s left by an interrupted checkpoint save", p)
@@ -215,7 +216,7 @@ class Trainer:
         torch.save(optim_sd, tmp / "optimizer.pt")
         _atomic_json({"step": self.step, "curriculum": self.curriculum.state_dict(),
                       "typical_duration_ms": self.typical_duration_ms,
-                      "data_batches": self.step * self.cfg.grad_accum, "mlflow_run_id": self.mlflow_run_id,
+                      "data_batches": self.step * self.grad_accum, "mlflow_run_id": self.mlflow_run_id,
                       "model_config": asdict(self.mcfg), "train_config": redact_config(asdict(self.cfg)),
                       "history": self.history[-2000:]}, tmp / "trainer.json")  # logged to MLflow: no credentials
         final = root / name
@@ -298,7 +299,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         net = self.ddp or self.model
         total, per_task = 0.0, {t.value: [] for t in Task}
-        for _ in range(cfg.grad_accum):
+        for _ in range(self.grad_accum):
             batch = next(batches)
             frames = batch["frames"].to(self.device)  # (B, F, 3, S, S) in [-1, 1]
             B = frames.shape[0]
@@ -307,7 +308,8 @@ class Trainer:
             x0 = x0.reshape(B, F, *x0.shape[1:])  # (B, F, C, h, w)
             if cfg.dual_mask:  # DDU: curriculum level -> condition mask (Table 7 families)
                 levels = self.curriculum.sample(self.step, rng, B)
-                conds = [sample_condition(int(k), F, lvl, rng) for k, lvl in zip(batch["k"].tolist(), levels)]
+                conds = [sample_condition(int(k), F, lvl, rng, p_image_only=cfg.p_image_only)
+                         for k, lvl in zip(batch["k"].tolist(), levels)]
             else:  # baseline DFGN: the fixed I&T->V mask [1 0 0 0 0 0 0 0]
                 conds = [first_frame_condition(int(k), F) for k in batch["k"].tolist()]
             masks = [apply_cfg_dropout(c, rng, cfg.p_drop_text, cfg.p_drop_image, cfg.p_drop_both) for c in conds]
@@ -320,10 +322,10 @@ class Trainer:
             with self._autocast():
                 ctx = self.text(captions)  # (B, L, D)
                 pred = net(torch.cat([xt, cond], dim=2), t, ctx)  # (B, F, C, h, w)
-            w = loss_weight(mb, cfg.include_conditioned_in_loss)  # (B, F)
+            w = loss_weight(mb, cfg.loss_mask)  # (B, F)
             loss = masked_mse(pred.float(), noise, w)
-            (loss / cfg.grad_accum).backward()
-            total += float(loss.detach()) / cfg.grad_accum
+            (loss / self.grad_accum).backward()
+            total += float(loss.detach()) / self.grad_accum
             with torch.no_grad():  # per-task loss for logging
                 err = (pred.float() - noise).square().mean(dim=(2, 3, 4))  # (B, F)
                 for i, m in enumerate(masks):
@@ -361,7 +363,7 @@ class Trainer:
         cfg = self.cfg
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         target = min(cfg.steps, max_steps) if max_steps else cfg.steps
-        loader = make_loader(self._data_cfg(), self.rank, self.world, start_batch=self.step * cfg.grad_accum)
+        loader = make_loader(self._data_cfg(), self.rank, self.world, start_batch=self.step * self.grad_accum)
         batches = iter(loader)
         mlf = _MlflowLogger(self) if self.rank == 0 and cfg.mlflow_uri else None
         t0, last = time.perf_counter(), {}
@@ -374,7 +376,7 @@ class Trainer:
             if self.rank == 0:
                 self.history.append({"step": self.step, **{k: v for k, v in last.items() if k.startswith(("loss", "curriculum"))}})
                 if mlf and (self.step % cfg.log_every == 0 or self.step == target):
-                    mlf.log(last, self.step, samples_per_s=self.step * cfg.batch_size * cfg.grad_accum * self.world / (time.perf_counter() - t0))
+                    mlf.log(last, self.step, samples_per_s=self.step * cfg.batch_size * self.grad_accum * self.world / (time.perf_counter() - t0))
             if self.step % cfg.ckpt_every == 0 or self.step == target:
                 self.save()
             if self._should_stop():
@@ -466,10 +468,23 @@ def _report_to_dagster(summary: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Train DFGN (RDTF) — run under torchrun for several ranks")
-    ap.add_argument("--config", required=True, help="TrainConfig as JSON")
+    ap.add_argument("--config", required=True, help="TrainConfig as JSON or YAML (e.g. configs/paper.yaml, Table 6)")
     ap.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
     ap.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total (testing)")
+    ap.add_argument("--dry-run", action="store_true", help="validate the config, print the plan (model size, global "
+                    "batch, grad_accum per cluster size, files) and exit; nothing is loaded or written")
+    ap.add_argument("--world-size", type=int, default=None, help="with --dry-run: plan for this many ranks "
+                    "(default: $WORLD_SIZE or 1)")
     args = ap.parse_args(argv)
+    if args.dry_run:
+        from model.train_plan import plan_lines
+
+        try:
+            print("\n".join(plan_lines(TrainConfig.from_json(args.config), source=args.config, world=args.world_size)))
+        except (ValueError, OSError) as exc:
+            print(f"model.train: error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 2
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rank%(rank)s %(message)s".replace("%(rank)s", os.environ.get("RANK", "0")))
     cfg = TrainConfig.from_json(args.config)
     trainer = Trainer(cfg)

@@ -21,11 +21,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PRESETS = ("paper", "paper_3dconv", "tiny", "tiny_pixel")  # model.unet.PRESETS
+PRESETS = ("paper", "paper_3dconv", "tiny", "tiny_pixel", "micro_pixel")  # model.unet.PRESETS
 NAMED_AUTOENCODERS = ("pixel", "tiny_kl")  # anything else must be a local AutoencoderKL folder
 PRECISIONS = ("auto", "fp32", "bf16")
 FRAME_EXTRACTIONS = ("cluster", "uniform")  # model.data.FrameExtraction
 TEMPORAL_LAYERS = ("sti", "conv3d", "none")  # model.unet.TemporalLayer
+LOSS_MASKS = ("first_k", "targets")  # model.masks.LossMask
+# fields renamed since, read from older train.json / trainer.json files: old name -> (new name, value map)
+LEGACY_FIELDS = {"include_conditioned_in_loss": ("loss_mask", {True: "first_k", False: "targets"})}
 DIFFUSION_FIELDS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # diffusers schedules with a beta range
 PREDICTION_TYPES = ("epsilon",)  # the loss regresses the noise (model.train.train_step)
@@ -37,11 +40,12 @@ MAX_SEED = 2**63 - 1
 class TrainConfig:
     index_paths: list[str]  # shard index.json files of the drops to train on
     out_dir: str  # checkpoints and logs
-    preset: str = "tiny_pixel"  # DFGN preset: tiny_pixel | tiny | paper | paper_3dconv
+    preset: str = "tiny_pixel"  # DFGN preset: tiny_pixel | tiny | paper | paper_3dconv | micro_pixel (tests)
     autoencoder: str = "pixel"  # pixel | tiny_kl | <local AutoencoderKL folder>
     steps: int = 300  # optimizer steps in total
     batch_size: int = 4  # clips per rank per micro-batch (Table 6: 1 per GPU)
-    grad_accum: int = 1  # micro-batches per optimizer step
+    grad_accum: int = 1  # micro-batches per optimizer step (set from global_batch when that is given)
+    global_batch: int | None = None  # clips per optimizer step over all ranks (Table 6: 1 x 16 GPUs = 16); None: B x accum x ranks
     lr: float = 1e-5  # AdamW learning rate (Table 6: 1e-5)
     warmup_steps: int = 20  # linear warm-up
     weight_decay: float = 0.0
@@ -60,7 +64,8 @@ class TrainConfig:
     p_drop_image: float = 0.1  # CFG training: drop visual conditions only
     p_drop_both: float = 0.05  # CFG training: drop both
     token_dropout: float = 0.1  # "#" token replacement probability (Method)
-    include_conditioned_in_loss: bool = False  # also supervise conditioned frames
+    p_image_only: float = 0.5  # share of one-frame GRT draws without the caption (Table 7's text-free rows)
+    loss_mask: str = "first_k"  # first_k (paper: every valid frame, conditioned included) | targets (generated only)
     dual_mask: bool = True  # DDU (Table 3); False = fixed I&T->V condition + fixed k = F frames (see _data_cfg, train_step)
     frame_extraction: str = "cluster"  # cluster (DDU, Fig. 3) | uniform (equal intervals; stickers < F frames unused)
     temporal_layer: str | None = None  # override the preset's temporal layer: sti | conv3d | none (Table 3 "3D-Conv")
@@ -81,6 +86,7 @@ class TrainConfig:
         """Build from JSON-like data; unknown keys are refused by name (a typo must not silently keep a default)."""
         if not isinstance(data, dict):
             raise ValueError(f"TrainConfig must be a JSON object, got {type(data).__name__}")
+        data = _upgrade_legacy(data)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -89,11 +95,29 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
-        try:
-            data = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"training config {path} is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+        """From a JSON or YAML file (``load_config_file``); e.g. the Table 6 recipe ``configs/paper.yaml``."""
+        return cls.from_dict(load_config_file(path))
+
+    from_file = from_json
+
+
+def _upgrade_legacy(data: dict) -> dict:
+    """Rename the fields of older configs (``LEGACY_FIELDS``), so a run started before a rename still resumes.
+
+    An old ``include_conditioned_in_loss: false`` meant "targets only": it maps to ``loss_mask: "targets"``,
+    keeping that run's behaviour (the new default is the paper's ``first_k``). Both names at once is refused.
+    """
+    out = dict(data)
+    for old, (new, values) in LEGACY_FIELDS.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ValueError(f"TrainConfig: give {new!r} only ({old!r} is its older name)")
+        value = out.pop(old)
+        if not isinstance(value, bool):
+            raise _bad(old, "(older name of loss_mask) must be true or false", value)
+        out[new] = values[value]
+    return out
 
 
 def _bad(name: str, why: str, value: object) -> ValueError:
@@ -147,6 +171,12 @@ def validate_train_config(cfg: TrainConfig) -> None:
                                   "folder (absolute, or with a '/': ./vae)", cfg.autoencoder)
     for name in ("steps", "batch_size", "grad_accum", "ckpt_every", "keep_ckpts", "log_every"):
         _int(cfg, name, 1)
+    if cfg.global_batch is not None:
+        _int(cfg, "global_batch", 1)
+        if cfg.global_batch % cfg.batch_size:
+            raise _bad("global_batch", f"must be a multiple of batch_size ({cfg.batch_size})", cfg.global_batch)
+        if cfg.grad_accum != 1:
+            raise _bad("grad_accum", "must stay 1 when global_batch is given (it is derived per world size)", cfg.grad_accum)
     _int(cfg, "warmup_steps", 0)
     _int(cfg, "num_workers", 0)
     _int(cfg, "seed", 0, MAX_SEED)  # numpy seeds must be non-negative
@@ -154,15 +184,16 @@ def validate_train_config(cfg: TrainConfig) -> None:
     _float(cfg, "weight_decay", 0.0)
     _float(cfg, "grad_clip", 0.0, lo_open=True)
     _float(cfg, "ema_decay", 0.0, 1.0, hi_open=True)  # 1.0 would freeze the EMA at the initial weights
-    for name in ("p_drop_text", "p_drop_image", "p_drop_both", "token_dropout"):
+    for name in ("p_drop_text", "p_drop_image", "p_drop_both", "token_dropout", "p_image_only"):
         _float(cfg, name, 0.0, 1.0)
     if cfg.p_drop_text + cfg.p_drop_image + cfg.p_drop_both > 1.0 + 1e-12:
         raise _bad("p_drop_text + p_drop_image + p_drop_both", "must be <= 1",
                    cfg.p_drop_text + cfg.p_drop_image + cfg.p_drop_both)
-    for name in ("grad_checkpointing", "fsdp", "include_conditioned_in_loss", "dual_mask"):
+    for name in ("grad_checkpointing", "fsdp", "dual_mask"):
         if not isinstance(getattr(cfg, name), bool):
             raise _bad(name, "must be true or false", getattr(cfg, name))
     _choice(cfg, "precision", PRECISIONS)
+    _choice(cfg, "loss_mask", LOSS_MASKS)
     _choice(cfg, "frame_extraction", FRAME_EXTRACTIONS)
     _choice(cfg, "temporal_layer", TEMPORAL_LAYERS, optional=True)
     for name in ("mlflow_uri", "mlflow_artifact_location", "run_name", "text_clip_model", "text_clip_pretrained",
@@ -172,6 +203,45 @@ def validate_train_config(cfg: TrainConfig) -> None:
         raise _bad("mlflow_experiment", "must be a non-empty string", cfg.mlflow_experiment)
     _validate_curriculum(cfg)
     _validate_diffusion(cfg.diffusion)
+
+
+def resolve_grad_accum(cfg: TrainConfig, world: int) -> int:
+    """Micro-batches per optimizer step on ``world`` ranks, so the global batch is the recipe's on any cluster.
+
+    Without ``global_batch`` it is ``cfg.grad_accum``. With it, global_batch / (batch_size x world), which
+    must be a whole number: e.g. Table 6's 16 = 1 x 16 GPUs is grad_accum 1 on 16 ranks, 2 on 8, 16 on 1.
+    """
+    if isinstance(world, bool) or not isinstance(world, int) or world < 1:
+        raise ValueError(f"world size must be an int >= 1, got {world!r}")
+    if cfg.global_batch is None:
+        return cfg.grad_accum
+    per_step = cfg.batch_size * world
+    if cfg.global_batch % per_step:
+        ok = [w for w in range(1, cfg.global_batch // cfg.batch_size + 1) if (cfg.global_batch // cfg.batch_size) % w == 0]
+        raise ValueError(f"TrainConfig.global_batch {cfg.global_batch} is not a multiple of batch_size x world size "
+                         f"= {cfg.batch_size} x {world}; world sizes that fit: {ok}")
+    return cfg.global_batch // per_step
+
+
+def load_config_file(path: str | Path) -> dict:
+    """A training config file -> dict: JSON (``.json``) or YAML (``.yaml``/``.yml``, safe loader: no objects)."""
+    p = Path(path)
+    text = p.read_text()
+    if p.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"training config {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"training config {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"training config {path} must hold one mapping of TrainConfig fields, got {type(data).__name__}")
+    return data
 
 
 def _validate_curriculum(cfg: TrainConfig) -> None:

@@ -1,7 +1,7 @@
 """DFGN — the Discrete Frame Generation Network (paper, Method; Table 6; Table 8: 0.96 B parameters).
 
 A latent-diffusion U-Net over clips of F frames, built from diffusers building blocks
-(``ResnetBlock2D``, cross-attention ``Transformer2DModel``, ``Downsample2D``/``Upsample2D``), with a
+(``ResnetBlock2D``, cross-attention ``BasicTransformerBlock``, ``Downsample2D``/``Upsample2D``), with a
 temporal layer after *every* spatial layer — by default the paper's STI layer (``model/sti.py``).
 Frames travel through the spatial layers as a batch of images ``(B·F, C, H, W)``; only the temporal
 layers mix frames.
@@ -17,6 +17,12 @@ connections as in SD's U-Net), plus two mid stages. With 4 levels and 2 layers p
 - ``paper()``: widths (320, 640, 1024, 1280), 0.9–1.0 B parameters (see tests), latent 32×32×4, 8 frames;
 - ``paper_3dconv()``: the same with 3×3×3 convolution temporal layers (Table 3 ablation);
 - ``tiny()``: a few M parameters that trains on a 2-core CPU in minutes (optionally in pixel space).
+
+Spatial attention is :class:`SpatialTransformer`: exactly diffusers' ``Transformer2DModel`` for continuous
+input with linear projections (same submodule names, so the weights are interchangeable: tested bit for bit),
+built from diffusers' ``BasicTransformerBlock``. Why not ``Transformer2DModel`` itself: importing it runs
+``diffusers.models.transformers/__init__``, which imports every transformer diffusers ships (~4 s of CPU per
+process here) — paid by every torchrun rank, Dagster step and CLI call that loads a DFGN.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
-from diffusers.models.transformers.transformer_2d import Transformer2DModel
+from diffusers.models.attention import BasicTransformerBlock
 from torch import nn
 
 from model.sti import Conv3DTemporalLayer, STIConfig, STILayer, _groups
@@ -60,6 +66,7 @@ class DFGNConfig:
     sti_head_dim: int = 32  # STI attention head dim (Table 6)
     sti_kernel: int = 3  # temporal conv kernel (Table 6: 3,1,1)
     sti_conv_layers: int = 2  # temporal conv layers (Table 6)
+    sti_attention_layers: int = 1  # STI transformer layers in the semantic branch (Table 6: "Num attention layers 1")
 
     def __post_init__(self) -> None:
         TemporalLayer(self.temporal_layer)  # ValueError names the bad value
@@ -99,13 +106,54 @@ def tiny(pixel_space: bool = False) -> DFGNConfig:
     )
 
 
-PRESETS = {"paper": paper, "paper_3dconv": paper_3dconv, "tiny": tiny, "tiny_pixel": lambda: tiny(pixel_space=True)}
+def micro_pixel() -> DFGNConfig:
+    """~0.1 M parameters at 16 px in pixel space: the test suite's trainer (a step in ~0.1 s on one core).
+
+    Every code path of the trainer (DDP/FSDP, checkpoints, resume, curriculum, MLflow) is exercised the same
+    way at any size, so the torchrun/kill/resume tests use this and keep the 2-core CI inside its budget;
+    ``tiny_pixel`` remains the demo's model."""
+    return DFGNConfig(in_channels=6, out_channels=3, sample_size=16, num_frames=8, block_out_channels=(16, 32),
+                      cross_attn=(False, True), layers_per_block=1, attention_head_dim=16, cross_attention_dim=32,
+                      norm_num_groups=8, sti_heads=1, sti_head_dim=16)
+
+
+PRESETS = {"paper": paper, "paper_3dconv": paper_3dconv, "tiny": tiny, "tiny_pixel": lambda: tiny(pixel_space=True),
+           "micro_pixel": micro_pixel}
 
 
 def preset(name: str) -> DFGNConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown DFGN preset {name!r}; allowed: {sorted(PRESETS)}")
     return PRESETS[name]()
+
+
+class SpatialTransformer(nn.Module):
+    """Text cross-attention over one frame's pixels: ``Transformer2DModel`` (continuous, linear projection).
+
+    ``(N, C, H, W)`` -> same shape: GroupNorm -> tokens -> Linear -> ``num_layers`` x BasicTransformerBlock
+    (self-attention, cross-attention to the text, GEGLU feed-forward) -> Linear -> back to pixels + residual.
+    """
+
+    def __init__(self, channels: int, heads: int, head_dim: int, cross_attention_dim: int, num_layers: int,
+                 norm_groups: int):
+        super().__init__()
+        inner = heads * head_dim
+        self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6, affine=True)
+        self.proj_in = nn.Linear(channels, inner)
+        self.transformer_blocks = nn.ModuleList(
+            BasicTransformerBlock(inner, heads, head_dim, cross_attention_dim=cross_attention_dim, activation_fn="geglu",
+                                  attention_bias=False, norm_type="layer_norm", norm_elementwise_affine=True,
+                                  norm_eps=1e-5) for _ in range(num_layers))
+        self.proj_out = nn.Linear(inner, channels)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor | None) -> torch.Tensor:
+        N, C, H, W = x.shape
+        h = self.norm(x).permute(0, 2, 3, 1).reshape(N, H * W, C)  # (N, H·W, C)
+        h = self.proj_in(h)  # (N, H·W, inner)
+        for block in self.transformer_blocks:
+            h = block(h, encoder_hidden_states=ctx)
+        h = self.proj_out(h).reshape(N, H, W, C).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+        return h + x
 
 
 class _Stage(nn.Module):
@@ -117,13 +165,11 @@ class _Stage(nn.Module):
                                     groups=_groups(cin, cfg.norm_num_groups), groups_out=_groups(cout, cfg.norm_num_groups))
         self.attn = None
         if cross:
-            self.attn = Transformer2DModel(
-                num_attention_heads=cout // cfg.attention_head_dim, attention_head_dim=cfg.attention_head_dim,
-                in_channels=cout, num_layers=cfg.transformer_layers, cross_attention_dim=cfg.cross_attention_dim,
-                norm_num_groups=_groups(cout, cfg.norm_num_groups), use_linear_projection=True,
-            )
+            self.attn = SpatialTransformer(cout, cout // cfg.attention_head_dim, cfg.attention_head_dim,
+                                           cfg.cross_attention_dim, cfg.transformer_layers, _groups(cout, cfg.norm_num_groups))
         sti = STIConfig(gamma=cfg.sti_gamma, heads=cfg.sti_heads, head_dim=cfg.sti_head_dim, kernel=cfg.sti_kernel,
-                        conv_layers=cfg.sti_conv_layers, norm_groups=cfg.norm_num_groups)
+                        conv_layers=cfg.sti_conv_layers, norm_groups=cfg.norm_num_groups,
+                        attention_layers=cfg.sti_attention_layers)
         kind = TemporalLayer(cfg.temporal_layer)
         self.temporal = {TemporalLayer.STI: lambda: STILayer(cout, sti), TemporalLayer.CONV3D: lambda: Conv3DTemporalLayer(cout, sti),
                          TemporalLayer.NONE: lambda: None}[kind]()
@@ -132,7 +178,7 @@ class _Stage(nn.Module):
     def forward(self, x: torch.Tensor, temb: torch.Tensor, ctx: torch.Tensor | None, num_frames: int) -> torch.Tensor:
         x = self.resnet(x, temb)  # (B·F, C, H, W)
         if self.attn is not None:
-            x = self.attn(x, encoder_hidden_states=ctx, return_dict=False)[0]
+            x = self.attn(x, ctx)
         if self.temporal is not None:
             x = self.temporal(x, num_frames)
         return x
@@ -163,6 +209,7 @@ class DFGN(ModelMixin, ConfigMixin):
         sti_head_dim: int = 32,
         sti_kernel: int = 3,
         sti_conv_layers: int = 2,
+        sti_attention_layers: int = 1,
     ):
         # Explicit arguments (mirroring DFGNConfig) so diffusers' ConfigMixin can save and restore them.
         super().__init__()

@@ -2,6 +2,7 @@
 
     rdtf generate --checkpoint DIR --prompt "a cat waving" --out cat.gif
     rdtf generate --checkpoint DIR --prompt "..." --image first.png [--position 0] --out x.webp
+    rdtf generate --checkpoint DIR --task generate_image --image first.png --out x.gif   # image only, no text
     rdtf generate --checkpoint DIR --task interpolate --frames a.png,b.png [--positions 0,7] --out x.png
 
 Why its own module: generation pulls in torch and the model, while the other ``rdtf`` commands are
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-TASKS = ("generate", "interpolate", "predict_forward", "predict_backward")
+TASKS = ("generate", "generate_image", "interpolate", "predict_forward", "predict_backward")  # model.sampling.PIPELINE_TASKS
 WHITE = (255, 255, 255)  # the training background (decode_sticker composites alpha onto white)
 
 
@@ -55,14 +56,16 @@ def _check_request(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"--contact-sheet must be a .png file, got {args.contact_sheet}")
     if args.image and args.frames:
         raise ValueError("give either --image (one conditioning frame) or --frames, not both")
-    if args.image and args.task != "generate":
-        raise ValueError(f"--image conditions image&text generation (--task generate); use --frames for {args.task}")
+    if args.image and args.task not in ("generate", "generate_image"):
+        raise ValueError(f"--image conditions generation (--task generate or generate_image); use --frames for {args.task}")
+    if args.task == "generate_image" and args.prompt:
+        raise ValueError("--task generate_image is image-only (no text condition): drop --prompt, or use --task generate")
     paths = [args.image] if args.image else [p.strip() for p in (args.frames or "").split(",") if p.strip()]
     n = len(paths)
     # (min, max) known frames; the upper bound (< num_frames) is checked by the pipeline once loaded.
-    lo, hi = {"generate": (0, 1), "interpolate": (2, None)}.get(args.task, (1, None))
+    lo, hi = {"generate": (0, 1), "generate_image": (1, 1), "interpolate": (2, None)}.get(args.task, (1, None))
     if n < lo or (hi is not None and n > hi):
-        need = f"{lo} or {hi}" if hi is not None else f"at least {lo}"
+        need = (f"exactly {lo}" if lo == hi else f"{lo} or {hi}") if hi is not None else f"at least {lo}"
         raise ValueError(f"--task {args.task} needs {need} known frames (--frames a.png,b.png), got {n}")
     if args.positions is not None and len(args.positions) != n:
         raise ValueError(f"--positions has {len(args.positions)} entries for {n} known frames")
@@ -135,8 +138,11 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", required=True, metavar="DIR",
                    help="checkpoint folder (…/checkpoints/step-N) or a training run folder (uses its latest)")
     g.add_argument("--prompt", default="", help="text prompt (empty = unconditional on text)")
-    g.add_argument("--task", choices=TASKS, default="generate")
-    g.add_argument("--image", metavar="PATH", help="image&text -> sticker: this image is the known frame")
+    g.add_argument("--task", choices=TASKS, default="generate",
+                   help="generate: text (and optionally --image) -> sticker; generate_image: --image only, no text "
+                        "(Table 7's text-free generation); interpolate / predict_forward / predict_backward: --frames "
+                        "(default: %(default)s)")
+    g.add_argument("--image", metavar="PATH", help="generate / generate_image: this image is the known frame")
     g.add_argument("--position", type=int, default=0, help="frame index of --image (default 0)")
     g.add_argument("--frames", metavar="A.png,B.png", help="known frames for interpolate / predict_*")
     g.add_argument("--positions", type=_int_list, default=None, metavar="0,7",

@@ -22,7 +22,7 @@ ENV = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 
 def _config(tmp: Path, index: Path, out: Path, **kw) -> Path:
-    cfg = {"index_paths": [str(index)], "out_dir": str(out), "steps": 4, "batch_size": 2, "lr": 1e-3, "ckpt_every": 2,
+    cfg = {"index_paths": [str(index)], "out_dir": str(out), "preset": "micro_pixel", "steps": 4, "batch_size": 2, "lr": 1e-3, "ckpt_every": 2,
            "keep_ckpts": 3, "warmup_steps": 1, "seed": 0, "log_every": 1} | kw
     path = tmp / f"{out.name}.json"
     path.write_text(json.dumps(cfg))

@@ -11,7 +11,7 @@ from dagster import DagsterInstance, materialize
 
 from assets.evaluation import EVALUATION_ASSETS, SAMPLES_ASSET
 from assets.resources import ClipResource, EvalModelsResource, LakeResource, MlflowResource
-from evaluation.samples import EvalTask, ground_truth_clip, load_eval_samples
+from evaluation.samples import DEFAULT_TASKS, EvalTask, ground_truth_clip, load_eval_samples
 
 
 def _fake_training(lake_root, uri: str, name: str, seed: int) -> str:
@@ -29,14 +29,16 @@ def _fake_training(lake_root, uri: str, name: str, seed: int) -> str:
     return run.info.run_id
 
 
-def _materialize(instance, lake_root, tmp_path, uri, name):
+def _materialize(instance, lake_root, tmp_path, uri, name, tasks=None):
+    tasks = {} if tasks is None else {"tasks": list(tasks)}
     return materialize(
         EVALUATION_ASSETS,
         instance=instance,
         resources={"storage": LakeResource(drops_root=str(tmp_path), lake_root=str(lake_root)),
                    "mlflow": MlflowResource(tracking_uri=uri, experiment="eval-test"),
                    "clip": ClipResource(device="cpu"), "evaluators": EvalModelsResource(device="cpu")},
-        run_config={"ops": {SAMPLES_ASSET: {"config": {"run_name": name, "n_videos": 3, "steps": 2, "batch_size": 2}},
+        run_config={"ops": {SAMPLES_ASSET: {"config": {"run_name": name, "n_videos": 3, "steps": 2, "batch_size": 2,
+                                                        **tasks}},
                             "vqa": {"config": {"num_clips": 1, "clip_len": 8}}, "fvd": {"config": {"batch_size": 3}}}},
     )
 
@@ -46,25 +48,30 @@ def test_evaluation_assets_log_to_mlflow_and_compare(tmp_path, tiny_shards):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     instance = DagsterInstance.ephemeral()
     run_ids = {name: _fake_training(lake_root, uri, name, seed) for seed, name in enumerate(("ev-a", "ev-b"))}
+    # ev-a: the default tasks; ev-b: two of them (the comparison joins runs over the tasks they share) — halves the cost
+    tasks = {"ev-a": {EvalTask(t) for t in DEFAULT_TASKS}, "ev-b": {EvalTask.I2V, EvalTask.INTERPOLATION}}
     for name in run_ids:
-        assert _materialize(instance, lake_root, tmp_path, uri, name).success
+        assert _materialize(instance, lake_root, tmp_path, uri, name,
+                            None if name == "ev-a" else [t.value for t in tasks[name]]).success
 
-    samples = load_eval_samples(lake_root / "evaluation" / "ev-b" / "samples")
-    assert samples.real.shape == (3, 8, 32, 32, 3) and set(samples.fakes) == set(EvalTask)
-    for task in EvalTask:  # known frames are pasted back exactly
+    samples = load_eval_samples(lake_root / "evaluation" / "ev-a" / "samples")
+    default = tasks["ev-a"]  # the image-only task is opt-in
+    assert samples.real.shape == (3, 8, 32, 32, 3) and set(samples.fakes) == default
+    for task in default:  # known frames are pasted back exactly
         pos = samples.known_positions(task)
         np.testing.assert_array_equal(samples.fakes[task][:, pos], samples.real[:, pos])
 
     client = mlflow.MlflowClient(tracking_uri=uri)
-    for run_id in run_ids.values():
+    for name, run_id in run_ids.items():
         run = client.get_run(run_id)
         m, tags = run.data.metrics, run.data.tags
-        for task in EvalTask:
+        for task in tasks[name]:
             assert np.isfinite(m[f"eval/{task.value}/fvd"]) and m[f"eval/{task.value}/fvd"] >= 0
             assert 0 <= m[f"eval/{task.value}/vqa"] <= 1
             assert -1 <= m[f"eval/{task.value}/clip_matched"] <= 1
-        for task in ("interpolation", "prediction"):
+        for task in {"interpolation", "prediction"} & {t.value for t in tasks[name]}:
             assert m[f"eval/{task}/psnr"] > 0 and -1 <= m[f"eval/{task}/ssim"] <= 1
+        assert "eval/prediction/fvd" not in m or name == "ev-a"
         assert "eval/t2v/psnr" not in m  # no ground truth for generation
         assert tags["fvd_weights"] == "random" and tags["vqa_weights"] == "random"
         assert any(k.endswith("weights") and v == "random" for k, v in tags.items() if k.startswith("clip"))

@@ -19,7 +19,7 @@ def test_trained_model_asset(tmp_path, tiny_shards):
         resources={"storage": LakeResource(drops_root=str(tmp_path), lake_root=str(lake_root)),
                    "mlflow": MlflowResource(tracking_uri=uri, experiment="dagster-train"),
                    "pipes_subprocess_client": PipesSubprocessClient()},
-        run_config={"ops": {TRAIN_ASSET: {"config": {"steps": 3, "ckpt_every": 3, "batch_size": 2,
+        run_config={"ops": {TRAIN_ASSET: {"config": {"steps": 3, "ckpt_every": 3, "batch_size": 2, "preset": "micro_pixel",
                                                      "run_name": "t1", "curriculum_mode": "linear"}}}},
     )
     assert result.success

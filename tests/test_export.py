@@ -163,6 +163,15 @@ def test_cli_wrong_frame_count(tmp_path, task, n):
     assert r.returncode == 2 and "known frames" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_cli_image_only_task_refuses_a_prompt_and_needs_one_image(tmp_path):
+    img = _png(tmp_path / "a.png")
+    r = _cli("--checkpoint", str(_ckpt(tmp_path)), "--task", "generate_image", "--image", str(img), "--prompt", "cat",
+             "--out", str(tmp_path / "x.gif"))
+    assert r.returncode == 2 and "image-only" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("--checkpoint", str(_ckpt(tmp_path)), "--task", "generate_image", "--out", str(tmp_path / "x.gif"))
+    assert r.returncode == 2 and "exactly 1 known frames" in r.stderr
+
+
 def test_cli_bad_out_suffix(tmp_path):
     r = _cli("--checkpoint", str(_ckpt(tmp_path)), "--out", str(tmp_path / "x.mp4"))
     assert r.returncode == 2 and ".gif" in r.stderr

@@ -412,7 +412,7 @@ res = materialize(
     resources={"storage": LakeResource(drops_root=lake, lake_root=lake),
                "mlflow": MlflowResource(tracking_uri=uri, experiment="ft-train"),
                "pipes_subprocess_client": PipesSubprocessClient()},
-    run_config={"ops": {TRAIN_ASSET: {"config": {"steps": 11, "ckpt_every": 3, "batch_size": 1, "lr": 1e-3,
+    run_config={"ops": {TRAIN_ASSET: {"config": {"steps": 11, "ckpt_every": 3, "batch_size": 1, "lr": 1e-3, "preset": "micro_pixel",
                                                  "run_name": "ft"}}}},
     raise_on_error=False)
 if res.success:
@@ -477,7 +477,7 @@ def test_sigkill_during_training_through_dagster_resumes_one_mlflow_run(tmp_path
 
 
 def _train_cfg(tmp: Path, index: Path, name: str, **kw) -> Path:
-    cfg = {"index_paths": [str(index)], "out_dir": str(tmp / name), "preset": "tiny_pixel", "steps": 10,
+    cfg = {"index_paths": [str(index)], "out_dir": str(tmp / name), "preset": "micro_pixel", "steps": 10,
            "batch_size": 2, "lr": 1e-3, "ckpt_every": 5, "warmup_steps": 2, "seed": 0, "log_every": 1} | kw
     path = tmp / f"{name}.json"
     path.write_text(json.dumps(cfg))
@@ -565,7 +565,7 @@ def test_tracking_never_reachable_training_completes_then_run_created_later(tmp_
     from model.train import TrainConfig, Trainer
 
     out = tmp_path / "offline"
-    cfg = TrainConfig(index_paths=[str(tiny_shards)], out_dir=str(out), steps=3, batch_size=2, lr=1e-3, ckpt_every=2,
+    cfg = TrainConfig(index_paths=[str(tiny_shards)], out_dir=str(out), preset="micro_pixel", steps=3, batch_size=2, lr=1e-3, ckpt_every=2,
                       warmup_steps=2, log_every=1, mlflow_uri=f"http://127.0.0.1:{(port := _free_port())}")
     old = signal.getsignal(signal.SIGTERM)
     caplog.set_level(logging.WARNING, logger="rdtf.tracking")
@@ -877,7 +877,7 @@ def test_trainer_creates_experiment_with_configured_artifact_location(tmp_path, 
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    cfg = TrainConfig(index_paths=[str(tiny_shards)], out_dir=str(tmp_path / "out"), steps=1, batch_size=2, lr=1e-3,
+    cfg = TrainConfig(index_paths=[str(tiny_shards)], out_dir=str(tmp_path / "out"), preset="micro_pixel", steps=1, batch_size=2, lr=1e-3,
                       ckpt_every=1, warmup_steps=1, log_every=1, mlflow_uri=uri, mlflow_experiment="loc-test",
                       mlflow_artifact_location=str(arts))
     old = signal.getsignal(signal.SIGTERM)

@@ -54,7 +54,7 @@ def _watch(cmd: list[str], env: dict, timeout: float = 300) -> tuple[int, set, s
 
 
 def test_single_node_torchrun_listens_on_loopback_only(tmp_path, tiny_shards):
-    cfg = {"index_paths": [str(tiny_shards)], "out_dir": str(tmp_path / "out"), "steps": 3, "batch_size": 2,
+    cfg = {"index_paths": [str(tiny_shards)], "out_dir": str(tmp_path / "out"), "preset": "micro_pixel", "steps": 3, "batch_size": 2,
            "ckpt_every": 3, "warmup_steps": 1, "lr": 1e-3}
     (tmp_path / "train.json").write_text(json.dumps(cfg))
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"} | LOCAL_TORCHRUN_ENV

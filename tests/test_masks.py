@@ -11,6 +11,7 @@ import torch
 from model.masks import (
     ConditionMask,
     Difficulty,
+    LossMask,
     Task,
     apply_cfg_dropout,
     batch_masks,
@@ -73,6 +74,30 @@ def test_table7_families_at_k8():
     assert draw_patterns(Difficulty(Task.GENERATION, 8), n=20) == {bits("0 " * 8): {"gen-text"}}
     rng = np.random.default_rng(1)  # image-based generation with and without text guidance
     assert {sample_condition(8, F, Difficulty(Task.GENERATION, 7), rng, text=t).text for t in (True, False)} == {True, False}
+
+
+def test_image_only_generation_is_its_own_family():
+    """Table 7's text-free generation rows: one known frame, no caption, pattern gen-image-only@i."""
+    lvl = Difficulty(Task.GENERATION, 7)
+    rng = np.random.default_rng(0)
+    only = [sample_condition(8, F, lvl, rng, p_image_only=1.0) for _ in range(40)]
+    assert all(not m.text and m.task is Task.GENERATION and m.pattern == f"gen-image-only@{int(np.argmax(m.cond))}"
+               and m.cond.sum() == 1 for m in only)
+    assert len({m.pattern for m in only}) > 4  # the known frame can be anywhere
+    half = [sample_condition(8, F, lvl, rng, p_image_only=0.5) for _ in range(2000)]
+    share = np.mean([not m.text for m in half])
+    assert abs(share - 0.5) < 0.04  # binomial sd ~0.011
+    text_only = sample_condition(8, F, Difficulty(Task.GENERATION, 8), rng, p_image_only=1.0)
+    assert text_only.pattern == "gen-text" and text_only.text  # no visual condition: text stays
+    ipt = sample_condition(8, F, Difficulty(Task.INTERPOLATION, 4), rng, p_image_only=1.0)
+    assert ipt.text  # other tasks are unaffected
+    # p_image_only = 0 draws nothing extra: the mask stream is the one from before the family existed
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(50):
+        assert sample_condition(8, F, lvl, a).pattern == sample_condition(8, F, lvl, b, p_image_only=0.0).pattern
+    for bad in (-0.1, 1.5, float("nan"), "0.5"):
+        with pytest.raises(ValueError, match="p_image_only"):
+            sample_condition(8, F, lvl, rng, p_image_only=bad)
 
 
 def test_other_interpolation_lengths_evenly_spaced_with_random_phase():
@@ -170,11 +195,13 @@ def test_batch_masks_and_loss_weight():
         "cond": (torch.bool, (3, F)), "target": (torch.bool, (3, F)), "valid": (torch.bool, (3, F)),
         "text": (torch.bool, (3,))}
     assert mb["text"].tolist() == [True, False, False]
-    w = loss_weight(mb)
-    assert w.dtype == torch.float32 and torch.equal(w, mb["target"].float())
-    assert w.sum(1).tolist() == [3.0, 3.0, 2.0]
-    wc = loss_weight(mb, include_conditioned=True)
-    assert torch.equal(wc, mb["valid"].float()) and wc.sum(1).tolist() == [8.0, 5.0, 3.0]
+    w = loss_weight(mb)  # the paper's default: every one of the first k frames, conditioned ones included
+    assert w.dtype == torch.float32 and torch.equal(w, mb["valid"].float()) and w.sum(1).tolist() == [8.0, 5.0, 3.0]
+    assert torch.equal(loss_weight(mb, LossMask.FIRST_K), w) and torch.equal(loss_weight(mb, "first_k"), w)
+    wt = loss_weight(mb, "targets")
+    assert torch.equal(wt, mb["target"].float()) and wt.sum(1).tolist() == [3.0, 3.0, 2.0]
+    with pytest.raises(ValueError, match="allowed: \\['first_k', 'targets'\\]"):
+        loss_weight(mb, "conditioned")
 
 
 def test_masked_mse_hand_computation_and_normalisation():

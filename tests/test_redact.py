@@ -60,7 +60,7 @@ def test_training_with_a_password_in_the_mlflow_uri_logs_it_nowhere(tmp_path, ti
 
     out = tmp_path / "run"
     uri = f"http://rdtf:s3cret@127.0.0.1:{_free_port()}/?token=s3cret"
-    cfg = TrainConfig(index_paths=[str(tiny_shards)], out_dir=str(out), steps=1, batch_size=2, lr=1e-3, ckpt_every=1,
+    cfg = TrainConfig(index_paths=[str(tiny_shards)], out_dir=str(out), preset="micro_pixel", steps=1, batch_size=2, lr=1e-3, ckpt_every=1,
                       warmup_steps=1, log_every=1, mlflow_uri=uri, mlflow_artifact_location="s3://k:s3cret@bucket/a")
     caplog.set_level(logging.INFO)
     old, threads = signal.getsignal(signal.SIGTERM), torch.get_num_threads()

@@ -62,8 +62,8 @@ def test_seeded_determinism(pipe):
     assert np.array_equal(a.frames, b.frames) and not np.array_equal(a.frames, c.frames)
 
 
-@pytest.mark.parametrize("task,n_images", [("generate", 0), ("generate", 1), ("interpolate", 2), ("predict_forward", 3),
-                                           ("predict_backward", 2)])
+@pytest.mark.parametrize("task,n_images", [("generate", 0), ("generate", 1), ("generate_image", 1), ("interpolate", 2),
+                                           ("predict_forward", 3), ("predict_backward", 2)])
 def test_every_task_end_to_end(pipe, task, n_images):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (pipe.image_size, pipe.image_size, 3), dtype=np.uint8) for _ in range(n_images)]
@@ -72,6 +72,34 @@ def test_every_task_end_to_end(pipe, task, n_images):
     assert res.durations_ms == [100] * pipe.num_frames
     for img, p in zip(images, condition_positions(task, n_images, pipe.num_frames, None)):
         assert np.array_equal(res.frames[p], img)  # known frames pasted back exactly (pixel space)
+
+
+def test_image_only_generation_ignores_the_prompt_and_skips_the_text_pass(pipe):
+    """generate_image: no caption condition, s_txt = 0, so the text forward is skipped (2B clips, not 3B)."""
+    img = np.random.default_rng(1).integers(0, 255, (pipe.image_size, pipe.image_size, 3), dtype=np.uint8)
+    calls = []
+    hook = pipe.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    try:
+        a = pipe("a cat waving", images=[img], task="generate_image", num_inference_steps=2, progress=False)
+        b = pipe("a dog running", images=[img], task="generate_image", num_inference_steps=2, progress=False)
+        assert set(calls) == {2}
+        calls.clear()
+        c = pipe("a cat waving", images=[img], task="generate", num_inference_steps=2, progress=False)
+        assert set(calls) == {3}
+    finally:
+        hook.remove()
+    assert np.array_equal(a.frames, b.frames)
+    assert not np.array_equal(a.frames, c.frames)  # with text guidance the caption matters
+    for n in (0, 2):
+        with pytest.raises(ValueError, match="exactly one image"):
+            condition_positions("generate_image", n, 8, None)
+
+
+def test_pipeline_and_cli_list_the_same_tasks():
+    from model.sampling import PIPELINE_TASKS
+    from pipelines.generate_cli import TASKS
+
+    assert TASKS == PIPELINE_TASKS
 
 
 def test_positions_and_checkpoint_errors(tmp_path):

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cfg(tmp: Path, index: Path, name: str, **kw) -> Path:
-    cfg = {"index_paths": [str(index)], "out_dir": str(tmp / name), "preset": "tiny_pixel", "steps": 6,
+    cfg = {"index_paths": [str(index)], "out_dir": str(tmp / name), "preset": "micro_pixel", "steps": 6,
            "batch_size": 2, "lr": 1e-3, "ckpt_every": 3, "warmup_steps": 2, "seed": 0, "log_every": 1} | kw
     path = tmp / f"{name}.json"
     path.write_text(json.dumps(cfg))
@@ -78,7 +78,7 @@ def test_two_rank_gloo_run_logs_to_mlflow(tmp_path, tiny_shards):
     import mlflow
 
     run = mlflow.MlflowClient(tracking_uri=uri).get_run(summary["mlflow_run_id"])
-    assert run.data.params["train.preset"] == "tiny_pixel"
+    assert run.data.params["train.preset"] == "micro_pixel"
     assert run.data.tags["weights"] == "random" and run.data.tags["world_size"] == "2"
     assert "loss" in run.data.metrics and any(k.startswith("curriculum_p_") for k in run.data.metrics)
     arts = [a.path for a in mlflow.MlflowClient(tracking_uri=uri).list_artifacts(run.info.run_id)]
@@ -155,4 +155,7 @@ def test_fsdp_two_ranks_checkpoint_and_resume(tmp_path, tiny_shards):
     from model.unet import DFGN
 
     model = DFGN.from_pretrained(last / "model")  # full (unsharded) weights in the diffusers layout
-    assert sum(p.numel() for p in model.parameters()) > 1e6
+    from model.unet import micro_pixel
+
+    assert sum(p.numel() for p in model.parameters()) == sum(  # every parameter, gathered from both shards
+        p.numel() for p in DFGN.from_dataclass(micro_pixel()).parameters())

@@ -44,10 +44,11 @@ def test_numeric_and_type_ranges_name_the_field(field, value, words):
 
 
 @pytest.mark.parametrize("field,value,allowed", [
-    ("preset", "huge", "['paper', 'paper_3dconv', 'tiny', 'tiny_pixel']"),
+    ("preset", "huge", "['paper', 'paper_3dconv', 'tiny', 'tiny_pixel', 'micro_pixel']"),
     ("precision", "fp16", "['auto', 'fp32', 'bf16']"),
     ("frame_extraction", "random", "['cluster', 'uniform']"),
     ("temporal_layer", "lstm", "['sti', 'conv3d', 'none'] or null"),
+    ("loss_mask", "all", "['first_k', 'targets']"),
     ("autoencoder", "tiny-kl", "['pixel', 'tiny_kl'] or the path of a local AutoencoderKL folder"),
 ])
 def test_enum_like_fields_name_the_allowed_values(field, value, allowed):
@@ -100,9 +101,24 @@ def test_allowed_names_mirror_the_model_enums():
     from model import train_config as tc
     from model.data import FrameExtraction
     from model.diffusion import DiffusionConfig
+    from model.masks import LossMask
     from model.unet import PRESETS, TemporalLayer
 
     assert set(tc.PRESETS) == set(PRESETS)
     assert set(tc.TEMPORAL_LAYERS) == {t.value for t in TemporalLayer}
     assert set(tc.FRAME_EXTRACTIONS) == {f.value for f in FrameExtraction}
+    assert set(tc.LOSS_MASKS) == {m.value for m in LossMask}
     assert set(tc.DIFFUSION_FIELDS) == {f.name for f in dataclasses.fields(DiffusionConfig)}
+
+
+def test_the_paper_loss_mask_is_the_default_and_older_configs_keep_their_behaviour():
+    """Method: the loss is "based only on the first k frames" -> default first_k; an older train.json said
+    include_conditioned_in_loss (false = targets only) and must resume with the behaviour it was trained with."""
+    assert _cfg().loss_mask == "first_k"
+    base = {"index_paths": ["/i.json"], "out_dir": "/o"}
+    assert TrainConfig.from_dict(base | {"include_conditioned_in_loss": False}).loss_mask == "targets"
+    assert TrainConfig.from_dict(base | {"include_conditioned_in_loss": True}).loss_mask == "first_k"
+    with pytest.raises(ValueError, match="give 'loss_mask' only"):
+        TrainConfig.from_dict(base | {"include_conditioned_in_loss": True, "loss_mask": "targets"})
+    with pytest.raises(ValueError, match="include_conditioned_in_loss"):
+        TrainConfig.from_dict(base | {"include_conditioned_in_loss": "yes"})

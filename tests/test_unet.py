@@ -49,6 +49,37 @@ def test_sti_mixes_frames_after_training_perturbation():
     assert (layer.detail(layer.norm(x2), 8)[4] - layer.detail(h, 8)[4]).abs().max() > 1e-6
 
 
+def test_sti_attention_layers_setting():
+    """Table 6 "Num attention layers" = 1 is the default; more layers stack, keep the first layer's weight names
+    (old checkpoints load), start as identity, and an older checkpoint's config (no such field) stays compatible."""
+    from model.checkpoints import IncompatibleCheckpointError, check_compatible
+
+    assert paper().sti_attention_layers == 1 and STIConfig().attention_layers == 1
+    one = STILayer(32, STIConfig(heads=2, head_dim=16, norm_groups=8))
+    two = STILayer(32, STIConfig(heads=2, head_dim=16, norm_groups=8, attention_layers=2))
+    assert set(one.state_dict()) < set(two.state_dict())
+    assert {k.split(".")[0] for k in set(two.state_dict()) - set(one.state_dict())} == {"more_attention"}
+    x = torch.randn(8, 32, 8, 8)
+    assert torch.equal(two(x, 8), x)  # identity at init
+    two.load_state_dict(one.state_dict(), strict=False)
+    _perturb(two.more_attention, seed=3)
+    assert not torch.allclose(two.semantic(two.norm(x), 8), one.semantic(one.norm(x), 8))  # layer 2 contributes
+    with pytest.raises(ValueError, match="attention_layers >= 1"):
+        STILayer(32, STIConfig(heads=2, head_dim=16, norm_groups=8, attention_layers=0))
+    m = DFGN.from_dataclass(replace(tiny(pixel_space=True), sti_attention_layers=2))
+    assert any("more_attention" in k for k in m.state_dict()) and m.config.sti_attention_layers == 2
+    import json
+    from dataclasses import asdict
+
+    def as_saved(cfg):  # what trainer.json holds (JSON: tuples become lists)
+        return json.loads(json.dumps(asdict(cfg)))
+
+    old = {k: v for k, v in as_saved(tiny()).items() if k != "sti_attention_layers"}
+    check_compatible(old, as_saved(tiny()))  # older checkpoints: the field is implied 1
+    with pytest.raises(IncompatibleCheckpointError, match="sti_attention_layers"):
+        check_compatible(old, as_saved(replace(tiny(), sti_attention_layers=2)))
+
+
 def test_spatial_path_alone_does_not_mix_frames():
     cfg = replace(tiny(), temporal_layer=TemporalLayer.NONE.value)
     model = DFGN.from_dataclass(cfg).eval()
@@ -171,3 +202,20 @@ def test_model_signature_mirrors_config():
 
     sig = {k: p.default for k, p in inspect.signature(DFGN.__init__).parameters.items() if k != "self"}
     assert sig == asdict(DFGNConfig())
+
+
+def test_spatial_transformer_is_diffusers_transformer2d_bit_for_bit():
+    """SpatialTransformer == Transformer2DModel(use_linear_projection=True): same weights, same output."""
+    from diffusers.models.transformers.transformer_2d import Transformer2DModel
+
+    from model.unet import SpatialTransformer
+
+    torch.manual_seed(0)
+    ref = Transformer2DModel(num_attention_heads=4, attention_head_dim=16, in_channels=64, num_layers=2,
+                             cross_attention_dim=32, norm_num_groups=8, use_linear_projection=True).eval()
+    ours = SpatialTransformer(64, 4, 16, 32, 2, 8).eval()
+    assert set(ours.state_dict()) == set(ref.state_dict())
+    ours.load_state_dict(ref.state_dict())
+    x, ctx = torch.randn(3, 64, 6, 5), torch.randn(3, 7, 32)
+    with torch.no_grad():
+        assert torch.equal(ours(x, ctx), ref(x, encoder_hidden_states=ctx, return_dict=False)[0])
