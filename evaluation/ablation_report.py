@@ -224,18 +224,9 @@ def plain_statement(verdicts: list[Verdict], evidence: Evidence = MACHINERY) -> 
     """One sentence per claim on the primary metric (I&T->V FVD)."""
     if not evidence.conclusive:
         return _machinery_statement(verdicts, evidence)
-    lines = []
-    for v in verdicts:
-        if v.metric != PRIMARY:
-            continue
-        if v.verdict == "not evaluated":
-            lines.append(f"- **{v.claim.id}** ({v.claim.text}): not evaluated (a variant is missing in this mode).")
-            continue
-        how = {"reproduced": "**reproduced**", "not reproduced (reversed)": "**not reproduced — the opposite ordering "
-               "was measured**", "inconclusive": "**inconclusive**"}[v.verdict]
-        detail = (f"Δ = {_fmt(v.diff)} in the paper's direction, z = {_fmt(v.z, 2)}" if not math.isnan(v.z)
-                  else f"Δ = {_fmt(v.diff)} in the paper's direction, no spread with n = {min(v.n_better, v.n_worse)} seed(s)")
-        lines.append(f"- **{v.claim.id}** ({v.claim.text}): {how} ({detail}).")
+    how = {"reproduced": "**reproduced**", "not reproduced (reversed)": "**not reproduced — the opposite ordering "
+           "was measured**", "inconclusive": "**inconclusive**"}
+    lines = _claim_lines(verdicts, how)
     primary = [v for v in verdicts if v.metric == PRIMARY and v.verdict != "not evaluated"]
     if primary:
         n = {k: sum(1 for v in primary if v.verdict == k) for k in ("reproduced", "not reproduced (reversed)",
@@ -252,11 +243,9 @@ def plain_statement(verdicts: list[Verdict], evidence: Evidence = MACHINERY) -> 
     return lines
 
 
-def _machinery_statement(verdicts: list[Verdict], evidence: Evidence) -> list[str]:
-    """The primary-metric sentences when the evidence gate is closed: directions only, no verdict."""
-    lines = [f"**This run tests the machinery; it is not evidence for or against the paper:** {evidence.why_not()}. "
-             "The rule below only says whether each measured difference points the paper's way by more than two "
-             "standard errors.", ""]
+def _claim_lines(verdicts: list[Verdict], words: dict[str, str]) -> list[str]:
+    """One line per claim on the primary metric; ``words`` maps a verdict to how it is printed (default: as is)."""
+    lines = []
     for v in verdicts:
         if v.metric != PRIMARY:
             continue
@@ -264,7 +253,16 @@ def _machinery_statement(verdicts: list[Verdict], evidence: Evidence) -> list[st
             lines.append(f"- **{v.claim.id}** ({v.claim.text}): not evaluated (a variant is missing in this mode).")
             continue
         z = f"z = {_fmt(v.z, 2)}" if not math.isnan(v.z) else f"no spread with n = {min(v.n_better, v.n_worse)} seed(s)"
-        lines.append(f"- **{v.claim.id}** ({v.claim.text}): {v.verdict} (Δ = {_fmt(v.diff)} in the paper's direction, {z}).")
+        lines.append(f"- **{v.claim.id}** ({v.claim.text}): {words.get(v.verdict, v.verdict)} "
+                     f"(Δ = {_fmt(v.diff)} in the paper's direction, {z}).")
+    return lines
+
+
+def _machinery_statement(verdicts: list[Verdict], evidence: Evidence) -> list[str]:
+    """The primary-metric sentences when the evidence gate is closed: directions only, no verdict."""
+    lines = [f"**This run tests the machinery; it is not evidence for or against the paper:** {evidence.why_not()}. "
+             "The rule below only says whether each measured difference points the paper's way by more than two "
+             "standard errors.", "", *_claim_lines(verdicts, {})]
     same_real = [v for v in verdicts if v.metric.key == "fvd_uniform" and v.metric.task == PRIMARY.task
                  and v.verdict not in ("not evaluated",)]
     if same_real:
