@@ -88,12 +88,19 @@ def test_sampling_values_of_table6_are_the_sampler_defaults():
     assert (d["num_inference_steps"], d["eta"], d["text_guidance_scale"], d["image_guidance_scale"]) == (50, 1.0, 7.5, 7.5)
 
 
-def test_dry_run_validates_and_prints_the_plan():
-    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    p = subprocess.run([sys.executable, "-m", "model.train", "--config", str(PAPER_YAML), "--dry-run", "--world-size", "8"],
-                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
-    out = p.stdout
+def _dry_run(args: list[str], capsys) -> tuple[int, str, str]:
+    """``python -m model.train ... --dry-run`` in this process (its argv handling and exit codes, no torch re-import)."""
+    from model.train import main
+
+    capsys.readouterr()
+    rc = main(args + ["--dry-run"])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_dry_run_validates_and_prints_the_plan(capsys):
+    rc, out, err = _dry_run(["--config", str(PAPER_YAML), "--world-size", "8"], capsys)
+    assert rc == 0, err
     assert "preset paper: DFGN 0.9" in out and "B parameters" in out
     assert "16 clips = batch 1 x grad_accum 2 x 8 rank(s)" in out and "800,000 clips" in out
     assert "16 -> 1" in out and "1 -> 16" in out
@@ -101,12 +108,19 @@ def test_dry_run_validates_and_prints_the_plan():
     assert not Path("/lake/training/rdtf-paper").exists()  # nothing written
 
 
-def test_dry_run_refuses_a_bad_config_with_one_line(tmp_path):
+def test_dry_run_through_the_module_entry_point():
+    p = subprocess.run([sys.executable, "-m", "model.train", "--config", str(PAPER_YAML), "--dry-run"], cwd=ROOT,
+                       capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=300)
+    assert p.returncode == 0 and "grad_accum 16 x 1 rank(s)" in p.stdout, p.stderr[-3000:]
+
+
+def test_dry_run_refuses_a_bad_config_with_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(PAPER_YAML.read_text().replace("steps: 50000", "steps: 0"))
-    p = subprocess.run([sys.executable, "-m", "model.train", "--config", str(bad), "--dry-run"], cwd=ROOT,
-                       capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=300)
-    assert p.returncode == 2 and "TrainConfig.steps must be an int >= 1" in p.stderr and "Traceback" not in p.stderr
+    rc, _out, err = _dry_run(["--config", str(bad)], capsys)
+    assert rc == 2 and "TrainConfig.steps must be an int >= 1" in err and "Traceback" not in err
+    rc, _out, err = _dry_run(["--config", str(PAPER_YAML), "--world-size", "3"], capsys)
+    assert rc == 2 and "world sizes that fit: [1, 2, 4, 8, 16]" in err
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(ValueError, match="one mapping"):
         TrainConfig.from_json(tmp_path / "list.yaml")
