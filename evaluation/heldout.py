@@ -69,8 +69,10 @@ class HeldoutConfig:
 
     def __post_init__(self) -> None:
         parse_tasks(self.tasks)
-        if self.loss_mask not in ("first_k", "targets"):  # model.masks.LossMask
-            raise ValueError(f"HeldoutConfig.loss_mask must be one of ['first_k', 'targets'], got {self.loss_mask!r}")
+        from model.masks import LossMask
+
+        if self.loss_mask not in {m.value for m in LossMask}:
+            raise ValueError(f"HeldoutConfig.loss_mask must be one of {[m.value for m in LossMask]}, got {self.loss_mask!r}")
         if self.n_videos < 1 or self.batch_size < 1 or not self.timesteps:
             raise ValueError(f"n_videos and batch_size must be >= 1 and timesteps non-empty, got {self.n_videos}, "
                              f"{self.batch_size}, {self.timesteps}")

@@ -212,13 +212,14 @@ def generate_eval_samples(pipe, test_samples: Iterable[dict], cfg: EvalSamplesCo
     F, S = pipe.num_frames, pipe.image_size
     keys, captions, clips, n_stretched = [], [], [], 0
     extra_sets: dict[str, list[np.ndarray]] = {name: [] for name in cfg.extra_real_sets}
+    if extra_sets:
+        from model.data import uniform_frames
     for s in test_samples:
         clip, stretched = ground_truth_clip(s["frames"], s["meta"]["reps"], F)
         clips.append(_resize(clip, S))
-        if "uniform" in extra_sets and min(len(s["frames"]), int(s["meta"].get("n_frames", len(s["frames"])))) >= F:
-            from model.data import uniform_frames
-
-            extra_sets["uniform"].append(_resize(uniform_frames(s["frames"], s["meta"].get("n_frames", len(s["frames"])), F)[0], S))
+        n_frames = int(s["meta"].get("n_frames", len(s["frames"])))
+        if "uniform" in extra_sets and min(n_frames, len(s["frames"])) >= F:  # what uniform_frames can cut
+            extra_sets["uniform"].append(_resize(uniform_frames(s["frames"], n_frames, F)[0], S))
         keys.append(s["key"])
         captions.append(s["caption"])
         n_stretched += stretched

@@ -40,11 +40,10 @@ def _batches(arr: np.ndarray, batch_size: int, desc: str):
         yield np.array(arr[i: i + batch_size])  # (b, F, S, S, 3) uint8: a writable copy out of the memory map
 
 
-def real_stats_key(samples: EvalSamples, cfg, real: np.ndarray | None = None) -> str:
-    """Cache key of the test clips' I3D statistics: the clips' bytes + every option that changes the features."""
+def real_stats_key(real: np.ndarray, cfg) -> str:
+    """Cache key of a real set's I3D statistics: the clips' bytes + every option that changes the features."""
     import hashlib
 
-    real = samples.real if real is None else real
     h = hashlib.sha256()
     h.update(json.dumps({"shape": list(real.shape), "num_frames": cfg.num_frames, "upsample": str(cfg.upsample),
                          "seed": cfg.seed if cfg.weights is None else None, "weights": _file_id(cfg.weights)},
@@ -76,7 +75,7 @@ def run_fvd(samples: EvalSamples, cfg, *, cache_dir: str | Path | None = None) -
     reals, cached = {}, {}  # real-set name ("" = real.npy, the cluster representatives) -> statistics
     for name, arr in {"": samples.real, **samples.extra_real}.items():
         base = FVDEvaluator(cfg, model=model)
-        cache = Path(cache_dir) / f"fvd-real-{real_stats_key(samples, cfg, arr)}.npz" if cache_dir is not None else None
+        cache = Path(cache_dir) / f"fvd-real-{real_stats_key(arr, cfg)}.npz" if cache_dir is not None else None
         cached[name] = cache is not None and cache.is_file()
         if cached[name]:
             base.real = StreamingStats.load(cache)

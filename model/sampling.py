@@ -65,9 +65,7 @@ def condition_positions(task: str, n_images: int, num_frames: int, positions: li
         if n_images > 1:
             raise ValueError("generate takes at most one image (its position defaults to frame 0)")
         return [0] * n_images
-    if task == "generate_image":
-        if n_images != 1:
-            raise ValueError(f"generate_image (image-only, no text) needs exactly one image, got {n_images}")
+    if task == "generate_image":  # exactly one image: checked above
         return [0]
     if n_images < 1 or n_images >= num_frames:
         raise ValueError(f"{task} needs between 1 and {num_frames - 1} known frames, got {n_images}")
@@ -106,22 +104,17 @@ def sample_latents(
     cond = cond_latents * cond_mask[:, :, None, None, None].to(dtype)  # (B, F, C, h, w)
     zeros = torch.zeros_like(cond)
     x = torch.randn(cond.shape, generator=generator, device=dev, dtype=dtype) * sched.init_noise_sigma
+    # the guidance passes (visual condition, text): unconditional, image only, image + text; with no text guidance
+    # (image-only generation) the s_txt term is exactly 0, so its pass is skipped
+    passes = [(zeros, null_emb), (cond, null_emb)] + ([(cond, text_emb)] if text_scale != 0 else [])
     for t in tqdm(sched.timesteps, desc="DDIM", disable=not progress, leave=False):
-        if text_scale == 0:  # no text guidance (image-only): the s_txt term is exactly 0, skip its pass
-            if batched:
-                inp = torch.cat([torch.cat([x, zeros], 2), torch.cat([x, cond], 2)], 0)  # (2B, F, 2C, h, w)
-                eps_u, eps_i = model(inp, t, torch.cat([null_emb, null_emb], 0)).chunk(2)
-            else:
-                eps_u = model(torch.cat([x, zeros], 2), t, null_emb)
-                eps_i = model(torch.cat([x, cond], 2), t, null_emb)
-            eps_f = eps_i
-        elif batched:
-            inp = torch.cat([torch.cat([x, zeros], 2), torch.cat([x, cond], 2), torch.cat([x, cond], 2)], 0)  # (3B, F, 2C, h, w)
-            eps_u, eps_i, eps_f = model(inp, t, torch.cat([null_emb, null_emb, text_emb], 0)).chunk(3)
+        if batched:
+            inp = torch.cat([torch.cat([x, c], 2) for c, _ in passes], 0)  # (P·B, F, 2C, h, w)
+            eps_all = model(inp, t, torch.cat([e for _, e in passes], 0)).chunk(len(passes))
         else:
-            eps_u = model(torch.cat([x, zeros], 2), t, null_emb)
-            eps_i = model(torch.cat([x, cond], 2), t, null_emb)
-            eps_f = model(torch.cat([x, cond], 2), t, text_emb)
+            eps_all = [model(torch.cat([x, c], 2), t, e) for c, e in passes]
+        eps_u, eps_i = eps_all[0], eps_all[1]
+        eps_f = eps_all[2] if len(passes) == 3 else eps_i
         eps = guided_epsilon(eps_u, eps_i, eps_f, text_scale, image_scale)
         x = sched.step(eps, t, x, eta=eta, generator=generator).prev_sample
     if paste_known:

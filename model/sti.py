@@ -87,18 +87,17 @@ class _FrameAttention(nn.Module):
             self.ff = nn.Sequential(nn.LayerNorm(channels), nn.Linear(channels, cfg.ff_mult * channels), nn.GELU(),
                                     nn.Linear(cfg.ff_mult * channels, channels))
 
-    @staticmethod
-    def update(m: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, N, C) -> the layer's residual update (B, N, C); ``m`` holds to_qkv/to_out/ff (an STILayer's
-        first layer or a _FrameAttention), so both share this one code path."""
+    def update(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, N, C) -> the layer's residual update (B, N, C). Also called on an STILayer, which holds its
+        first layer's to_qkv/to_out/ff/heads/head_dim itself (stable weight names), so both share this code."""
         B, N, C = tokens.shape
-        q, k, v = m.to_qkv(tokens).chunk(3, dim=-1)  # each (B, N, heads·head_dim)
-        heads, d = m.heads, m.head_dim
+        q, k, v = self.to_qkv(tokens).chunk(3, dim=-1)  # each (B, N, heads·head_dim)
+        heads, d = self.heads, self.head_dim
         q, k, v = (t.reshape(B, N, heads, d).transpose(1, 2) for t in (q, k, v))  # (B, heads, N, d)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, d)
-        out = m.to_out(out.transpose(1, 2).reshape(B, N, heads * d))  # (B, N, C)
-        if m.ff is not None:
-            out = out + m.ff(tokens + out)  # feed-forward on the attended tokens; the update only
+        out = self.to_out(out.transpose(1, 2).reshape(B, N, heads * d))  # (B, N, C)
+        if self.ff is not None:
+            out = out + self.ff(tokens + out)  # feed-forward on the attended tokens; the update only
         return out
 
 
@@ -143,7 +142,7 @@ class STILayer(nn.Module):
         tokens = tokens.reshape(B, Fr * h_ * w_, C)  # (B, N, C), N = F·h·w
         out = _FrameAttention.update(self, tokens)  # (B, N, C): the update of layer 1, not tokens + update
         for att in self.more_attention:
-            out = out + att.update(att, tokens + out)  # layer i attends over the tokens updated by 1..i-1
+            out = out + att.update(tokens + out)  # layer i attends over the tokens updated by 1..i-1
         out = out.reshape(B, Fr, h_, w_, C).permute(0, 1, 4, 2, 3).reshape(BF, C, h_, w_)  # (B·F, C, h, w)
         if (h_, w_) != (H, W):
             out = F.interpolate(out, size=(H, W), mode="nearest")  # (B·F, C, H, W)

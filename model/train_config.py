@@ -98,8 +98,6 @@ class TrainConfig:
         """From a JSON or YAML file (``load_config_file``); e.g. the Table 6 recipe ``configs/paper.yaml``."""
         return cls.from_dict(load_config_file(path))
 
-    from_file = from_json
-
 
 def _upgrade_legacy(data: dict) -> dict:
     """Rename the fields of older configs (``LEGACY_FIELDS``), so a run started before a rename still resumes.

@@ -32,10 +32,10 @@ from enum import StrEnum
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import BasicTransformerBlock
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
-from diffusers.models.attention import BasicTransformerBlock
 from torch import nn
 
 from model.sti import Conv3DTemporalLayer, STIConfig, STILayer, _groups
