@@ -1,5 +1,3 @@
-"""Dagster assets, one module per pipeline stage, plus the pure helpers they wrap.
-
-Deliberately import-free: ingest worker processes import ``assets.ingest_engine`` and must not
-pay for importing Dagster.
+"""Dagster assets, one module per pipeline stage: thin ``@asset`` functions, their ``Config``s and checks over the
+library packages (data, model, training, evaluation, ablation).
 """

@@ -1,12 +1,12 @@
 """Ablation benchmark as Dagster assets: paper Tables 3-4 fanned out over a (variant x seed) partition set.
 
-Thin wrappers over :mod:`assets.ablation_engine` (which ``benchmarks/ablation.py`` runs without Dagster):
+Thin wrappers over :mod:`ablation.runner` (which ``benchmarks/ablation.py`` runs without Dagster):
 
 - ``ablation_benchmark`` — the fixed synthetic benchmark (drop seed/size of the mode's settings) through the
   pipeline's data stages into ``lake/ablation/<mode>/data/`` (built once, reused).
-- ``ablation_runs`` — partitioned by ``ABLATION_PARTITIONS`` = variant (``model.ablation.Variant``) x seed (0-2):
+- ``ablation_runs`` — partitioned by ``ABLATION_PARTITIONS`` = variant (``ablation.variants.Variant``) x seed (0-2):
   each partition trains the ``tiny_pixel`` DFGN with the shared settings plus its variant's switches
-  (``python -m model.train`` subprocess, resumable), evaluates it (FVD, CLIP similarity, PSNR/SSIM, held-out
+  (``python -m training`` subprocess, resumable), evaluates it (FVD, CLIP similarity, PSNR/SSIM, held-out
   loss per task) and logs everything to the ablation's MLflow experiment with the param/tag ``variant``.
   It runs in the ``gpu`` concurrency pool, like ``trained_model``, so a backfill trains one run at a time
   on a small machine (``dagster instance concurrency set gpu 1``).
@@ -38,8 +38,8 @@ from dagster import (
 )
 from pydantic import Field
 
+from ablation.variants import Variant
 from assets.resources import LakeResource, MlflowResource
-from model.ablation import Variant
 
 ABLATION_DATA_ASSET, ABLATION_RUNS_ASSET, ABLATION_REPORT_ASSET = "ablation_benchmark", "ablation_runs", "ablation_report"
 ABLATION_SEEDS = ("0", "1", "2")
@@ -62,7 +62,7 @@ class AblationConfig(Config):
 
 def ablation_settings(config: AblationConfig):
     """The mode's settings, covering every variant and seed of the partition set (the report shows what ran)."""
-    from assets.ablation_engine import full_settings, quick_settings
+    from ablation.runner import full_settings, quick_settings
 
     kw = {"variants": tuple(v.value for v in Variant), "seeds": tuple(int(s) for s in ABLATION_SEEDS)}
     if config.steps > 0:
@@ -83,7 +83,7 @@ def _out_dir(config: AblationConfig, storage: LakeResource) -> Path:
 @asset(name=ABLATION_DATA_ASSET, group_name="ablation", kinds={"parquet"},
        description="Fixed synthetic benchmark for the ablation (documented drop seed and size, held-out test split).")
 def ablation_benchmark(context: AssetExecutionContext, config: AblationConfig, storage: LakeResource) -> MaterializeResult:
-    from assets.ablation_engine import benchmark_info, prepare_benchmark
+    from ablation.runner import benchmark_info, prepare_benchmark
 
     settings = ablation_settings(config)
     index = prepare_benchmark(settings, _out_dir(config, storage))
@@ -104,7 +104,7 @@ def ablation_benchmark(context: AssetExecutionContext, config: AblationConfig, s
 )
 def ablation_runs(context: AssetExecutionContext, config: AblationConfig, storage: LakeResource,
                   mlflow: MlflowResource) -> MaterializeResult:
-    from assets.ablation_engine import run_one
+    from ablation.runner import run_one
 
     key = context.partition_key
     dims = key.keys_by_dimension if isinstance(key, MultiPartitionKey) else dict(p.split("=") for p in key.split("|"))
@@ -132,7 +132,7 @@ def ablation_report(context: AssetExecutionContext, config: AblationConfig, stor
     import base64
     import json
 
-    from assets.ablation_engine import write_summary
+    from ablation.runner import write_summary
 
     settings = ablation_settings(config)
     out = _out_dir(config, storage)

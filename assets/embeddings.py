@@ -1,4 +1,4 @@
-"""Stage 2a: CLIP frame embeddings per drop (thin wrapper over ``assets.embedding_engine``)."""
+"""Stage 2a: CLIP frame embeddings per drop (thin wrapper over ``data.embed``)."""
 
 import numpy as np
 from dagster import (
@@ -12,10 +12,10 @@ from dagster import (
     asset,
 )
 
-from assets.embedding_engine import EmbedSettings, embed_drop, embeddings_dir, iter_sticker_embeddings
 from assets.ingest import INGEST_ASSET
 from assets.partitions import drop_id_of, drop_partitions
 from assets.resources import ClipResource, LakeResource
+from data.embed import EmbedSettings, embed_drop, embeddings_dir, iter_sticker_embeddings
 
 EMBED_ASSET = "frame_embeddings"
 EMBED_CHECK = "embeddings_finite_unit_norm"

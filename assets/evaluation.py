@@ -27,9 +27,9 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets import lake
 from assets.resources import ClipResource, EvalModelsResource, LakeResource, MlflowResource
 from assets.training import TRAIN_ASSET, shard_indexes
+from data import lake
 
 SAMPLES_ASSET = "evaluation_samples"
 FVD_ASSET, VQA_ASSET, CLIP_ASSET, RECON_ASSET = "fvd", "vqa", "clip_similarity", "reconstruction_metrics"
@@ -76,7 +76,8 @@ class EvaluationSamplesConfig(Config):
 )
 def evaluation_samples(context: AssetExecutionContext, config: EvaluationSamplesConfig, storage: LakeResource,
                        evaluators: EvalModelsResource) -> MaterializeResult:
-    from assets.gallery import iter_test_samples, latest_training_run
+    from assets.gallery import latest_training_run
+    from data.sharding import iter_test_samples
     from evaluation.samples import EvalSamplesConfig, generate_eval_samples
     from model.sampling import RDTFPipeline
 

@@ -22,10 +22,11 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets import lake
 from assets.resources import LakeResource, MlflowResource
 from assets.training import TRAIN_ASSET, shard_indexes
-from model.export import contact_sheet, save_animation
+from data import lake
+from data.export import contact_sheet, save_animation
+from data.sharding import iter_test_samples
 
 GALLERY_ASSET = "sample_gallery"
 GALLERY_TASKS = ("generate_text", "generate_image", "interpolate", "predict_forward")
@@ -38,16 +39,6 @@ class GalleryConfig(Config):
     text_scale: float = Field(7.5, description="Text guidance scale (Table 6).")
     image_scale: float = Field(7.5, description="Image guidance scale (Table 6).")
     seed: int = Field(0, description="Sampling seed.")
-
-
-def iter_test_samples(indexes: list[str]):
-    """Decoded test-split samples of the given shard indexes, in index order (deterministic)."""
-    from model.shards import make_dataset, shard_urls
-
-    urls = shard_urls(indexes, "test")
-    if not urls:
-        raise ValueError("no test shards: materialize webdataset_shards with a test split first")
-    yield from make_dataset(urls, nodesplitter=lambda x: x, workersplitter=lambda x: x)
 
 
 def latest_training_run(context: AssetExecutionContext) -> str:

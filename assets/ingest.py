@@ -1,6 +1,6 @@
 """Ingest stage as a Dagster asset: one materialization per drop partition.
 
-Thin wrapper over :func:`assets.ingest_engine.ingest_drop`: run config -> settings, the engine's
+Thin wrapper over :func:`data.ingest.ingest_drop`: run config -> settings, the engine's
 report -> asset metadata, and a check on the reject rate. The check is deliberately non-blocking:
 a drop with many bad files still materializes its good stickers and the run succeeds (bad input
 never fails a partition), while the failed check shows in red in the UI and in check history.
@@ -21,12 +21,12 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets import lake
-from assets.drops import MAX_CAPTION_BYTES, CaptionPolicy
-from assets.ingest_engine import IngestReport, IngestSettings, ingest_drop
 from assets.partitions import drop_id_of, drop_partitions
 from assets.resources import LakeResource
-from model.media import DecodeLimits, Resample
+from data import lake
+from data.drops import MAX_CAPTION_BYTES, CaptionPolicy
+from data.ingest import IngestReport, IngestSettings, ingest_drop
+from data.media import DecodeLimits, Resample
 
 INGEST_ASSET = "ingested_stickers"
 REJECT_RATE_CHECK = "reject_rate_below_threshold"

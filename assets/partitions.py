@@ -2,7 +2,7 @@
 
 from dagster import AssetExecutionContext, DynamicPartitionsDefinition, Failure
 
-from assets.ids import validate_id
+from data.ids import validate_id
 
 DROPS_PARTITION = "drops"
 drop_partitions = DynamicPartitionsDefinition(name=DROPS_PARTITION)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dagster import ConfigurableResource
 
-from assets.drops import join
-from assets.ids import validate_id
+from data.drops import join
+from data.ids import validate_id
 
 
 class LakeResource(ConfigurableResource):
@@ -32,7 +32,7 @@ class MlflowResource(ConfigurableResource):
         Called before anything logs, so artifacts land in the configured store instead of MLflow's
         default ``./mlruns`` relative to whichever process happened to create the experiment.
         """
-        from model.tracking import ensure_experiment
+        from training.tracking import ensure_experiment
 
         return ensure_experiment(self.tracking_uri, self.experiment, self.artifact_location)
 

@@ -1,4 +1,4 @@
-"""Stage 3: ``trained_model`` — launches ``torchrun -m model.train`` through Dagster Pipes.
+"""Stage 3: ``trained_model`` — launches ``torchrun -m training`` through Dagster Pipes.
 
 The asset is not partitioned: it trains on the *train* shards of every materialized drop (their
 ``index.json`` files). Rank 0 of the torchrun job reports the materialization (steps, final loss per
@@ -29,18 +29,18 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets import lake
-from assets.ids import contained, validate_id
 from assets.resources import LakeResource, MlflowResource
 from assets.shards import SHARD_ASSET
-from model.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command
-from model.redact import redact_uri
+from data import lake
+from data.ids import contained, validate_id
+from data.redact import redact_uri
+from training.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command
 
 TRAIN_ASSET = "trained_model"
 
 
 class TrainingConfig(Config):
-    """Run config of the training asset (a subset of model.train.TrainConfig; the rest keeps defaults)."""
+    """Run config of the training asset (a subset of training.trainer.TrainConfig; the rest keeps defaults)."""
 
     preset: str = Field("tiny_pixel", description="DFGN preset: tiny_pixel, tiny, paper, paper_3dconv, micro_pixel (tests).")
     autoencoder: str = Field("pixel", description="pixel, tiny_kl or a local AutoencoderKL folder.")
@@ -95,7 +95,7 @@ def trained_model(
     mlflow: MlflowResource,
     pipes_subprocess_client: PipesSubprocessClient,
 ):
-    from model.train_config import TrainConfig  # light (no torch): the workers validate with the same code
+    from training.config import TrainConfig  # light (no torch): the workers validate with the same code
 
     try:
         out_dir = training_dir(storage.lake_root, config.run_name)
@@ -115,7 +115,7 @@ def trained_model(
     try:  # before torchrun: a bad value fails here in milliseconds, once, with the field and the allowed values
         TrainConfig.from_dict(train_cfg)
         # single node: rendezvous and stores on 127.0.0.1 only (--standalone listens on every interface)
-        cmd = local_torchrun_command(config.nproc_per_node, ["-m", "model.train", "--config", str(cfg_path),
+        cmd = local_torchrun_command(config.nproc_per_node, ["-m", "training", "--config", str(cfg_path),
                                                              "--resume", "latest"])
     except ValueError as e:
         raise config_error(context, str(e)) from None

@@ -4,7 +4,7 @@
     .venv/bin/python -m benchmarks.ablation --quick         # CI: 2 variants x 1 seed, a few steps (machinery only)
     bash scripts/dev.sh bench ablation [--quick] [--threads 1] [--out DIR]
 
-What runs, the settings and the report are described in ``assets/ablation_engine.py`` and ``docs/ablation.md``;
+What runs, the settings and the report are described in ``ablation/runner.py`` and ``docs/ablation.md``;
 the same runs fan out as Dagster partitions through ``ablation_job`` (``assets/ablation.py``).
 """
 
@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python benchmarks/ablation.py` (scripts/dev.sh bench) as well as `-m`
     sys.path.insert(0, str(ROOT))
 
-from assets.ablation_engine import full_settings, quick_settings, run_ablation, write_summary  # noqa: E402
-from model.ablation import Variant  # noqa: E402
-from model.redact import redact_uri  # noqa: E402
+from ablation.runner import full_settings, quick_settings, run_ablation, write_summary  # noqa: E402
+from ablation.variants import Variant  # noqa: E402
+from data.redact import redact_uri  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

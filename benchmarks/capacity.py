@@ -80,7 +80,7 @@ RECORDED: dict[str, Rec] = {
     "shard_write_fps_core": Rec(73.1, "frames/s/core", f"{MEASURED_HERE}: build_shards (lossless WebP), 1 process"),
     "clip_prep_fps_core": Rec(400.0, "frames/s/core", f"{MEASURED_HERE}: lake read + CLIP resize/normalise, 1 thread"),
     "cpu_matmul_flops_core": Rec(38.9e9, "FLOP/s/core", f"{MEASURED_HERE}: float32 numpy 2048x512 @ 512x2048"),
-    # --- GPU: one H200 (torch 2.11, bf16 autocast as in model/train.py; random init = the trained model's FLOPs)
+    # --- GPU: one H200 (torch 2.11, bf16 autocast as in training/trainer.py; random init = the trained model's FLOPs)
     "h200_matmul_flops": Rec(812e12, "FLOP/s", f"{H200_PROBE}: 8192^3 torch.matmul, the same-run baseline"),
     "h200_vae_enc_fps": Rec(594.0, "frames/s/GPU", f"{H200_PROBE}: SD-config AutoencoderKL encode, 256 px"),
     "h200_vae_dec_fps": Rec(312.0, "frames/s/GPU", f"{H200_PROBE}: SD-config AutoencoderKL decode, 256 px"),
@@ -123,7 +123,7 @@ def synthetic_frames_mean(samples: int = 200_000, seed: int = 0) -> float:
     """Mean frame count of the synthetic generator's long tail (paper Fig. 2): min + floor(lognormal), capped."""
     import numpy as np
 
-    from model.synthetic import SyntheticConfig
+    from data.synthetic import SyntheticConfig
 
     cfg = SyntheticConfig()
     tail = np.floor(np.random.default_rng(seed).lognormal(cfg.frames_log_mu, cfg.frames_log_sigma, samples))
@@ -230,7 +230,7 @@ def _f(p: Plan, key: str) -> float:
 
 
 def train_flops_per_sample(p: Plan) -> float:
-    """DFGN fwd+bwd + VAE encoding of the 8 frames (model/train.py encodes every frame of the clip)."""
+    """DFGN fwd+bwd + VAE encoding of the 8 frames (training/trainer.py encodes every frame of the clip)."""
     return _f(p, "dfgn_train") + CLIP_FRAMES * _f(p, "vae_enc_frame")
 
 
@@ -519,12 +519,12 @@ def measure_cpu(n: int = 48, seed: int = 0) -> dict[str, float]:
     import numpy as np
     import torch
 
-    from assets import lake
-    from assets.ingest_engine import IngestSettings, ingest_drop
-    from assets.shards import build_shards, shards_dir
+    from data import lake
+    from data.ingest import IngestSettings, ingest_drop
+    from data.sharding import build_shards, shards_dir
+    from data.shards import FrameEncoding, make_dataset, shard_urls
+    from data.synthetic import make_drop
     from model.clip import preprocess_frames
-    from model.shards import FrameEncoding, make_dataset, shard_urls
-    from model.synthetic import make_drop
 
     out: dict[str, float] = {}
     workers = min(2, os.cpu_count() or 1)
@@ -560,11 +560,11 @@ def measure_cpu(n: int = 48, seed: int = 0) -> dict[str, float]:
         torch.set_num_threads(threads)
 
         # clusters need embeddings: a tiny random CLIP is enough for the bytes of clusters.parquet
-        from assets.clusters import cluster_drop
-        from assets.embedding_engine import EmbedSettings, embed_drop
+        from data.clustering import cluster_drop
+        from data.embed import EmbedSettings, embed_drop
+        from data.kmeans import KMeansConfig
+        from data.splits import SplitConfig
         from model.clip import ClipSpec
-        from model.kmeans import KMeansConfig
-        from model.splits import SplitConfig
 
         embed_drop(tmp / "lake", "cap", EmbedSettings(clip=ClipSpec(), num_workers=0), progress=False)
         cluster_drop(tmp / "lake", "cap", KMeansConfig(), SplitConfig(), progress=False)
@@ -617,7 +617,7 @@ def _gpu_dfgn(batches: tuple[int, ...], reps: int) -> dict:
     torch.manual_seed(0)
     model = DFGN.from_dataclass(paper()).to(dev)
     params = [q for q in model.parameters() if q.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-5)  # as model/train.py: AdamW, grad clipping, EMA in fp32
+    opt = torch.optim.AdamW(params, lr=1e-5)  # as training/trainer.py: AdamW, grad clipping, EMA in fp32
     ema = [q.detach().clone().float() for q in params]
     res: dict = {"train": {}, "sample": {}}
     for b in batches:
@@ -682,7 +682,7 @@ def _gpu_clip(reps: int) -> dict:
 
 def measure_gpu(batches: tuple[int, ...] = (1, 4, 16, 32, 64), reps: int = 8) -> dict:
     """The H200 inputs: a bf16 matmul (the same-run baseline), the DFGN paper preset's training step and sampling
-    forward, the SD VAE and the ViT-B-32 tower. Random init, bf16 autocast as in model/train.py."""
+    forward, the SD VAE and the ViT-B-32 tower. Random init, bf16 autocast as in training/trainer.py."""
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = True

@@ -1,7 +1,7 @@
 """Curriculum simulation: task mix and controller wander of LCL / DCL maps under a steady noisy loss.
 
 No model is trained: a synthetic loss, mean 1 and gamma noise of coefficient of variation ``--cv``, is fed to
-``model.curriculum.Curriculum`` for a whole run (Table 6: 50K steps) and the level distribution is read at
+``training.curriculum.Curriculum`` for a whole run (Table 6: 50K steps) and the level distribution is read at
 each training step. Variants: LCL (``mode=linear``), the legacy Gaussian map with the Eq. 4 PID
 (``adaptive_map=gaussian``), and the default tilt map with the damped controller at several ``tilt_beta``.
 
@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `python benchmarks/curriculum_sim.py` as well as `-m`
     sys.path.insert(0, str(ROOT))
 
-from model.curriculum import Curriculum, CurriculumConfig, CurriculumMode  # noqa: E402
 from model.masks import Task  # noqa: E402
+from training.curriculum import Curriculum, CurriculumConfig, CurriculumMode  # noqa: E402
 
 TASKS = (Task.INTERPOLATION, Task.PREDICTION, Task.GENERATION)
 WARMUP = 500  # steps excluded from the wander statistics (the loss history fills up first)

@@ -25,18 +25,18 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from assets import lake  # noqa: E402
-from assets.clusters import cluster_drop  # noqa: E402
-from assets.embedding_engine import EmbedSettings, embed_drop  # noqa: E402
-from assets.ingest_engine import IngestSettings, ingest_drop  # noqa: E402
-from assets.shards import build_shards, shards_dir  # noqa: E402
 from benchmarks import kmeans_speed  # noqa: E402
+from data import lake  # noqa: E402
+from data.clustering import cluster_drop  # noqa: E402
+from data.embed import EmbedSettings, embed_drop  # noqa: E402
+from data.ingest import IngestSettings, ingest_drop  # noqa: E402
+from data.kmeans import KMeansConfig  # noqa: E402
+from data.media import decode_sticker  # noqa: E402
+from data.sharding import build_shards, shards_dir  # noqa: E402
+from data.shards import FrameEncoding, make_dataset, shard_urls  # noqa: E402
+from data.splits import SplitConfig  # noqa: E402
+from data.synthetic import make_drop  # noqa: E402
 from model.clip import ClipSpec, embed_pixels, load_clip  # noqa: E402
-from model.kmeans import KMeansConfig  # noqa: E402
-from model.media import decode_sticker  # noqa: E402
-from model.shards import FrameEncoding, make_dataset, shard_urls  # noqa: E402
-from model.splits import SplitConfig  # noqa: E402
-from model.synthetic import make_drop  # noqa: E402
 
 
 def pure_model_fps(clip, n_frames: int, batch: int) -> float:

@@ -1,4 +1,4 @@
-"""Frame-encoding benchmark for the training shards (``model.shards``): bytes and codec time per frame.
+"""Frame-encoding benchmark for the training shards (``data.shards``): bytes and codec time per frame.
 
 Training decodes every sample every epoch, so decode time per frame matters most; bytes per frame
 (disk, page cache, network) matter second; encode time is paid once per drop. The frames are
@@ -8,7 +8,7 @@ motion between frames (the most common sticker has 2-8 frames).
 
 Variants (every one is checked to round-trip bit-exactly):
 
-* ``npy``         -- ``np.save`` of the whole (F, S, S, 3) clip, as ``model.shards`` stores it;
+* ``npy``         -- ``np.save`` of the whole (F, S, S, 3) clip, as ``data.shards`` stores it;
                      per-frame numbers are the clip's numbers divided by F.
 * ``png-1``       -- one PNG per frame, ``compress_level=1``.
 * ``png-6``       -- one PNG per frame, Pillow's default ``compress_level=6``.

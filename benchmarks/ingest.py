@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image, ImageSequence  # noqa: E402
 
-from assets.drops import read_caption_table  # noqa: E402
-from assets.ingest_engine import IngestSettings, ingest_drop  # noqa: E402
-from model.synthetic import make_drop  # noqa: E402
+from data.drops import read_caption_table  # noqa: E402
+from data.ingest import IngestSettings, ingest_drop  # noqa: E402
+from data.synthetic import make_drop  # noqa: E402
 
 IMAGE_EXT = (".gif", ".webp", ".png")
 

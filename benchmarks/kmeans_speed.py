@@ -1,4 +1,4 @@
-"""Per-sticker k-means speed: batched numpy (``model.kmeans.cluster_stickers``) vs. a scikit-learn loop.
+"""Per-sticker k-means speed: batched numpy (``data.kmeans.cluster_stickers``) vs. a scikit-learn loop.
 
 Workload: synthetic stickers whose frame counts follow the paper's long tail (Fig. 2):
 n = 2 + floor(lognormal(1.4, 1.1)), capped at 120. Frames are L2-normalised "CLIP-like" embeddings:
@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from model.kmeans import KMeansConfig, cluster_stickers, cluster_stickers_sklearn  # noqa: E402
+from data.kmeans import KMeansConfig, cluster_stickers, cluster_stickers_sklearn  # noqa: E402
 
 
 def synthetic_embeddings(n_stickers: int, dim: int, seed: int = 0, max_frames: int = 120) -> list[np.ndarray]:

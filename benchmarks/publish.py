@@ -1,4 +1,4 @@
-"""Cost of the publish protocol (``assets.publish``) against the former staging-folder swap.
+"""Cost of the publish protocol (``data.publish``) against the former staging-folder swap.
 
 Both contenders write the same files (a stage output of ``--files`` files × ``--kb`` KiB, shaped like a
 shard folder) and make them the published version of a partition:
@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from assets import publish  # noqa: E402
 from benchmarks.timing import median_time  # noqa: E402
+from data import publish  # noqa: E402
 
 
 def _fill(folder: Path, files: int, payload: bytes) -> None:

@@ -1,6 +1,6 @@
 """Training benchmark: is the data loader the bottleneck, and how do 1 vs 2 CPU ranks compare?
 
-(a) data-loader samples/s (``model.data.make_loader`` alone) ÷ samples/s consumed by training steps of
+(a) data-loader samples/s (``data.loader.make_loader`` alone) ÷ samples/s consumed by training steps of
     the ``tiny_pixel`` preset (goal: ratio ≫ 1, the loader never starves the model);
 (b) tiny-preset steps/s and samples/s with 1 vs 2 torchrun ranks (gloo), start-up cancelled by timing
     two run lengths and taking the difference.
@@ -22,13 +22,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from assets.embedding_engine import EmbedSettings  # noqa: E402
-from assets.ingest_engine import IngestSettings  # noqa: E402
-from assets.local_run import run_data_stages  # noqa: E402
-from model.data import DataConfig, make_loader  # noqa: E402
-from model.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command  # noqa: E402
-from model.splits import SplitConfig  # noqa: E402
-from model.synthetic import make_drop  # noqa: E402
+from data.embed import EmbedSettings  # noqa: E402
+from data.ingest import IngestSettings  # noqa: E402
+from data.loader import DataConfig, make_loader  # noqa: E402
+from data.splits import SplitConfig  # noqa: E402
+from data.stages import run_data_stages  # noqa: E402
+from data.synthetic import make_drop  # noqa: E402
+from training.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command  # noqa: E402
 
 
 def _train_seconds(index: Path, out: Path, steps: int, nproc: int, batch: int) -> float:
@@ -37,8 +37,8 @@ def _train_seconds(index: Path, out: Path, steps: int, nproc: int, batch: int) -
     path = out.with_suffix(".json")
     path.write_text(json.dumps(cfg))
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
-    env |= LOCAL_TORCHRUN_ENV  # stores on 127.0.0.1 only (model.launch)
-    cmd = local_torchrun_command(nproc, ["-m", "model.train", "--config", str(path)])
+    env |= LOCAL_TORCHRUN_ENV  # stores on 127.0.0.1 only (training.launch)
+    cmd = local_torchrun_command(nproc, ["-m", "training", "--config", str(path)])
     t0 = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     return time.perf_counter() - t0

@@ -48,10 +48,10 @@ from model.clip import (
     ClipSpec,
     LoadedClip,
     WeightsSource,
-    _hub_offline,
-    _register_presets,
+    register_presets,
     autocast_dtype,
     embed_pixels,
+    hub_offline,
     load_clip,
     preprocess_frames,
 )
@@ -202,9 +202,9 @@ class ClipSimilarityEvaluator:
         self.cfg = cfg or ClipSimConfig()
         self.clip = clip if clip is not None else load_clip(self.cfg.spec())
         model_name = self.clip.spec.model
-        _register_presets()
+        register_presets()
         try:
-            with _hub_offline():
+            with hub_offline():
                 self.tokenizer = open_clip.get_tokenizer(model_name)
         except Exception as e:  # HF tokenizers that are not cached locally cannot be fetched here
             raise ValueError(f"cannot build the text tokenizer of {model_name!r} offline "

@@ -1,6 +1,6 @@
 """Held-out denoising loss per task on the test split, with fixed clips, masks, timesteps and noise.
 
-The training objective (``model.train.Trainer.train_step``: DDPM ε-MSE over a loss mask, normalised by its
+The training objective (``training.trainer.Trainer.train_step``: DDPM ε-MSE over a loss mask, normalised by its
 element count) evaluated on test-split stickers the model never saw, once per task. The loss mask is
 ``HeldoutConfig.loss_mask``: by default ``targets`` — the generated frames only, whatever profile the model was
 trained with, because the conditioned frames' loss is near-trivial (their clean latent is in the input) and
@@ -15,7 +15,7 @@ paper's training loss (``model.masks.LossMask``).
 (the known positions are :meth:`evaluation.samples.EvalTask.known_positions`, i.e. exactly the conditions the
 sampled evaluation uses). Everything random is fixed, so two checkpoints are compared on identical inputs:
 
-* clips: each test sticker's k = F cluster representatives in temporal order (``model.data.select_frames``
+* clips: each test sticker's k = F cluster representatives in temporal order (``data.loader.select_frames``
   with k_min = k_max = F, the same frames as the evaluation ground truth), resized like the training loader;
   stickers with fewer distinct representatives keep their zero padding, which the loss mask excludes
   (as in training). A sticker where the task leaves no valid frame to generate is skipped for that task
@@ -81,12 +81,12 @@ class HeldoutConfig:
 def heldout_clips(test_samples: Iterable[dict], num_frames: int, image_size: int, n: int) -> dict:
     """First ``n`` decoded test samples -> {"frames" (N, F, 3, S, S) float in [-1, 1], "k" (N,), "captions", "keys"}.
 
-    Frames are the k = F representatives (``model.data.select_frames``) resized exactly like the training
+    Frames are the k = F representatives (``data.loader.select_frames``) resized exactly like the training
     loader (antialiased bilinear in torch), padding frames are 0.0.
     """
     import torch.nn.functional as tF
 
-    from model.data import select_frames
+    from data.loader import select_frames
 
     frames, ks, captions, keys = [], [], [], []
     rng = np.random.default_rng(0)  # unused: k_min == k_max makes select_frames deterministic

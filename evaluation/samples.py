@@ -18,7 +18,7 @@ repetition (documented interpretation; counted as ``n_stretched`` in the manifes
 
 Real sets (``EvalSamplesConfig.extra_real_sets``; paper Sec. 4 does not say how test clips were cut): besides
 ``real.npy`` (the k = F cluster representatives above, which also supply every task's known frames) a set can
-be cut ``uniform`` — 8 frames at equal intervals over the sticker (``model.data.uniform_frames``), only from
+be cut ``uniform`` — 8 frames at equal intervals over the sticker (``data.loader.uniform_frames``), only from
 test stickers with at least F frames: exactly the distribution a model trained without DDU sees
 (``frame_extraction = uniform``, Table 3 "DFGN"). FVD is then also reported against it
 (``eval/<task>/fvd_uniform``), so an ablation ordering can be checked against both reference sets instead of
@@ -213,7 +213,7 @@ def generate_eval_samples(pipe, test_samples: Iterable[dict], cfg: EvalSamplesCo
     keys, captions, clips, n_stretched = [], [], [], 0
     extra_sets: dict[str, list[np.ndarray]] = {name: [] for name in cfg.extra_real_sets}
     if extra_sets:
-        from model.data import uniform_frames
+        from data.loader import uniform_frames
     for s in test_samples:
         clip, stretched = ground_truth_clip(s["frames"], s["meta"]["reps"], F)
         clips.append(_resize(clip, S))

@@ -1,5 +1,5 @@
-"""RDTF model-side code: media decoding, synthetic data, network, masks, curriculum, training, sampling.
+"""The network and its conditioning interface: DFGN U-Net + STI layers, text encoder, autoencoder, CLIP towers,
+tasks and condition masks, diffusion schedule and the sampling pipeline.
 
-Keep this package import-light (no torch at import time): ingest worker processes import
-``model.media`` and must start fast.
+Keep this package import-light (no torch at import time): ``model.masks`` is imported by pure-numpy code.
 """

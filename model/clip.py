@@ -82,7 +82,7 @@ def vit_b32_spec(pretrained: str | None, **kw) -> ClipSpec:
     return ClipSpec(model="ViT-B-32", pretrained=pretrained, **kw)
 
 
-def _register_presets() -> None:
+def register_presets() -> None:
     import open_clip
 
     if TINY_MODEL not in open_clip.list_models():
@@ -93,7 +93,7 @@ def validate_spec(spec: ClipSpec) -> None:
     """Fail fast, before any data is read, on an unknown model or unusable weights."""
     import open_clip
 
-    _register_presets()
+    register_presets()
     if spec.model not in open_clip.list_models():
         raise ValueError(f"unknown open_clip model {spec.model!r}; allowed: {TINY_MODEL!r} or one of open_clip.list_models()")
     src = spec.weights_source
@@ -143,7 +143,7 @@ class LoadedClip:
 
 
 @contextlib.contextmanager
-def _hub_offline():
+def hub_offline():
     old = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     try:
@@ -163,7 +163,7 @@ def load_clip(spec: ClipSpec) -> LoadedClip:
     validate_spec(spec)
     device = resolve_device(spec.device)
     src = spec.weights_source
-    with _hub_offline(), torch.random.fork_rng(devices=[]):
+    with hub_offline(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.init_seed)  # random init must be reproducible: embeddings feed clustering
         model = open_clip.create_model(
             spec.model,

@@ -5,7 +5,7 @@ Paper, "Dual-mask based Data Utilization Strategy": a *condition mask* switches 
 guidance; a *loss mask* computes the loss "based only on the first k frames" (k = number of k-means
 clusters of the sticker, 3..8 per Table 6; shorter stickers give k = n_frames). Appendix Table 7 lists
 the condition masks at k = 8; Algorithm 1 draws a difficulty level (task, masked frame length N) per
-sample from the curriculum (``model.curriculum``) and applies the dual mask ``m_dual``.
+sample from the curriculum (``training.curriculum``) and applies the dual mask ``m_dual``.
 
 Documented choices:
 * Difficulty order. The paper only states the partial order H(IPT,N) <= H(PDT,N) <= H(GRT,N) and
@@ -39,7 +39,7 @@ Documented choices:
   (``masked_mse`` divides by the number of weighted elements). ``targets`` (the generated frames only) is
   kept as a named alternative; see ``loss_weight`` for the trade-off.
 
-torch is imported lazily so that ``model.curriculum`` (pure numpy) can import the level definitions.
+torch is imported lazily so that ``training.curriculum`` (pure numpy) can import the level definitions.
 """
 
 from __future__ import annotations

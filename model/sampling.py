@@ -31,15 +31,9 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from model import checkpoints as ck
-from model.conditioning import (
-    AutoencoderConfig,
-    AutoencoderKind,
-    TextEncoder,
-    load_autoencoder,
-    text_config_for,
-    tiny_kl_config,
-)
+from model.autoencoder import AutoencoderConfig, AutoencoderKind, load_autoencoder, tiny_kl_config
 from model.diffusion import DiffusionConfig, make_ddim_scheduler
+from model.text_encoder import TextEncoder, text_config_for
 from model.unet import DFGN
 
 PIPELINE_TASKS = ("generate", "generate_image", "interpolate", "predict_forward", "predict_backward")
@@ -257,7 +251,7 @@ def _resolve_checkpoint(path: Path) -> Path:
 
 
 def _text_config(model: DFGN, tcfg: dict):
-    """The text-encoder config the checkpoint was trained with (see model.conditioning.text_config_for)."""
+    """The text-encoder config the checkpoint was trained with (see model.text_encoder.text_config_for)."""
     return text_config_for(model.cfg.cross_attention_dim, seed=tcfg.get("seed", 0), clip_model=tcfg.get("text_clip_model"),
                            clip_pretrained=tcfg.get("text_clip_pretrained"), t5_path=tcfg.get("text_t5_path"))
 

@@ -55,7 +55,7 @@ class STIConfig:
     norm_groups: int = 32  # GroupNorm groups (reduced automatically for narrow layers)
 
 
-def _groups(channels: int, wanted: int) -> int:
+def norm_groups(channels: int, wanted: int) -> int:
     g = min(wanted, channels)
     while channels % g:
         g -= 1
@@ -110,7 +110,7 @@ class STILayer(nn.Module):
             raise ValueError(f"invalid STIConfig {cfg}: gamma >= 1, odd kernel >= 1, conv_layers >= 1, "
                              "attention_layers >= 1 required")
         self.cfg = cfg
-        self.norm = nn.GroupNorm(_groups(channels, cfg.norm_groups), channels, eps=1e-6)
+        self.norm = nn.GroupNorm(norm_groups(channels, cfg.norm_groups), channels, eps=1e-6)
         # a. semantic interaction: layer 1 inline (stable weight names), layers 2.. in more_attention
         first = _FrameAttention(channels, cfg)
         self.to_qkv, self.to_out, self.ff = first.to_qkv, first.to_out, first.ff
@@ -122,7 +122,7 @@ class STILayer(nn.Module):
             nn.Conv3d(channels, channels, (cfg.kernel, 1, 1), padding=pad) for _ in range(cfg.conv_layers)
         )
         self.temporal_norms = nn.ModuleList(
-            nn.GroupNorm(_groups(channels, cfg.norm_groups), channels, eps=1e-6) for _ in range(cfg.conv_layers - 1)
+            nn.GroupNorm(norm_groups(channels, cfg.norm_groups), channels, eps=1e-6) for _ in range(cfg.conv_layers - 1)
         )
         # c. fusion weights from normalised, pooled features
         self.fuse = nn.Linear(channels, 2)
@@ -175,7 +175,7 @@ class Conv3DTemporalLayer(nn.Module):
 
     def __init__(self, channels: int, cfg: STIConfig = STIConfig(), layers: int = 1):
         super().__init__()
-        g = _groups(channels, cfg.norm_groups)
+        g = norm_groups(channels, cfg.norm_groups)
         self.norms = nn.ModuleList(nn.GroupNorm(g, channels, eps=1e-6) for _ in range(layers))
         self.convs = nn.ModuleList(nn.Conv3d(channels, channels, 3, padding=1) for _ in range(layers))
         nn.init.zeros_(self.convs[-1].weight)

@@ -38,7 +38,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from torch import nn
 
-from model.sti import Conv3DTemporalLayer, STIConfig, STILayer, _groups
+from model.sti import Conv3DTemporalLayer, STIConfig, STILayer, norm_groups
 
 
 class TemporalLayer(StrEnum):
@@ -156,17 +156,17 @@ class SpatialTransformer(nn.Module):
         return h + x
 
 
-class _Stage(nn.Module):
+class UNetStage(nn.Module):
     """ResNet block [+ cross-attention transformer] + temporal layer: one 'layer' of the U-Net."""
 
     def __init__(self, cin: int, cout: int, temb: int, cross: bool, cfg: DFGNConfig):
         super().__init__()
         self.resnet = ResnetBlock2D(in_channels=cin, out_channels=cout, temb_channels=temb,
-                                    groups=_groups(cin, cfg.norm_num_groups), groups_out=_groups(cout, cfg.norm_num_groups))
+                                    groups=norm_groups(cin, cfg.norm_num_groups), groups_out=norm_groups(cout, cfg.norm_num_groups))
         self.attn = None
         if cross:
             self.attn = SpatialTransformer(cout, cout // cfg.attention_head_dim, cfg.attention_head_dim,
-                                           cfg.cross_attention_dim, cfg.transformer_layers, _groups(cout, cfg.norm_num_groups))
+                                           cfg.cross_attention_dim, cfg.transformer_layers, norm_groups(cout, cfg.norm_num_groups))
         sti = STIConfig(gamma=cfg.sti_gamma, heads=cfg.sti_heads, head_dim=cfg.sti_head_dim, kernel=cfg.sti_kernel,
                         conv_layers=cfg.sti_conv_layers, norm_groups=cfg.norm_num_groups,
                         attention_layers=cfg.sti_attention_layers)
@@ -231,7 +231,7 @@ class DFGN(ModelMixin, ConfigMixin):
         for i, (cout, cross) in enumerate(zip(C, cfg.cross_attn)):
             level = nn.ModuleList()
             for _ in range(cfg.layers_per_block):
-                level.append(_Stage(cin, cout, temb, cross, cfg))
+                level.append(UNetStage(cin, cout, temb, cross, cfg))
                 cin = cout
                 skips.append(cout)
             self.down.append(level)
@@ -240,7 +240,7 @@ class DFGN(ModelMixin, ConfigMixin):
             if not last:
                 skips.append(cout)
 
-        self.mid = nn.ModuleList([_Stage(C[-1], C[-1], temb, any(cfg.cross_attn), cfg), _Stage(C[-1], C[-1], temb, False, cfg)])
+        self.mid = nn.ModuleList([UNetStage(C[-1], C[-1], temb, any(cfg.cross_attn), cfg), UNetStage(C[-1], C[-1], temb, False, cfg)])
 
         self.up = nn.ModuleList()
         self.upsamplers = nn.ModuleList()
@@ -248,13 +248,13 @@ class DFGN(ModelMixin, ConfigMixin):
         for i, (cout, cross) in enumerate(zip(reversed(C), reversed(cfg.cross_attn))):
             level = nn.ModuleList()
             for _ in range(cfg.layers_per_block + 1):
-                level.append(_Stage(cin + skips.pop(), cout, temb, cross, cfg))
+                level.append(UNetStage(cin + skips.pop(), cout, temb, cross, cfg))
                 cin = cout
             self.up.append(level)
             last = i == len(C) - 1
             self.upsamplers.append(nn.Identity() if last else Upsample2D(cout, use_conv=True, out_channels=cout))
 
-        self.norm_out = nn.GroupNorm(_groups(C[0], cfg.norm_num_groups), C[0], eps=1e-5)
+        self.norm_out = nn.GroupNorm(norm_groups(C[0], cfg.norm_num_groups), C[0], eps=1e-5)
         self.conv_out = nn.Conv2d(C[0], cfg.out_channels, 3, padding=1)
 
     @classmethod
@@ -264,7 +264,7 @@ class DFGN(ModelMixin, ConfigMixin):
     def temporal_layers(self) -> list[nn.Module]:
         return [m for m in self.modules() if isinstance(m, STILayer | Conv3DTemporalLayer)]
 
-    def _stage(self, stage: _Stage, x, temb, ctx, num_frames: int) -> torch.Tensor:
+    def _stage(self, stage: UNetStage, x, temb, ctx, num_frames: int) -> torch.Tensor:
         if torch.is_grad_enabled() and self.gradient_checkpointing:
             return self._gradient_checkpointing_func(stage, x, temb, ctx, num_frames)
         return stage(x, temb, ctx, num_frames)

@@ -33,14 +33,14 @@ def _int_at_least(lo: int):
 
 def _drop_id_from_url(url: str) -> str:
     """The drop id a drop URL implies (its last path segment), validated."""
-    from assets.ids import validate_id
+    from data.ids import validate_id
 
     return validate_id(url.rstrip("/").rsplit("/", 1)[-1], "drop id (the drop folder's name; or pass --drop-id)")
 
 
 def _cmd_make_drop(args: argparse.Namespace) -> int:
-    from model.synthetic import SyntheticConfig, make_drop
-    from model.synthetic_faults import inject_faults
+    from data.synthetic import SyntheticConfig, make_drop
+    from data.synthetic_faults import inject_faults
 
     summary = make_drop(args.out, n=args.n, seed=args.seed, cfg=SyntheticConfig(n=args.n, seed=args.seed),
                         workers=args.workers, progress=not args.quiet)
@@ -52,8 +52,8 @@ def _cmd_make_drop(args: argparse.Namespace) -> int:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from assets.drops import CaptionPolicy
-    from assets.ingest_engine import IngestSettings, ingest_drop
+    from data.drops import CaptionPolicy
+    from data.ingest import IngestSettings, ingest_drop
 
     settings = IngestSettings(size=args.size, workers=args.workers, caption_policy=CaptionPolicy(args.caption_policy))
     drop_id = _drop_id_from_url(args.drop_url) if args.drop_id is None else args.drop_id
@@ -63,9 +63,9 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_drop(args: argparse.Namespace) -> int:
-    from assets.ids import validate_id
-    from assets.ingest_engine import IngestSettings
-    from assets.local_run import run_data_stages
+    from data.ids import validate_id
+    from data.ingest import IngestSettings
+    from data.stages import run_data_stages
 
     drop_id = _drop_id_from_url(args.drop_url) if args.drop_id is None else validate_id(args.drop_id, "--drop-id")
     index = run_data_stages(args.drop_url, Path(args.lake), drop_id, ingest=IngestSettings(size=args.size),

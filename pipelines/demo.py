@@ -18,12 +18,12 @@ import time
 import pyarrow.parquet as pq
 from dagster import DagsterInstance, SensorResult, build_sensor_context
 
-from assets import lake
-from assets.clusters import clusters_path
-from assets.drops import find_caption_file, join
-from assets.embedding_engine import embeddings_dir
-from assets.shards import shards_dir
-from model.redact import redact_uri
+from data import lake
+from data.clustering import clusters_path
+from data.drops import find_caption_file, join
+from data.embed import embeddings_dir
+from data.redact import redact_uri
+from data.sharding import shards_dir
 from pipelines.resources import PROJECT_ROOT, default_resources, rdtf_home
 
 
@@ -37,8 +37,8 @@ def _instance() -> DagsterInstance:
 
 
 def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
-    from model.synthetic import make_drop
-    from model.synthetic_faults import inject_faults
+    from data.synthetic import make_drop
+    from data.synthetic_faults import inject_faults
     from pipelines.definitions import defs
     from pipelines.sensors import new_drop_sensor
 

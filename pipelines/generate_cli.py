@@ -48,7 +48,7 @@ def _read_image(path: str) -> np.ndarray:
 
 def _check_request(args: argparse.Namespace) -> list[str]:
     """Validate what needs no checkpoint; returns the known-frame image paths in order."""
-    from model.export import ALLOWED_SUFFIXES
+    from data.export import ALLOWED_SUFFIXES
 
     if Path(args.out).suffix.lower() not in ALLOWED_SUFFIXES:
         raise ValueError(f"--out must end in one of {', '.join(ALLOWED_SUFFIXES)}, got {args.out}")
@@ -84,7 +84,7 @@ def _check_request(args: argparse.Namespace) -> list[str]:
 
 def _refuse_writing_inputs(args: argparse.Namespace, inputs: list[str]) -> None:
     """No output may overwrite an input image or land inside the checkpoint folder (a command never writes its input)."""
-    from assets.ids import within
+    from data.ids import within
 
     sources = {os.path.realpath(p) for p in inputs}
     for flag, out in (("--out", args.out), ("--contact-sheet", args.contact_sheet)):
@@ -102,8 +102,8 @@ def _run(args: argparse.Namespace) -> int:
     paths = _check_request(args)
     raw = [_read_image(p) for p in paths]  # before the (slow) checkpoint load
 
-    from model.export import contact_sheet, save_animation
-    from model.media import fit_to_square
+    from data.export import contact_sheet, save_animation
+    from data.media import fit_to_square
     from model.sampling import RDTFPipeline
 
     pipe = RDTFPipeline.from_pretrained(args.checkpoint, device=args.device)

@@ -16,11 +16,11 @@ One training of ``nnodes`` nodes x ``gpus_per_node`` GPUs (``training_launch``):
       '-- PipesK8sClient.run(): head pod <group>-head            node 0, hosts the c10d rendezvous store
 
 Every pod runs the same ``torchrun --nnodes N --rdzv-backend c10d --rdzv-endpoint <group>-head.<group>.<ns>
-.svc.cluster.local:29400 -m model.train --config ... --resume latest``. The c10d rendezvous numbers the nodes in
+.svc.cluster.local:29400 -m training --config ... --resume latest``. The c10d rendezvous numbers the nodes in
 sorted order of their ``--local-addr`` (``torch.distributed.elastic.rendezvous.dynamic_rendezvous``), so
 each pod passes its own DNS name and the head's ``<group>-head`` sorts before ``<group>-worker-<i>``: global
 rank 0 — the rank that reports the materialization through Pipes — always runs in the Pipes pod, whose log
-the Dagster run reads. Worker pods get no Pipes context (``model.train`` then skips reporting).
+the Dagster run reads. Worker pods get no Pipes context (``training.trainer`` then skips reporting).
 
 The lake must be the *same path* in every pod (the training config lists absolute shard-index paths and the
 output folder): mount one ReadWriteMany volume (NFS / EFS / Filestore / CephFS) at ``/lake`` everywhere and
@@ -40,7 +40,7 @@ from typing import Any
 
 from dagster_k8s import PipesK8sClient
 
-from model.launch import LOCAL_RDZV_ARGS, LOCAL_TORCHRUN_ENV
+from training.launch import LOCAL_RDZV_ARGS, LOCAL_TORCHRUN_ENV
 
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
 LAUNCHERS = ("local", "k8s")
@@ -134,12 +134,12 @@ def torchrun_command(
     python: str = "python",
     resume: str | None = "latest",
 ) -> list[str]:
-    """``python -m torch.distributed.run ... -m model.train --config CONFIG --resume latest``.
+    """``python -m torch.distributed.run ... -m training --config CONFIG --resume latest``.
 
     ``nnodes > 1``: c10d rendezvous at ``rdzv_endpoint`` (``host:port``), ``rdzv_id`` shared by all nodes of one
     training, ``local_addr`` = this node's DNS name (orders node ranks, see the module docstring), ``is_host``
     = whether this node runs the rendezvous store. ``nnodes == 1`` with no endpoint: the loopback-only launch of
-    ``model.launch``, like ``assets/training.py`` (``--standalone`` would listen on every interface of the pod;
+    ``training.launch``, like ``assets/training.py`` (``--standalone`` would listen on every interface of the pod;
     ``training_launch`` adds ``LOCAL_TORCHRUN_ENV``). ``max_restarts``: torchrun restarts the worker group that often after a
     failure; every restart resumes from the latest checkpoint (``--resume latest``).
     """
@@ -151,7 +151,7 @@ def torchrun_command(
     if rdzv_endpoint is None:
         if nnodes > 1:
             raise ValueError("a multi-node run needs rdzv_endpoint (host:port of the head node)")
-        cmd += LOCAL_RDZV_ARGS  # single node: rendezvous and stores on 127.0.0.1 only (model.launch)
+        cmd += LOCAL_RDZV_ARGS  # single node: rendezvous and stores on 127.0.0.1 only (training.launch)
     else:
         host, sep, port = rdzv_endpoint.rpartition(":")
         if not sep or not host or not port.isdigit():
@@ -161,7 +161,7 @@ def torchrun_command(
                 f"--rdzv-conf={','.join(conf)}"]
         if local_addr:
             cmd.append(f"--local-addr={local_addr}")
-    cmd += [f"--max-restarts={max_restarts}", "-m", "model.train", "--config", str(config_path)]
+    cmd += [f"--max-restarts={max_restarts}", "-m", "training", "--config", str(config_path)]
     if resume:
         cmd += ["--resume", resume]
     return cmd
@@ -208,7 +208,7 @@ class PodResources:
     service_account: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},)
-    termination_grace_s: int = 300  # SIGTERM -> model.train writes a checkpoint and exits
+    termination_grace_s: int = 300  # SIGTERM -> training.trainer writes a checkpoint and exits
 
 
 def pod_labels(group: str, role: str) -> dict[str, str]:
@@ -409,7 +409,7 @@ def training_launch(
 @dataclass(frozen=True)
 class LocalTorchrun:
     """What ``assets/training.py`` asks for: ``PY -m torch.distributed.run <loopback opts> --nproc_per_node=N -m
-    model.train --config CFG [--resume R]``."""
+    training.trainer --config CFG [--resume R]``."""
 
     python: str
     nproc_per_node: int
@@ -422,9 +422,9 @@ def parse_local_torchrun(command: str | Sequence[str] | None) -> LocalTorchrun |
     if command is None or isinstance(command, str):
         return None
     cmd = list(command)
-    if cmd[1:3] != ["-m", "torch.distributed.run"] or "model.train" not in cmd:
+    if cmd[1:3] != ["-m", "torch.distributed.run"] or "training" not in cmd:
         return None
-    cut = cmd.index("model.train")
+    cut = cmd.index("training")
     if cmd[cut - 1] != "-m":
         return None
     launcher, script = cmd[3: cut - 1], cmd[cut + 1:]
@@ -437,7 +437,7 @@ def parse_local_torchrun(command: str | Sequence[str] | None) -> LocalTorchrun |
         return script[script.index(name) + 1] if name in script[:-1] else None
     config = opt("--config")
     if config is None:
-        raise ValueError(f"model.train command without --config: {cmd}")
+        raise ValueError(f"training.trainer command without --config: {cmd}")
     return LocalTorchrun(python=cmd[0], nproc_per_node=nproc, config_path=config, resume=opt("--resume"))
 
 
@@ -479,7 +479,7 @@ class TorchrunK8sPipesClient(PipesK8sClient):
         """The multi-node launch for the asset's ``command`` (pure: no cluster call)."""
         local = parse_local_torchrun(command)
         if local is None:
-            raise ValueError(f"not a `torch.distributed.run -m model.train` command: {command}")
+            raise ValueError(f"not a `torch.distributed.run -m training` command: {command}")
         image = self.image or os.environ.get("RDTF_IMAGE") or os.environ.get("DAGSTER_CURRENT_IMAGE")
         if not image:
             raise ValueError("no image for the training pods: set RDTF_IMAGE (or pass image=)")

@@ -14,9 +14,9 @@ from dagster import (
     sensor,
 )
 
-from assets.drops import list_ready_drops
 from assets.partitions import drop_partitions
 from assets.resources import LakeResource
+from data.drops import list_ready_drops
 from pipelines.jobs import drop_data_job
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from model.synthetic import SyntheticConfig, make_drop
-from model.synthetic_faults import inject_faults
+from data.synthetic import SyntheticConfig, make_drop
+from data.synthetic_faults import inject_faults
 
 # Small canvases keep the suite fast on a 2-core CI machine; every code path is still exercised.
 SMALL = SyntheticConfig(min_size=48, max_size=96, max_frames=40)
@@ -57,10 +57,10 @@ def tiny_shards(clean_drop, tmp_path_factory) -> Path:
 
     Returns the shard ``index.json`` path.
     """
-    from assets.embedding_engine import EmbedSettings
-    from assets.ingest_engine import IngestSettings
-    from assets.local_run import run_data_stages
-    from model.splits import SplitConfig
+    from data.embed import EmbedSettings
+    from data.ingest import IngestSettings
+    from data.splits import SplitConfig
+    from data.stages import run_data_stages
 
     root = tmp_path_factory.mktemp("shard_lake")
     return run_data_stages(str(clean_drop), root, "d0", ingest=IngestSettings(size=64, workers=1),

@@ -70,8 +70,8 @@ def sticker_seeds() -> dict[str, bytes]:
     """One small valid sticker per format (3 distinct 16x16 frames; the image formats with alpha)."""
     import numpy as np
 
-    from model.media import MediaFormat
-    from model.media_encode import encode_animated, encode_video
+    from data.media import MediaFormat
+    from data.media_encode import encode_animated, encode_video
 
     rng = np.random.default_rng(7)
     rgba = rng.integers(0, 256, (3, 16, 16, 4), dtype=np.uint8)
@@ -231,8 +231,8 @@ def random_rows(rng: random.Random, n_max: int = 8) -> list[dict]:
 
 def decode_case(data: bytes) -> Outcome:
     """Run in the worker: decode and check the result's invariants."""
-    from model.media import DecodeLimits, decode_sticker
-    from model.rejects import StickerRejected
+    from data.media import DecodeLimits, decode_sticker
+    from data.rejects import StickerRejected
 
     limits = DecodeLimits(**FUZZ_LIMITS)
     try:
@@ -259,7 +259,7 @@ def caption_case(table: bytes, fmt: str) -> Outcome:
     """Run in the worker: parse a caption table from a memory:// drop and check the result's invariants."""
     import fsspec
 
-    from assets.drops import CaptionStatus, read_caption_table, safe_member_path
+    from data.drops import CaptionStatus, read_caption_table, safe_member_path
 
     root = f"memory://fuzz-captions/{uuid.uuid4().hex}"
     fs = fsspec.filesystem("memory")
@@ -302,15 +302,15 @@ def _utf8(text: str) -> bool:
 def _warm(quiet: bool = False) -> None:
     if quiet:  # decord/FFmpeg/Pillow write a line per broken packet to fd 2: thousands per run
         os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
-    import av  # the video decoders, imported lazily by model.media
+    import av  # the video decoders, imported lazily by data.media
     import decord  # noqa: F401
 
     av.logging.set_level(None)  # FFmpeg would print a line per broken packet: thousands per run
     import pandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
-    import assets.drops  # noqa: F401
-    import model.media  # noqa: F401
+    import data.drops  # noqa: F401
+    import data.media  # noqa: F401
 
 
 # ------------------------------------------------------------------------------------------ parent side
@@ -326,7 +326,7 @@ class Runner:
         self.restarts = 0
 
     def _start(self) -> ProcessPoolExecutor:
-        from assets.worker_guard import die_with_parent
+        from data.worker_guard import die_with_parent
 
         self._pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=die_with_parent,
                                          initargs=(os.getpid(),))

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from model.ablation import SWITCHES, Variant, parse_variants, variant_overrides
+from ablation.variants import SWITCHES, Variant, parse_variants, variant_overrides
 
 SWITCH_PARAMS = {"train.temporal_layer", "train.dual_mask", "train.frame_extraction", "train.curriculum",
                  "model.temporal_layer"}
@@ -38,7 +38,7 @@ def test_variants_are_the_five_table_rows_and_differ_only_in_switches():
 
 
 def test_train_configs_of_variants_differ_only_in_intended_switches(tmp_path, tiny_shards):
-    from assets.ablation_engine import full_settings, train_config
+    from ablation.runner import full_settings, train_config
 
     s = full_settings()
     cfgs = {v: train_config(s, tiny_shards, tmp_path / v.value, v, 0, "sqlite:///x.db") for v in Variant}
@@ -54,7 +54,7 @@ def test_train_configs_of_variants_differ_only_in_intended_switches(tmp_path, ti
 
 
 def _trainer(tmp_path, index, **kw):
-    from model.train import TrainConfig, Trainer
+    from training.trainer import TrainConfig, Trainer
 
     torch.manual_seed(0)
     return Trainer(TrainConfig(index_paths=[str(index)], out_dir=str(tmp_path / "t"), preset="tiny_pixel", steps=4,
@@ -62,8 +62,8 @@ def _trainer(tmp_path, index, **kw):
 
 
 def test_without_ddu_trains_only_first_frame_iandt2v_on_fixed_k(tmp_path, tiny_shards, monkeypatch):
-    import model.train as train_mod
-    from model.data import make_loader
+    import training.trainer as train_mod
+    from data.loader import make_loader
     from model.masks import first_frame_condition
 
     tr = _trainer(tmp_path, tiny_shards, dual_mask=False, p_drop_text=0.0, p_drop_image=0.0, p_drop_both=0.0)
@@ -83,7 +83,7 @@ def test_without_ddu_trains_only_first_frame_iandt2v_on_fixed_k(tmp_path, tiny_s
 
 
 def test_uniform_frames_are_equally_spaced_and_need_f_frames():
-    from model.data import uniform_frames
+    from data.loader import uniform_frames
 
     frames = np.arange(20)[:, None, None, None] * np.ones((20, 2, 2, 3), np.uint8)  # frame i filled with i
     clip, valid, k = uniform_frames(frames, 20, 8)
@@ -98,8 +98,8 @@ def test_uniform_loader_uses_only_long_stickers_and_full_clips(tiny_shards):
     F frames appear — the short ones are filtered at probe time (resume stays exact)."""
     import json
 
-    from model.data import DataConfig, make_loader
-    from model.shards import make_dataset, shard_urls
+    from data.loader import DataConfig, make_loader
+    from data.shards import make_dataset, shard_urls
 
     n_frames = {s["key"]: s["meta"]["n_frames"] for s in make_dataset(shard_urls([tiny_shards], "train"),
                                                                      nodesplitter=lambda x: x, workersplitter=lambda x: x)}
@@ -135,10 +135,10 @@ def test_temporal_layer_switch_builds_3d_conv_model(tmp_path, tiny_shards):
 
 def test_heldout_loss_reproduces_the_trainer_loss(tmp_path, tiny_shards):
     """denoising_loss on the trainer's own batch, mask, noise and timesteps == the loss train_step reports."""
+    from data.loader import make_loader
     from evaluation.heldout import denoising_loss
-    from model.data import make_loader
     from model.masks import batch_masks, first_frame_condition
-    from model.train import _step_generators
+    from training.trainer import _step_generators
 
     tr = _trainer(tmp_path, tiny_shards, dual_mask=False, p_drop_text=0.0, p_drop_image=0.0, p_drop_both=0.0,
                   token_dropout=0.0)
@@ -157,7 +157,7 @@ def test_heldout_loss_reproduces_the_trainer_loss(tmp_path, tiny_shards):
 
 
 def test_heldout_loss_is_deterministic_and_per_task(tmp_path, tiny_shards):
-    from assets.gallery import iter_test_samples
+    from data.sharding import iter_test_samples
     from evaluation.heldout import HeldoutConfig, run_heldout_loss
     from model.sampling import RDTFPipeline, tiny_checkpoint_for_tests
 
@@ -180,7 +180,7 @@ def _runs(values: dict[str, list[float]], metric: str = "eval/i2v/fvd") -> pd.Da
 
 
 def test_ordering_rule_reproduced_reversed_inconclusive():
-    from evaluation.ablation_report import CLAIMS, PRIMARY, Evidence, judge, summarize
+    from ablation.report import CLAIMS, PRIMARY, Evidence, judge, summarize
 
     strong = Evidence("pretrained", 500)  # published metric weights, the paper's 500 test videos
     sti_beats_conv = next(c for c in CLAIMS if c.id == "T3-STI")
@@ -199,7 +199,7 @@ def test_ordering_rule_reproduced_reversed_inconclusive():
 
 def test_no_reproduced_verdict_without_pretrained_metrics_and_hundreds_of_videos(tmp_path):
     """Random-weight I3D or 10 test videos: the same z-rule gives directions only, and the report says so."""
-    from evaluation.ablation_report import CLAIMS, PRIMARY, Evidence, judge, summarize, write_ablation_report
+    from ablation.report import CLAIMS, PRIMARY, Evidence, judge, summarize, write_ablation_report
 
     claim = next(c for c in CLAIMS if c.id == "T3-STI")
     s = summarize(_runs({"dfgn_sti": [100, 101, 102], "dfgn_3dconv": [110, 111, 112]}))
@@ -228,9 +228,9 @@ def quick_run(tmp_path_factory):
     import contextlib
     import io
 
-    from assets.ablation_engine import quick_settings
+    from ablation.report import collect_ablation_runs
+    from ablation.runner import quick_settings
     from benchmarks.ablation import main
-    from evaluation.ablation_report import collect_ablation_runs
 
     out = tmp_path_factory.mktemp("ablation_quick")
     uri = f"sqlite:///{(out / 'mlflow.db').resolve()}"
@@ -347,8 +347,8 @@ def test_dagster_ablation_assets_materialize(quick_run):
 
 
 def test_bad_ablation_settings_are_clear_errors():
+    from ablation.runner import full_settings
     from assets.ablation import AblationConfig, ablation_settings
-    from assets.ablation_engine import full_settings
 
     with pytest.raises(ValueError, match="full or quick"):
         ablation_settings(AblationConfig(mode="bogus"))

@@ -1,4 +1,4 @@
-"""Checkpoint robustness (model.checkpoints): temp folders of killed saves are removed at the next start, and
+"""Checkpoint robustness (training.checkpointing): temp folders of killed saves are removed at the next start, and
 ``--resume latest`` falls back to the newest *valid* checkpoint — on every rank the same — saying what it skipped."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import checkpoints as ck
 from tests.checkpoint_damage import truncate, wrong_shape
+from training import checkpointing as ck
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -30,8 +30,8 @@ def _config(tmp: Path, index: Path, out: Path, **kw) -> Path:
 
 
 def _main(args: list[str]) -> int:
-    """model.train.main in this process (one torch import for all tests); restores the SIGTERM handler."""
-    from model.train import main
+    """training.trainer.main in this process (one torch import for all tests); restores the SIGTERM handler."""
+    from training.trainer import main
 
     old, threads = signal.getsignal(signal.SIGTERM), torch.get_num_threads()
     torch.set_num_threads(1)  # like OMP_NUM_THREADS=1 of the subprocess tests: tiny models, shared CI cores
@@ -63,7 +63,7 @@ def save(obj, f, *a, **k):
     if len(calls) == 2:  # the 2nd checkpoint: optimizer.pt written, trainer.json and the rename not yet
         os.kill(os.getpid(), signal.SIGKILL)
 torch.save = save
-from model.train import main
+from training.trainer import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -187,13 +187,13 @@ def test_incompatible_checkpoint_is_refused_not_skipped(trained, tmp_path, tiny_
 
 def test_two_ranks_resume_the_same_fallback_checkpoint(trained, tmp_path, tiny_shards):
     """Only rank 0 validates; it broadcasts the choice, so rank 1 does not load the corrupt newest one."""
-    from model.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command
+    from training.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command
 
     out = tmp_path / "run"
     shutil.copytree(trained, out)
     truncate(out / "checkpoints" / "step-000004" / "ema.safetensors")
     cfg = _config(tmp_path, tiny_shards, out, steps=6)
-    p = subprocess.run(local_torchrun_command(2, ["-m", "model.train", "--config", str(cfg), "--resume", "latest"]),
+    p = subprocess.run(local_torchrun_command(2, ["-m", "training", "--config", str(cfg), "--resume", "latest"]),
                        env=ENV | LOCAL_TORCHRUN_ENV, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert p.returncode == 0, p.stderr[-4000:]
     skips = [line for line in p.stdout.splitlines() if "resume: skipping checkpoint" in line]

@@ -15,7 +15,7 @@ from evaluation.clip_similarity import (
     cosine_scores,
     retrieval_metrics,
 )
-from model.clip import _hub_offline, embed_pixels, load_clip, preprocess_frames, tiny_spec
+from model.clip import embed_pixels, hub_offline, load_clip, preprocess_frames, tiny_spec
 
 
 def test_cosine_scores_by_hand():
@@ -69,7 +69,7 @@ def tiny_clip():
 def test_tokenizer_works_offline(tiny_clip):
     import open_clip
 
-    with _hub_offline():
+    with hub_offline():
         for name in ("rdtf-tiny-clip", "ViT-B-32"):
             assert open_clip.get_tokenizer(name)(["a sticker"]).shape == (1, 77)
 
@@ -84,7 +84,7 @@ def test_evaluator_matches_manual_computation(tiny_clip):
     res = ev.result()
 
     c = tiny_clip
-    with _hub_offline():
+    with hub_offline():
         tok = open_clip.get_tokenizer("rdtf-tiny-clip")
     with torch.inference_mode():
         t = c.model.encode_text(tok(CAPTIONS)).float()

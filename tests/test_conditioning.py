@@ -10,19 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from model.conditioning import (
+from model.autoencoder import (
     AutoencoderConfig,
     AutoencoderKind,
-    TextEncoder,
-    TextFusion,
-    drop_tokens,
     load_autoencoder,
-    paper_text_config,
     pixel_autoencoder_config,
     sd_vae_config,
     tiny_kl_config,
-    tiny_text_config,
 )
+from model.text_encoder import TextEncoder, TextFusion, drop_tokens, paper_text_config, tiny_text_config
 
 CAPTIONS = ["a cat waves hello", "a dog jumps over the moon!"]
 
@@ -240,7 +236,7 @@ def test_kl_mismatched_weights(tmp_path):
 
 
 def test_text_config_for_real_and_random():
-    from model.conditioning import text_config_for
+    from model.text_encoder import text_config_for
 
     tiny_cfg = text_config_for(64, seed=3)
     assert tiny_cfg.t5_path is None and tiny_cfg.clip.pretrained is None and tiny_cfg.proj_seed == 3

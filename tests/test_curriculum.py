@@ -1,4 +1,4 @@
-"""Difficulty-adaptive curriculum (model.curriculum): Eq. 2 schedule, Eq. 3-4 controllers, tilt/gaussian maps, modes, state."""
+"""Difficulty-adaptive curriculum (training.curriculum): Eq. 2 schedule, Eq. 3-4 controllers, tilt/gaussian maps, modes, state."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from model.curriculum import (
+from model.masks import Difficulty, Task, difficulty_levels
+from training.curriculum import (
     AdaptiveMap,
     Controller,
     Curriculum,
@@ -17,7 +18,6 @@ from model.curriculum import (
     damped_step,
     tilt_probs,
 )
-from model.masks import Difficulty, Task, difficulty_levels
 
 TASKS = (Task.INTERPOLATION, Task.PREDICTION, Task.GENERATION)
 

@@ -9,12 +9,14 @@ import subprocess
 import pyarrow.parquet as pq
 from dagster import DagsterInstance, materialize
 
-from assets.clusters import CLUSTER_ASSET, LEAK_CHECK, clusters_path, frame_clusters
+from assets.clusters import CLUSTER_ASSET, LEAK_CHECK, frame_clusters
 from assets.embeddings import EMBED_ASSET, EMBED_CHECK, frame_embeddings
 from assets.ingest import INGEST_ASSET, ingested_stickers
 from assets.resources import ClipResource, LakeResource
-from assets.shards import SHARD_ASSET, SHARD_CHECK, shards_dir, webdataset_shards
-from model.shards import make_dataset, shard_urls
+from assets.shards import SHARD_ASSET, SHARD_CHECK, webdataset_shards
+from data.clustering import clusters_path
+from data.sharding import shards_dir
+from data.shards import make_dataset, shard_urls
 
 ASSETS = [ingested_stickers, frame_embeddings, frame_clusters, webdataset_shards]
 

@@ -13,10 +13,10 @@ import pytest
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context, materialize
 from dagster._core.errors import DagsterInvalidConfigError
 
-from assets import lake
 from assets.ingest import INGEST_ASSET, REJECT_RATE_CHECK, ingested_stickers
 from assets.resources import LakeResource
-from assets.shards import shards_dir
+from data import lake
+from data.sharding import shards_dir
 from pipelines.sensors import new_drop_sensor
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -48,7 +48,7 @@ def test_sample_gallery_asset(tmp_path, tiny_shards):
     assert md["n_gifs"] == 4 and "data:image/png;base64," in md["preview"]
     gifs = sorted((lake_root / "gallery" / "gal").glob("*.gif"))
     assert len(gifs) == 4
-    from model.media import decode_sticker
+    from data.media import decode_sticker
 
     assert all(len(decode_sticker(g.read_bytes(), size=32).durations_ms) >= 2 for g in gifs)
 

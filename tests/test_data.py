@@ -1,4 +1,4 @@
-"""Training data (model.data): random-k representative frames, loss mask, deterministic resumable stream."""
+"""Training data (data.loader): random-k representative frames, loss mask, deterministic resumable stream."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-import model.data as data
-import model.shards as shards
-from assets.embedding_engine import EmbedSettings
-from assets.ingest_engine import IngestSettings
-from assets.local_run import run_data_stages
+import data.loader as data
+import data.shards as shards
+from data.embed import EmbedSettings
+from data.ingest import IngestSettings
+from data.loader import DataConfig, TrainStream, make_loader, select_frames, validate_indexes
+from data.shards import ShardSample, make_dataset, shard_urls, write_index, write_shards
+from data.splits import SplitConfig
+from data.stages import run_data_stages
+from data.synthetic import SyntheticConfig, make_drop
 from model.clip import tiny_spec
-from model.data import DataConfig, TrainStream, make_loader, select_frames, validate_indexes
-from model.shards import ShardSample, make_dataset, shard_urls, write_index, write_shards
-from model.splits import SplitConfig
-from model.synthetic import SyntheticConfig, make_drop
 
 SIZE = 64  # stored frame size of the fixture shards
 _ALL = dict(nodesplitter=lambda s: s, workersplitter=lambda s: s)

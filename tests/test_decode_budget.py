@@ -18,14 +18,15 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from assets import ingest_engine, publish
-from assets.drops import CaptionRow, CaptionStatus
 from assets.ingest import IngestConfig
-from assets.ingest_engine import IngestSettings, _Task, ingest_drop, process_one
-from model.decode_budget import WorkMeter, deadline
-from model.media import DecodeLimits, decode_sticker
-from model.rejects import RejectReason, StickerRejected
-from model.synthetic import make_drop
+from data import ingest as ingest_engine
+from data import publish
+from data.decode_budget import WorkMeter, deadline
+from data.drops import CaptionRow, CaptionStatus
+from data.ingest import IngestSettings, _Task, ingest_drop, process_one
+from data.media import DecodeLimits, decode_sticker
+from data.rejects import RejectReason, StickerRejected
+from data.synthetic import make_drop
 from tests.conftest import SMALL
 from tests.test_media import GREEN, RED, build_gif
 

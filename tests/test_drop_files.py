@@ -19,11 +19,11 @@ import fsspec
 import pyarrow.parquet as pq
 import pytest
 
-from assets import drop_files, publish
-from assets.drops import find_caption_file, list_ready_drops, read_caption_table
-from assets.ingest_engine import IngestSettings, ingest_drop
-from model.rejects import RejectReason, StickerRejected
-from model.synthetic import make_drop
+from data import drop_files, publish
+from data.drops import find_caption_file, list_ready_drops, read_caption_table
+from data.ingest import IngestSettings, ingest_drop
+from data.rejects import RejectReason, StickerRejected
+from data.synthetic import make_drop
 from tests.conftest import SMALL
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX special files")
@@ -226,7 +226,7 @@ def test_drop_folder_symlink_escaping_drops_root_is_skipped_with_a_warning(tmp_p
     (elsewhere / "foreign" / "captions.jsonl").write_text("")
     os.symlink(elsewhere / "foreign", root / "foreign")
     os.symlink(root / "real", root / "alias")  # inside drops_root: it would only ingest "real" twice
-    with caplog.at_level(logging.WARNING, logger="assets.drops"):
+    with caplog.at_level(logging.WARNING, logger="data.drops"):
         assert list_ready_drops(str(root)) == ["real"]
     assert "'foreign'" in caplog.text and "outside drops_root" in caplog.text
     assert "'alias'" in caplog.text and "inside drops_root" in caplog.text

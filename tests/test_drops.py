@@ -9,7 +9,7 @@ import fsspec
 import pandas as pd
 import pytest
 
-from assets.drops import (
+from data.drops import (
     CaptionPolicy,
     CaptionStatus,
     find_caption_file,
@@ -18,7 +18,7 @@ from assets.drops import (
     safe_key,
     safe_member_path,
 )
-from model.rejects import RejectReason
+from data.rejects import RejectReason
 
 
 @pytest.mark.parametrize("good,expected", [("a.gif", "a.gif"), ("sub/dir/b.webp", "sub/dir/b.webp"), ("./c.png", "c.png")])

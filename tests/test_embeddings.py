@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from assets import lake
-from assets.embedding_engine import (
+from data import lake
+from data.embed import (
     EMBEDDING_NOT_FINITE,
     EmbedSettings,
     embed_drop,
     embeddings_dir,
     iter_sticker_embeddings,
 )
-from assets.ingest_engine import IngestSettings, ingest_drop
+from data.ingest import IngestSettings, ingest_drop
 from model.clip import ClipSpec, load_clip, preprocess_frames, tiny_spec, validate_spec
 
 

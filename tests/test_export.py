@@ -1,4 +1,4 @@
-"""Tests for model/export.py (files decoded back with Pillow) and the ``generate`` CLI's error paths.
+"""Tests for data/export.py (files decoded back with Pillow) and the ``generate`` CLI's error paths.
 
 The CLI runs in a subprocess, as a user would run it, so exit codes and stderr are the real ones.
 The end-to-end generation test needs ``model.sampling.tiny_checkpoint_for_tests`` and is skipped
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.export import contact_sheet, key_out, save_animation
-from model.media import decode_sticker
+from data.export import contact_sheet, key_out, save_animation
+from data.media import decode_sticker
 
 ROOT = Path(__file__).resolve().parent.parent
 F, S = 5, 24

@@ -1,6 +1,6 @@
 """Fault tolerance end to end: SIGKILL during shard writing and during training, tracking-server outages.
 
-What "coherent" means for the MLflow history (``model.tracking``): one run per training across kills and
+What "coherent" means for the MLflow history (``training.tracking``): one run per training across kills and
 restarts; per metric key every logged step appears exactly once. Steps re-done after a resume from an earlier
 checkpoint were logged by the killed attempt already, so they are not logged again (the first recording —
 same value, resume is deterministic — keeps its original timestamp). Metrics that could not be sent while the
@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from model.tracking import (
+from training.tracking import (
     BUFFER_NAME,
     FAIL_FAST_HTTP_ENV,
     FILES_DIR,
@@ -47,7 +47,7 @@ def _env(**kw: str) -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def _restore_http_env():
-    """model.tracking sets MLflow's HTTP retry variables (setdefault) in the process that tracks: undo it here."""
+    """training.tracking sets MLflow's HTTP retry variables (setdefault) in the process that tracks: undo it here."""
     saved = {k: os.environ.get(k) for k in FAIL_FAST_HTTP_ENV}
     yield
     for k, v in saved.items():
@@ -233,7 +233,7 @@ def _copy_inputs(src_lake: Path, dst_lake: Path) -> None:
 
 def _uncommitted(partition: Path) -> list[Path]:
     """Version folders of a partition that its pointer does not name (a writer's work in progress)."""
-    from assets import publish
+    from data import publish
 
     doc = publish.read_pointer(partition) or {}
     vdir = partition / publish.VERSIONS
@@ -241,10 +241,10 @@ def _uncommitted(partition: Path) -> list[Path]:
 
 
 def test_sigkill_during_shard_writing_then_rerun_is_byte_identical(tmp_path, tiny_shards, procs):
-    from assets import publish
-    from assets.shards import build_shards, shards_dir
     from assets.training import shard_indexes
-    from model.shards import FrameEncoding, verify_shards
+    from data import publish
+    from data.sharding import build_shards, shards_dir
+    from data.shards import FrameEncoding, verify_shards
 
     src = tiny_shards.parents[4]  # <lake>/shards/<drop>/versions/<v>/index.json
     ref, lake = tmp_path / "ref", tmp_path / "lake"
@@ -294,9 +294,9 @@ def test_sigkill_during_shard_writing_then_rerun_is_byte_identical(tmp_path, tin
 
 _COMMIT_CHILD = r"""
 import sys, time
-import assets.publish as P
-from assets.shards import build_shards
-from model.shards import FrameEncoding
+import data.publish as P
+from data.sharding import build_shards
+from data.shards import FrameEncoding
 
 orig = P._commit
 
@@ -311,9 +311,9 @@ build_shards(sys.argv[1], "d0", encoding=FrameEncoding.WEBP, max_count=3, max_by
 
 
 def test_sigkill_between_index_and_commit_publishes_no_second_index(tmp_path, tiny_shards, procs):
-    from assets.shards import build_shards, shards_dir
     from assets.training import shard_indexes
-    from model.shards import FrameEncoding
+    from data.sharding import build_shards, shards_dir
+    from data.shards import FrameEncoding
 
     lake = tmp_path / "lake"
     _copy_inputs(tiny_shards.parents[4], lake)  # <lake>/shards/<drop>/versions/<v>/index.json
@@ -337,7 +337,7 @@ def test_sigkill_between_index_and_commit_publishes_no_second_index(tmp_path, ti
 
 _INGEST_CHILD = r"""
 import os, sys, time
-import assets.lake as L
+import data.lake as L
 
 delay = float(os.environ.get("FT_STICKER_DELAY", "0"))
 if delay:  # test hook: slow the frame writer so the kill lands mid-ingest, after frames were written
@@ -363,7 +363,7 @@ def test_sigkill_during_ingest_with_a_waiting_twin_and_a_prefix_sharing_drop(cle
     publishes a version byte-identical to an undisturbed run; ``d1-x`` is untouched by either; no process
     of the killed run survives.
     """
-    from assets import lake, publish
+    from data import lake, publish
 
     def cmd(drop_id: str, lake_root: str = "lake") -> list[str]:
         return [sys.executable, "-c", _INGEST_CHILD, "ingest", str(clean_drop), "--drop-id", drop_id, "--out",
@@ -496,7 +496,7 @@ def test_tracking_server_killed_mid_training_then_flushed(tmp_path, tiny_shards,
                      run_name="outage")
     with open(tmp_path / "train.log", "wb") as tlog:
         # started together: if the server is not up yet when the trainer connects, that is buffered too
-        trainer = subprocess.Popen([sys.executable, "-m", "model.train", "--config", str(cfg)], cwd=ROOT,
+        trainer = subprocess.Popen([sys.executable, "-m", "training", "--config", str(cfg)], cwd=ROOT,
                                    env=_env(OMP_NUM_THREADS="1", RDTF_MLFLOW_RETRY_S="2"),
                                    stdout=tlog, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(trainer)
@@ -533,7 +533,7 @@ def test_tracking_server_killed_mid_training_then_flushed(tmp_path, tiny_shards,
     live_steps = [m.step for m in client.get_metric_history(run_id, "loss")]
     assert len(live_steps) >= live >= 2 and set(live_steps) | set(buffered_steps) == set(range(1, 11))
     t_flush = time.time() * 1000
-    r = subprocess.run([sys.executable, "-m", "model.tracking", "flush", str(out)], env=_env(), cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "training.tracking", "flush", str(out)], env=_env(), cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["pending"] == 0
@@ -562,7 +562,7 @@ def test_tracking_never_reachable_training_completes_then_run_created_later(tmp_
                                                                              mlflow_db_template, mlflow_servers):
     """In-process trainer against a closed port: it finishes and the buffer holds every call in order; when a
     server appears there later, the flush creates the run and attaches the whole history."""
-    from model.train import TrainConfig, Trainer
+    from training.trainer import TrainConfig, Trainer
 
     out = tmp_path / "offline"
     cfg = TrainConfig(index_paths=[str(tiny_shards)], out_dir=str(out), preset="micro_pixel", steps=3, batch_size=2, lr=1e-3, ckpt_every=2,
@@ -867,11 +867,11 @@ def test_unit_retry_interval_backs_off_while_down_and_resets(tmp_path):
 
 
 def test_trainer_creates_experiment_with_configured_artifact_location(tmp_path, tiny_shards, monkeypatch):
-    """A plain `python -m model.train` run that creates the experiment puts artifacts in the configured store,
+    """A plain `python -m training` run that creates the experiment puts artifacts in the configured store,
     not in ./mlruns of whatever directory it was started from."""
     from mlflow import MlflowClient
 
-    from model.train import TrainConfig, Trainer
+    from training.trainer import TrainConfig, Trainer
 
     cwd, arts = tmp_path / "cwd", tmp_path / "store" / "artifacts"
     cwd.mkdir()

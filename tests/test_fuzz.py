@@ -1,9 +1,9 @@
 """Property-based fuzzing of the untrusted-input parsers (Hypothesis): 0 crashes, 0 hangs.
 
 Mutated GIF/WebP/APNG/MP4/WebM bytes (bit flips, truncation, byte insert/delete, chunk splicing and header
-fields such as canvas size or frame count overwritten) go to ``model.media.decode_sticker``; random caption
+fields such as canvas size or frame count overwritten) go to ``data.media.decode_sticker``; random caption
 rows (odd unicode, undecodable bytes, huge and mistyped fields, hostile paths) serialised as jsonl/csv/parquet
-and then byte-mutated go to ``assets.drops.read_caption_table``. Property: a valid result or
+and then byte-mutated go to ``data.drops.read_caption_table``. Property: a valid result or
 ``StickerRejected`` (decode) / rows + rejects with sane invariants (captions) — any other exception, a dead
 worker (native crash) or an example over the per-example deadline fails the test.
 
@@ -123,8 +123,8 @@ def test_fuzz_found_decoder_crashes_stay_fixed(runner, seeds, fmt, ops, was):
 
 
 def test_fuzz_found_caption_rows_stay_fixed(tmp_path):
-    from assets.drops import CaptionStatus, read_caption_table
-    from assets.ingest_engine import IngestSettings, ingest_drop
+    from data.drops import CaptionStatus, read_caption_table
+    from data.ingest import IngestSettings, ingest_drop
 
     drop = tmp_path / "d"
     drop.mkdir()

@@ -12,11 +12,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from assets import lake, publish
-from assets.drops import CaptionPolicy
-from assets.ingest_engine import IngestSettings, ingest_drop
-from model.media import DecodeLimits, decode_sticker
-from model.rejects import RejectReason
+from data import lake, publish
+from data.drops import CaptionPolicy
+from data.ingest import IngestSettings, ingest_drop
+from data.media import DecodeLimits, decode_sticker
+from data.rejects import RejectReason
 from tests.conftest import cpu_workers
 
 SIZE = 64

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from model.synthetic import make_drop
+from data.synthetic import make_drop
 from tests.conftest import SMALL
 from tests.test_decode_budget import work_bomb_gif
 
@@ -48,7 +48,7 @@ def test_decode_workers_die_within_seconds_of_a_sigkilled_parent(tmp_path):
     slow = "".join(json.dumps({"id": s, "file": f"{s}.gif", "caption": "slow"}) + "\n" for s in ("slow-a", "slow-b"))
     (drop / "captions.jsonl").write_text(slow + rows)
     code = (
-        "from assets.ingest_engine import IngestSettings, ingest_drop; "
+        "from data.ingest import IngestSettings, ingest_drop; "
         f"ingest_drop({str(drop)!r}, {str(tmp_path / 'out' / drop.name)!r}, "
         "IngestSettings(size=32, workers=2, decode_timeout_s=0), progress=False)"
     )

@@ -167,7 +167,7 @@ def test_torchrun_command_multi_node_parses_with_torchrun():
     cmd = k8s.torchrun_command(4, 8, ep, "/lake/training/x/train.json", rdzv_id="rdtf-x",
                                local_addr="rdtf-x-head.rdtf-x.rdtf.svc.cluster.local", is_host=True, max_restarts=2)
     args, (config, entry, entry_args) = _parse(cmd)
-    assert args.module and args.training_script == "model.train"
+    assert args.module and args.training_script == "training"
     assert args.training_script_args == ["--config", "/lake/training/x/train.json", "--resume", "latest"]
     assert (config.min_nodes, config.max_nodes, config.nproc_per_node) == (4, 4, 8)
     assert config.rdzv_backend == "c10d" and config.rdzv_endpoint == "rdtf-x-head.rdtf-x.rdtf.svc.cluster.local:29400"
@@ -177,7 +177,7 @@ def test_torchrun_command_multi_node_parses_with_torchrun():
 
 
 def test_torchrun_command_single_node_is_loopback_only_like_the_local_asset():
-    from model.launch import LOCAL_RDZV_ARGS
+    from training.launch import LOCAL_RDZV_ARGS
 
     cmd = k8s.torchrun_command(1, 2, None, "cfg.json", python="/usr/bin/python3")
     assert cmd[0] == "/usr/bin/python3" and "--standalone" not in cmd and set(LOCAL_RDZV_ARGS) <= set(cmd)
@@ -327,19 +327,19 @@ def test_client_from_env(monkeypatch):
 
 
 # the command assets/training.py builds today
-ASSET_CMD = ["/venv/bin/python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8", "-m", "model.train",
+ASSET_CMD = ["/venv/bin/python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8", "-m", "training",
              "--config", "/lake/training/paper/train.json", "--resume", "latest"]
 
 
 def test_parse_local_torchrun():
     p = k8s.parse_local_torchrun(ASSET_CMD)
     assert p == k8s.LocalTorchrun("/venv/bin/python", 8, "/lake/training/paper/train.json", "latest")
-    spaced = ["py", "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "model.train", "--config", "c.json"]
+    spaced = ["py", "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "training", "--config", "c.json"]
     assert k8s.parse_local_torchrun(spaced) == k8s.LocalTorchrun("py", 2, "c.json", None)
     assert k8s.parse_local_torchrun(["python", "script.py"]) is None
-    assert k8s.parse_local_torchrun("python -m model.train") is None
+    assert k8s.parse_local_torchrun("python -m training") is None
     with pytest.raises(ValueError):
-        k8s.parse_local_torchrun(["py", "-m", "torch.distributed.run", "-m", "model.train"])
+        k8s.parse_local_torchrun(["py", "-m", "torch.distributed.run", "-m", "training"])
 
 
 class _Ctx:

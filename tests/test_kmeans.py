@@ -1,4 +1,4 @@
-"""Batched per-sticker k-means (model.kmeans) against scikit-learn, on fixed random inputs and blobs."""
+"""Batched per-sticker k-means (data.kmeans) against scikit-learn, on fixed random inputs and blobs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from model import kmeans as km
-from model.kmeans import (
+from data import kmeans as km
+from data.kmeans import (
     KMeansConfig,
     RepresentativeRule,
     cluster_stickers,

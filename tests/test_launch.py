@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from model.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command
+from training.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,7 @@ def test_single_node_torchrun_listens_on_loopback_only(tmp_path, tiny_shards):
     (tmp_path / "train.json").write_text(json.dumps(cfg))
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"} | LOCAL_TORCHRUN_ENV
     env.pop("GLOO_SOCKET_IFNAME", None)
-    cmd = local_torchrun_command(2, ["-m", "model.train", "--config", str(tmp_path / "train.json")])
+    cmd = local_torchrun_command(2, ["-m", "training", "--config", str(tmp_path / "train.json")])
     assert "--standalone" not in cmd
     rc, seen, err = _watch(cmd, env)
     assert rc == 0, err[-3000:]
@@ -70,7 +70,7 @@ def test_single_node_torchrun_listens_on_loopback_only(tmp_path, tiny_shards):
 
 
 def test_launchers_do_not_use_standalone():
-    """Every single-node launch in the code goes through model.launch (``--standalone`` binds all interfaces)."""
+    """Every single-node launch in the code goes through training.launch (``--standalone`` binds all interfaces)."""
     offenders = []
     for base in ("assets", "pipelines", "model", "benchmarks", "scripts"):
         for path in (ROOT / base).rglob("*.py"):
@@ -81,7 +81,7 @@ def test_launchers_do_not_use_standalone():
 
 
 def test_local_args_reject_bad_nproc():
-    from model.launch import local_torchrun_args
+    from training.launch import local_torchrun_args
 
     with pytest.raises(ValueError, match="nproc_per_node"):
         local_torchrun_args(0)

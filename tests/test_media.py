@@ -1,4 +1,4 @@
-"""Tests for model/media.py on real files: every encoded file is decoded by the production path.
+"""Tests for data/media.py on real files: every encoded file is decoded by the production path.
 
 The compositing tests build GIF and APNG files byte by byte (so the expected canvases do not depend
 on any encoder's choices) and check Pillow's frame-by-frame compositing against hand-computed images.
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.media import (
+from data.media import (
     DecodedSticker,
     DecodeLimits,
     MediaFormat,
@@ -24,8 +24,8 @@ from model.media import (
     iter_rgba_frames,
     sniff_format,
 )
-from model.media_encode import encode_animated, encode_video
-from model.rejects import RejectReason, StickerRejected
+from data.media_encode import encode_animated, encode_video
+from data.rejects import RejectReason, StickerRejected
 
 RED, GREEN, BLUE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from model.train_config import TrainConfig, resolve_grad_accum
+from training.config import TrainConfig, resolve_grad_accum
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_YAML = ROOT / "configs" / "paper.yaml"
@@ -61,11 +61,11 @@ def test_training_values_of_table6(paper_cfg):
 
 
 def test_architecture_values_of_table6_come_from_the_paper_preset(paper_cfg):
-    from model.conditioning import TextEncoderConfig
-    from model.curriculum import CurriculumConfig
-    from model.data import DataConfig
+    from data.loader import DataConfig
     from model.diffusion import DiffusionConfig
+    from model.text_encoder import TextEncoderConfig
     from model.unet import preset
+    from training.curriculum import CurriculumConfig
 
     m = preset(paper_cfg.preset)
     assert (m.sample_size, m.out_channels, m.in_channels) == (32, 4, 8)  # latent 32x32x4; 4 noisy + 4 condition
@@ -89,8 +89,8 @@ def test_sampling_values_of_table6_are_the_sampler_defaults():
 
 
 def _dry_run(args: list[str], capsys) -> tuple[int, str, str]:
-    """``python -m model.train ... --dry-run`` in this process (its argv handling and exit codes, no torch re-import)."""
-    from model.train import main
+    """``python -m training ... --dry-run`` in this process (its argv handling and exit codes, no torch re-import)."""
+    from training.trainer import main
 
     capsys.readouterr()
     rc = main(args + ["--dry-run"])
@@ -109,7 +109,7 @@ def test_dry_run_validates_and_prints_the_plan(capsys):
 
 
 def test_dry_run_through_the_module_entry_point():
-    p = subprocess.run([sys.executable, "-m", "model.train", "--config", str(PAPER_YAML), "--dry-run"], cwd=ROOT,
+    p = subprocess.run([sys.executable, "-m", "training", "--config", str(PAPER_YAML), "--dry-run"], cwd=ROOT,
                        capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=300)
     assert p.returncode == 0 and "grad_accum 16 x 1 rank(s)" in p.stdout, p.stderr[-3000:]
 

@@ -109,7 +109,7 @@ def test_dagster_instance_persists_runs_materializations_and_partitions_in_postg
 
     from assets.ingest import INGEST_ASSET, ingested_stickers
     from assets.resources import LakeResource
-    from model.synthetic import SyntheticConfig, make_drop
+    from data.synthetic import SyntheticConfig, make_drop
 
     drops, lake_root, drop_id = tmp_path / "drops", tmp_path / "lake", "pg-drop"
     make_drop(str(drops / drop_id), n=6, seed=1, cfg=SyntheticConfig(min_size=48, max_size=64, max_frames=12),

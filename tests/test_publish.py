@@ -1,4 +1,4 @@
-"""The publish protocol (assets.publish) and the one id rule (assets.ids) against hostile and racing use.
+"""The publish protocol (data.publish) and the one id rule (data.ids) against hostile and racing use.
 
 Each test is named after a defect that was observed before the protocol existed (issue "Trust the data").
 """
@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance, materialize
 
-from assets import lake, publish
 from assets.evaluation import evaluation_dir
-from assets.ids import ID_RULE, contained, validate_id
 from assets.ingest import ingested_stickers
-from assets.ingest_engine import IngestSettings, ingest_drop
 from assets.resources import LakeResource
+from data import lake, publish
+from data.ids import ID_RULE, contained, validate_id
+from data.ingest import IngestSettings, ingest_drop
 from pipelines.cli import main as rdtf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +108,7 @@ def test_make_drop_with_bad_numbers_exits_2_and_publishes_nothing(tmp_path, caps
 
 
 def test_make_drop_library_refuses_non_positive_n(tmp_path):
-    from model.synthetic import make_drop
+    from data.synthetic import make_drop
 
     with pytest.raises(ValueError, match="n must be an integer >= 1"):
         make_drop(str(tmp_path / "d"), n=-3, progress=False)
@@ -215,7 +215,7 @@ def test_second_writer_waits_then_times_out_naming_the_holder(tmp_path):
 
 def test_lock_of_a_killed_holder_is_released_by_the_kernel(tmp_path):
     part = tmp_path / "p"
-    code = ("import sys, time; from assets.publish import PartitionLock\n"
+    code = ("import sys, time; from data.publish import PartitionLock\n"
             "l = PartitionLock(sys.argv[1]).__enter__(); print('held', flush=True); time.sleep(60)")
     p = subprocess.Popen([sys.executable, "-c", code, str(part)], stdout=subprocess.PIPE, text=True,
                          env=os.environ | {"PYTHONPATH": str(ROOT)})
@@ -314,7 +314,7 @@ def test_sensor_skips_drop_folders_with_invalid_names_and_says_so(tmp_path, clea
     for name in ("good-1", "bad name", "-dash", "x" * 129):
         shutil.copytree(clean_drop, drops / name)
     res = {"storage": LakeResource(drops_root=str(drops), lake_root=str(tmp_path / "lake"))}
-    with caplog.at_level("WARNING", logger="assets.drops"):
+    with caplog.at_level("WARNING", logger="data.drops"):
         result = new_drop_sensor(build_sensor_context(instance=DagsterInstance.ephemeral(), resources=res))
     assert [r.partition_key for r in result.run_requests] == ["good-1"]
     assert sum("not a valid drop id" in r.getMessage() for r in caplog.records) == 3

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from model.redact import redact_config, redact_text, redact_uri
+from data.redact import redact_config, redact_text, redact_uri
 
 
 @pytest.mark.parametrize("uri,shown", [
@@ -56,7 +56,7 @@ def test_training_with_a_password_in_the_mlflow_uri_logs_it_nowhere(tmp_path, ti
     """Offline tracking server (closed port): everything the trainer would send sits in its buffer, readable."""
     import torch
 
-    from model.train import TrainConfig, Trainer
+    from training.trainer import TrainConfig, Trainer
 
     out = tmp_path / "run"
     uri = f"http://rdtf:s3cret@127.0.0.1:{_free_port()}/?token=s3cret"

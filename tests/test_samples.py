@@ -9,7 +9,7 @@ import pytest
 
 
 def test_image_only_task_is_sampled_without_text_and_scored_without_caption(tmp_path, tiny_shards):
-    from assets.gallery import iter_test_samples
+    from data.sharding import iter_test_samples
     from evaluation.heldout import HeldoutConfig, run_heldout_loss
     from evaluation.samples import DEFAULT_TASKS, EvalSamplesConfig, EvalTask, generate_eval_samples
     from model.sampling import RDTFPipeline, tiny_checkpoint_for_tests
@@ -43,10 +43,10 @@ def test_image_only_task_is_sampled_without_text_and_scored_without_caption(tmp_
 
 def test_uniform_real_set_is_the_no_ddu_training_distribution_and_fvd_reports_both(tmp_path):
     """extra_real_sets=("uniform",): equal-interval clips of the stickers with >= F frames; FVD against each set."""
+    from data.loader import uniform_frames
     from evaluation.fvd import FVDConfig
     from evaluation.samples import EvalSamplesConfig, generate_eval_samples, load_eval_samples
     from evaluation.suite import run_fvd
-    from model.data import uniform_frames
     from model.sampling import RDTFPipeline, tiny_checkpoint_for_tests
 
     rng = np.random.default_rng(0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.shards import (
+from data.shards import (
     FrameEncoding,
     ShardInfo,
     ShardSample,

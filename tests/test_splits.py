@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.splits import Split, SplitConfig, near_duplicate_groups, split_drop
+from data.splits import Split, SplitConfig, near_duplicate_groups, split_drop
 
 
 def _blobs(n_per: int = 60, n_clusters: int = 5, dim: int = 32, seed: int = 0):

@@ -1,4 +1,4 @@
-"""Tests for the synthetic sticker-drop generator (model/synthetic.py)."""
+"""Tests for the synthetic sticker-drop generator (data/synthetic.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import fsspec
 import numpy as np
 import pytest
 
-from model import synthetic
-from model.media import MediaFormat, decode_sticker
-from model.rejects import RejectReason, StickerRejected
-from model.synthetic import (
+from data import synthetic
+from data.media import MediaFormat, decode_sticker
+from data.rejects import RejectReason, StickerRejected
+from data.synthetic import (
     CAPTIONS_FILE,
     MOTION_WORDS,
     MotionKind,
@@ -23,7 +23,7 @@ from model.synthetic import (
     generate_sticker,
     make_drop,
 )
-from model.synthetic_faults import FAULT_KINDS, inject_faults
+from data.synthetic_faults import FAULT_KINDS, inject_faults
 
 # Small canvases keep the suite fast; frame counts and formats follow the default distributions.
 SMALL = SyntheticConfig(min_size=48, max_size=96)
@@ -74,7 +74,7 @@ def test_ground_truth_is_deterministic():
 
 def test_mp4_bytes_are_deterministic():
     """Same frames -> same MP4 bytes, checked on its own so a failure points at the encoder
-    (model.media_encode.encode_video): libx264 once gave run-to-run different bitstreams for some sizes."""
+    (data.media_encode.encode_video): libx264 once gave run-to-run different bitstreams for some sizes."""
     videos = [s for s in (generate_sticker(0, i, SMALL) for i in range(24)) if s.fmt is MediaFormat.MP4]
     assert videos
     for s in videos:

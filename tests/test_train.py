@@ -27,13 +27,13 @@ def _cfg(tmp: Path, index: Path, name: str, **kw) -> Path:
 
 def _run(args: list[str], nproc: int = 1, timeout: int = 300) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    if nproc > 1:  # the launch the asset uses (model.launch: loopback only)
-        from model.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command
+    if nproc > 1:  # the launch the asset uses (training.launch: loopback only)
+        from training.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command
 
         env |= LOCAL_TORCHRUN_ENV
-        cmd = local_torchrun_command(nproc, ["-m", "model.train", *args])
+        cmd = local_torchrun_command(nproc, ["-m", "training", *args])
     else:
-        cmd = [sys.executable, "-m", "model.train", *args]
+        cmd = [sys.executable, "-m", "training", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
@@ -88,7 +88,7 @@ def test_two_rank_gloo_run_logs_to_mlflow(tmp_path, tiny_shards):
 def test_sigkill_then_resume_latest(tmp_path, tiny_shards):
     cfg = _cfg(tmp_path, tiny_shards, "killed", steps=400, ckpt_every=2)
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "model.train", "--config", str(cfg)], env=env, cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "training", "--config", str(cfg)], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = tmp_path / "killed" / "checkpoints" / "latest"
     deadline = time.time() + 240
@@ -131,7 +131,7 @@ def test_curriculum_modes_run(tmp_path, tiny_shards, mode):
 def test_sigterm_checkpoints_and_exits_cleanly(tmp_path, tiny_shards):
     cfg = _cfg(tmp_path, tiny_shards, "term", steps=400, ckpt_every=1000)
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "model.train", "--config", str(cfg)], env=env, cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "training", "--config", str(cfg)], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and "use RANDOM weights" not in (proc.stderr.readline() or ""):

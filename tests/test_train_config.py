@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from model.train_config import TrainConfig
+from training.config import TrainConfig
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -88,7 +88,7 @@ def test_unknown_json_keys_are_rejected_by_name(tmp_path):
 
 
 def test_defaults_are_valid_and_model_train_uses_the_same_class():
-    from model.train import TrainConfig as Reexported
+    from training.trainer import TrainConfig as Reexported
 
     assert Reexported is TrainConfig
     _cfg()
@@ -98,11 +98,11 @@ def test_allowed_names_mirror_the_model_enums():
     """The light module lists names so the Dagster process need not import torch; they must not drift."""
     import dataclasses
 
-    from model import train_config as tc
-    from model.data import FrameExtraction
+    from data.loader import FrameExtraction
     from model.diffusion import DiffusionConfig
     from model.masks import LossMask
     from model.unet import PRESETS, TemporalLayer
+    from training import config as tc
 
     assert set(tc.PRESETS) == set(PRESETS)
     assert set(tc.TEMPORAL_LAYERS) == {t.value for t in TemporalLayer}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from assets import lake
+from data import lake
 from tests.ui_servers import (
     CHROMIUM,
     MLFLOW_INIT_SCRIPT,
@@ -147,7 +147,7 @@ def dagster_ui(tmp_path):
     """A drop + partition in this test's RDTF_HOME/DAGSTER_HOME, then the real daemon and webserver."""
     from dagster import DagsterInstance
 
-    from model.synthetic import SyntheticConfig, make_drop
+    from data.synthetic import SyntheticConfig, make_drop
 
     home = Path(os.environ["RDTF_HOME"])
     make_drop(str(home / "drops" / DROP), n=6, seed=1, progress=False,

@@ -12,7 +12,7 @@ Why frames are stored as raw RGB in zstd-compressed Parquet rather than PNG/JPEG
 order of magnitude cheaper than PNG decode while flat-colour sticker frames still compress ~10-30x.
 
 Every stage output is a new immutable version folder committed by replacing a pointer
-(``assets.publish``): a killed run never leaves a half-written or missing partition, two runs of one
+(``data.publish``): a killed run never leaves a half-written or missing partition, two runs of one
 partition serialize on its lock, and re-running replaces it wholesale (idempotent). Paths quoted above
 are relative to the partition's committed version (``published(...)``).
 """
@@ -30,8 +30,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assets import publish
-from assets.ids import contained, is_valid_id, validate_id
+from data import publish
+from data.ids import contained, is_valid_id, validate_id
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -61,7 +61,7 @@ QUARANTINE_SCHEMA = pa.schema(
         ("file", pa.string()),
         ("source_uri", pa.string()),
         ("row", pa.int32()),  # line/row in the caption table (0 = the table itself)
-        ("reason", pa.string()),  # model.rejects.RejectReason value
+        ("reason", pa.string()),  # data.rejects.RejectReason value
         ("message", pa.string()),
     ]
 )
@@ -105,7 +105,7 @@ def write_json(obj: object, path: str | Path) -> None:
 
 
 class Stage(StrEnum):
-    """Per-drop stages of the lake; each is a folder ``lake/<stage>/<drop_id>/`` published by ``assets.publish``."""
+    """Per-drop stages of the lake; each is a folder ``lake/<stage>/<drop_id>/`` published by ``data.publish``."""
 
     INGEST = "ingest"
     EMBEDDINGS = "embeddings"

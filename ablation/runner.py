@@ -3,19 +3,19 @@
 Used by ``benchmarks/ablation.py`` (the CLI: sequential, ``--quick`` for CI) and by the Dagster assets of
 ``assets/ablation.py`` (one partition per variant x seed).
 
-1. A fixed synthetic benchmark: ``model.synthetic.make_drop`` (seed ``drop_seed``, ``drop_n`` stickers, small
-   canvases) through the pipeline's own data stages (``assets.local_run.run_data_stages``: ingest at
+1. A fixed synthetic benchmark: ``data.synthetic.make_drop`` (seed ``drop_seed``, ``drop_n`` stickers, small
+   canvases) through the pipeline's own data stages (``data.stages.run_data_stages``: ingest at
    ``frame_size`` px, random-init tiny CLIP embeddings, k = 3..8 frame clusters, leak-free train/test split,
    shards). Built once into ``OUT/data/<benchmark id>/`` and reused by every later run.
-2. For every variant (``model.ablation.Variant``) and seed: ``python -m model.train`` (one rank, no torchrun
+2. For every variant (``ablation.variants.Variant``) and seed: ``python -m training`` (one rank, no torchrun
    needed) on the *train* shards with the shared settings plus the variant's three switches
-   (``model.ablation.variant_overrides``), logged to ONE MLflow experiment; the run gets the param and tag
+   (``ablation.variants.variant_overrides``), logged to ONE MLflow experiment; the run gets the param and tag
    ``variant`` and the tags ``rdtf.kind = ablation-run``, ``ablation.id`` (hash of the settings), ``ablation.mode``.
 3. Evaluation of each run with the evaluation package (EMA weights, fixed seeds, the same test stickers for every
    run): ``evaluation.samples.generate_eval_samples`` for I&T->V, interpolation and prediction, then FVD (random
    I3D: weights=random), CLIP similarity (random tiny CLIP), PSNR/SSIM and the held-out denoising loss per task
    (``evaluation.heldout``), all logged onto the run (``evaluation.suite.log_report``).
-4. The report (``evaluation.ablation_report``): mean ± std per variant and metric, plots, and the paper's
+4. The report (``ablation.report``): mean ± std per variant and metric, plots, and the paper's
    orderings judged by a fixed rule, written to ``OUT/report/<id>/`` (+ ``docs/ablation.md`` and
    ``docs/ablation/*.png`` for the full mode) and logged as artifacts of a summary MLflow run
    (tag ``rdtf.kind = ablation-summary``).
@@ -40,8 +40,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from model.ablation import Variant, parse_variants, variant_overrides
-from model.redact import redact_uri
+from ablation.variants import Variant, parse_variants, variant_overrides
+from data.redact import redact_uri
 
 ROOT = Path(__file__).resolve().parent.parent  # repository root: PYTHONPATH and cwd of the training subprocess
 
@@ -63,7 +63,7 @@ class AblationSettings:
     variants: tuple[str, ...] = tuple(v.value for v in Variant)
     seeds: tuple[int, ...] = (0, 1, 2)
     # fixed synthetic benchmark
-    drop_seed: int = 0  # model.synthetic.make_drop seed
+    drop_seed: int = 0  # data.synthetic.make_drop seed
     drop_n: int = 200  # stickers in the drop
     canvas: tuple[int, int] = (48, 96)  # synthetic canvas side range (px)
     max_frames: int = 40  # longest synthetic sticker
@@ -123,12 +123,12 @@ def quick_settings(**kw) -> AblationSettings:
 
 def prepare_benchmark(settings: AblationSettings, out_dir: str | Path) -> Path:
     """The fixed synthetic benchmark's shard index.json (built once; concurrent callers are safe)."""
-    from assets.embedding_engine import EmbedSettings
-    from assets.ingest_engine import IngestSettings
-    from assets.local_run import run_data_stages
-    from assets.shards import shards_dir
-    from model.splits import SplitConfig
-    from model.synthetic import SyntheticConfig, make_drop
+    from data.embed import EmbedSettings
+    from data.ingest import IngestSettings
+    from data.sharding import shards_dir
+    from data.splits import SplitConfig
+    from data.stages import run_data_stages
+    from data.synthetic import SyntheticConfig, make_drop
 
     bid = settings.benchmark_id
     spec = {"drop_seed": settings.drop_seed, "drop_n": settings.drop_n, "canvas": list(settings.canvas),
@@ -144,7 +144,7 @@ def prepare_benchmark(settings: AblationSettings, out_dir: str | Path) -> Path:
                     embed=EmbedSettings(num_workers=0),
                     split=SplitConfig(max_test_fraction=settings.test_fraction, n_semantic_clusters=8),
                     max_count=64, max_bytes=64 << 20)
-    from model.shards import read_index
+    from data.shards import read_index
 
     doc = read_index(shards_dir(tmp / "lake", bid) / "index.json")
     (tmp / "benchmark.json").write_text(json.dumps({**spec, "benchmark_id": bid, "counts": doc.get("counts"),
@@ -181,7 +181,7 @@ def run_name(variant: Variant | str, seed: int) -> str:
 def train_config(settings: AblationSettings, index: Path, out_dir: Path, variant: Variant | str, seed: int,
                  tracking_uri: str) -> dict:
     """The TrainConfig (as JSON) of one run: shared settings | the variant's switches."""
-    from model.train import TrainConfig
+    from training.trainer import TrainConfig
 
     name = run_name(variant, seed)
     cfg = {"index_paths": [str(index)], "out_dir": str(out_dir), "preset": settings.preset, "autoencoder": "pixel",
@@ -201,7 +201,7 @@ def _train(cfg: dict, run_dir: Path, threads: int) -> dict:
     env = os.environ | {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     if threads > 0:
         env["OMP_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, "-m", "model.train", "--config", str(path), "--resume", "latest"]
+    cmd = [sys.executable, "-m", "training", "--config", str(path), "--resume", "latest"]
     with open(run_dir / "train.log", "a") as logf:
         p = subprocess.run(cmd, env=env, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT)
     if p.returncode != 0:
@@ -217,7 +217,7 @@ def _evaluate(settings: AblationSettings, index: Path, run_dir: Path, summary: d
     """Sample + every metric; logs onto the run; returns {metric: value} and per-part seconds."""
     import torch
 
-    from assets.gallery import iter_test_samples
+    from data.sharding import iter_test_samples
     from evaluation.clip_similarity import ClipSimConfig
     from evaluation.fvd import FVDConfig
     from evaluation.heldout import HeldoutConfig, run_heldout_loss
@@ -296,7 +296,7 @@ def run_one(settings: AblationSettings, out_dir: str | Path, variant: Variant | 
     """Train (or resume) and evaluate one variant x seed; returns metrics, MLflow run id and timings."""
     from mlflow.tracking import MlflowClient
 
-    from model.tracking import ensure_experiment
+    from training.tracking import ensure_experiment
 
     variant = Variant(variant)
     out_dir = Path(out_dir).resolve()  # absolute paths in configs, checkpoints and MLflow tags
@@ -346,16 +346,16 @@ def _settings_md(settings: AblationSettings, index: Path) -> list[str]:
     return [
         f"- mode `{s.mode}`, ablation id `{s.ablation_id}`, MLflow experiment `{s.experiment}`; variants "
         f"{', '.join(f'`{v}`' for v in s.variants)}; seeds {list(s.seeds)} (seed = weights init, data order, masks, noise).",
-        f"- **benchmark data** (`{s.benchmark_id}`): `model.synthetic.make_drop(n={s.drop_n}, seed={s.drop_seed})` with "
+        f"- **benchmark data** (`{s.benchmark_id}`): `data.synthetic.make_drop(n={s.drop_n}, seed={s.drop_seed})` with "
         f"canvases {s.canvas[0]}–{s.canvas[1]} px and at most {s.max_frames} frames, through "
-        f"`assets.local_run.run_data_stages` (ingest at {s.frame_size} px, random-init `rdtf-tiny-clip` embeddings, "
+        f"`data.stages.run_data_stages` (ingest at {s.frame_size} px, random-init `rdtf-tiny-clip` embeddings, "
         f"k = 3..8 clusters, leak-free split with max test fraction {s.test_fraction}): "
         f"{counts.get('train', '?')} train / {counts.get('test', '?')} test stickers.",
         f"- **training** (identical for every variant): `{s.preset}` preset, pixel space, {s.steps} steps × batch "
         f"{s.batch_size} = {s.steps * s.batch_size} clips, AdamW lr {s.lr:g} (warm-up {s.warmup_steps}), EMA decay "
         f"{s.ema_decay}, CFG dropout 0.1/0.1/0.05, token dropout 0.1, random-init text towers"
         + (f", extra {s.train_extra}" if s.train_extra else "") + "; only `temporal_layer`, `dual_mask`, "
-        "`frame_extraction`, `curriculum.mode` differ (`model/ablation.py`).",
+        "`frame_extraction`, `curriculum.mode` differ (`ablation/variants.py`).",
         f"- **evaluation** (identical for every run): EMA weights; the first {s.eval_videos} test stickers; DDIM "
         f"{s.ddim_steps} steps, η = {s.eval_eta:g}, guidance 7.5/7.5 (Table 6), seed 0 (batches of {s.eval_batch}); tasks I&T→V, "
         "interpolation, prediction; FVD-16 with " + ("a **random-init I3D**" if s.fvd_weights is None else
@@ -372,9 +372,9 @@ def write_summary(settings: AblationSettings, out_dir: str | Path, tracking_uri:
     """Collect the runs of this ablation from MLflow, write the report (and docs), log it to a summary run."""
     from mlflow.tracking import MlflowClient
 
-    from evaluation.ablation_report import Evidence, collect_ablation_runs, write_ablation_report
-    from evaluation.loss_curves import collect_loss_curves, loss_curve_lines, plot_loss_curves
-    from model.tracking import ensure_experiment
+    from ablation.loss_curves import collect_loss_curves, loss_curve_lines, plot_loss_curves
+    from ablation.report import Evidence, collect_ablation_runs, write_ablation_report
+    from training.tracking import ensure_experiment
 
     out_dir = Path(out_dir)
     index = prepare_benchmark(settings, out_dir)
@@ -460,7 +460,7 @@ def _timing_md(runs, wall: dict) -> list[str]:
 
 def _long_stickers(index: Path, num_frames: int = 8) -> tuple[int, int]:
     """(train stickers with >= num_frames frames, all train stickers): what equal-interval extraction can use."""
-    from model.shards import make_dataset, shard_urls
+    from data.shards import make_dataset, shard_urls
 
     ns = [s["meta"]["n_frames"] for s in make_dataset(shard_urls([index], "train"), nodesplitter=lambda x: x,
                                                       workersplitter=lambda x: x)]
@@ -489,7 +489,7 @@ def _notes_md(settings: AblationSettings, long: tuple[int, int]) -> list[str]:
         + "similarity compare feature statistics of random networks — consistent across runs, but not the "
         "perceptual quantities of the paper. The held-out denoising loss and PSNR/SSIM need no pretrained weights. "
         "VQA (the paper's second metric) is not computed (random FAST-VQA; too slow for the CPU budget).",
-        "- **What \"without DDU\" means** (`model/ablation.py`, paper Method / Fig. 3): the fixed I&T→V condition "
+        "- **What \"without DDU\" means** (`ablation/variants.py`, paper Method / Fig. 3): the fixed I&T→V condition "
         "`[1 0 0 0 0 0 0 0]` (no condition-mask task switching, hence no curriculum) on clips of 8 frames taken at "
         "equal intervals over the sticker (`frame_extraction = uniform`); stickers shorter than 8 frames give no "
         "such clip and are not used — the paper's \"less data will be generated\" (here " + f"{long[0]} of {long[1]}"

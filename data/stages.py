@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from assets import lake
-from assets.clusters import cluster_drop
-from assets.drops import refuse_overlap
-from assets.embedding_engine import EmbedSettings, embed_drop
-from assets.ingest_engine import IngestSettings, ingest_drop
-from assets.shards import build_shards, shards_dir
-from model.kmeans import KMeansConfig
-from model.shards import FrameEncoding
-from model.splits import SplitConfig
+from data import lake
+from data.clustering import cluster_drop
+from data.drops import refuse_overlap
+from data.embed import EmbedSettings, embed_drop
+from data.ingest import IngestSettings, ingest_drop
+from data.kmeans import KMeansConfig
+from data.sharding import build_shards, shards_dir
+from data.shards import FrameEncoding
+from data.splits import SplitConfig
 
 
 def run_data_stages(

@@ -1,13 +1,13 @@
 """Writing generated stickers to disk: animated GIF / WebP / APNG files and PNG contact sheets.
 
 Why a separate module: the sampler returns ``(F, H, W, 3)`` RGB frames on the white background the
-model was trained on (``model.media.decode_sticker`` composites alpha onto white), but a sticker is
+model was trained on (``data.media.decode_sticker`` composites alpha onto white), but a sticker is
 only useful as a file a messenger or browser can show, ideally with its background transparent
 again. This module is that last step, shared by the ``rdtf generate`` CLI and the Dagster/MLflow
 preview assets:
 
 * ``save_animation`` picks the container from the suffix and encodes with
-  ``model.media_encode.encode_animated`` (deterministic: same frames -> same bytes). Optional
+  ``data.media_encode.encode_animated`` (deterministic: same frames -> same bytes). Optional
   colour keying turns pixels near the background colour transparent. The file is written to a
   temporary sibling and renamed into place, so a crash or a concurrent reader (a sensor watching
   the folder) never sees half a file.
@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from model.media import MediaFormat
-from model.media_encode import encode_animated
+from data.media import MediaFormat
+from data.media_encode import encode_animated
 
 __all__ = ["ALLOWED_SUFFIXES", "contact_sheet", "key_out", "save_animation"]
 

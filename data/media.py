@@ -12,7 +12,7 @@ model, or quarantine it with a stable reject code. Three properties matter more 
   so the colour of invisible pixels never bleeds into edges.
 * **Bounded memory / bomb safety.** Pixel and frame limits are checked from the header before any
   frame is decoded (a 30000x30000 GIF is a few dozen bytes), the decoded pixels x frames are counted
-  again as frames come (``model.decode_budget``: headers understate work), and decoding streams frame
+  again as frames come (``data.decode_budget``: headers understate work), and decoding streams frame
   by frame, keeping only the resized output.
 * **No leaking exceptions.** Every failure is a ``StickerRejected`` with a ``RejectReason``, so one
   bad file never kills an ingest partition.
@@ -42,9 +42,9 @@ from enum import Enum, StrEnum
 import numpy as np
 from PIL import Image
 
-from model import video_container as vc
-from model.decode_budget import WorkMeter
-from model.rejects import RejectReason, StickerRejected
+from data import video_container as vc
+from data.decode_budget import WorkMeter
+from data.rejects import RejectReason, StickerRejected
 
 FrameIter = Iterator[tuple[np.ndarray, int]]  # (H, W, C) uint8 frame, duration_ms
 

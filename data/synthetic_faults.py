@@ -15,7 +15,7 @@ import fsspec
 import numpy as np
 from PIL import Image, ImageDraw
 
-from model.synthetic import CAPTIONS_FILE, caption_row, join_url, publish_captions
+from data.synthetic import CAPTIONS_FILE, caption_row, join_url, publish_captions
 
 FAULT_KINDS: tuple[str, ...] = tuple(
     "zero_byte truncated wrong_magic bomb single_frame long missing_caption non_utf8_caption duplicate_id"
@@ -55,7 +55,7 @@ def _bomb_gif() -> bytes:
 def inject_faults(drop: str, seed: int = 0, kinds: Sequence[str] | None = None) -> dict[str, list[str]]:
     """Append hostile entries to an existing drop and republish its manifest; returns {kind: [ids]}.
 
-    Each kind exercises one quarantine path of the ingest stage (see model.rejects.RejectReason);
+    Each kind exercises one quarantine path of the ingest stage (see data.rejects.RejectReason);
     "long" is the exception: a valid 300-frame GIF that ingest must keep.
     """
     kinds = list(FAULT_KINDS if kinds is None else kinds)

@@ -12,7 +12,7 @@ How (only documented torch knobs, checked by ``tests/test_launch.py`` with psuti
   (``mkstemp``, mode 0600) instead of a TCPStore, ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``
   (:data:`LOCAL_TORCHRUN_ENV`) stops the agent from hosting a TCPStore for the workers, and ``--local-addr
   127.0.0.1`` becomes the workers' ``MASTER_ADDR``;
-* workers: :func:`init_process_group` (``model.train``) hosts the workers' TCPStore on rank 0 through a socket
+* workers: :func:`init_process_group` (``training.trainer``) hosts the workers' TCPStore on rank 0 through a socket
   it binds to that loopback ``MASTER_ADDR`` (``TCPStore(master_listen_fd=...)``), and points gloo/NCCL at the
   loopback interface (``GLOO_SOCKET_IFNAME`` / ``NCCL_SOCKET_IFNAME`` — overriding e.g. a pod's ``eth0``, which
   is meant for multi-node runs) — gloo would otherwise listen on the address the host name resolves to.

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.ablation import PAPER_ROWS, Variant, variant_overrides
+from ablation.variants import PAPER_ROWS, Variant, variant_overrides
 
 Z_THRESHOLD = 2.0  # see module docstring
 MIN_VIDEOS_FOR_VERDICT = 200  # evaluation videos per run below which no verdict about the paper is given
@@ -343,7 +343,7 @@ def write_ablation_report(runs: pd.DataFrame, out_dir: str | Path, *, title: str
     lines += ["## Paper orderings (Tables 3 and 4) at this scale", "",
               f"Primary metric: **{TASK_TITLES['i2v']} FVD** against the k = 8 cluster representatives (the paper's "
               "Tables 3/4 report FVD and VQA on I&T→V; VQA is not computed in this benchmark). Rule (fixed in advance, "
-              f"`evaluation/ablation_report.py`): z = Δ / SE with SE = √(s²_A/n_A + s²_B/n_B); {words}, otherwise "
+              f"`ablation/report.py`): z = Δ / SE with SE = √(s²_A/n_A + s²_B/n_B); {words}, otherwise "
               "(or < 2 seeds) inconclusive.", "",
               *plain_statement(verdicts, evidence), ""]
     legend = ("✓ reproduced, ✗ reversed" if evidence.conclusive else "↑ same direction as the paper, ↓ opposite")

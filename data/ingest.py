@@ -4,7 +4,7 @@ Pure Python (no Dagster): ``assets/ingest.py`` wraps it as a partitioned asset, 
 benchmark call it directly.
 
 Design:
-- Caption rows are validated first (``assets.drops``); bad rows become quarantine records.
+- Caption rows are validated first (``data.drops``); bad rows become quarantine records.
 - Stickers are decoded in worker processes (spawn context: safe next to Dagster's and torch's
   threads). At most ``workers * inflight_per_worker`` stickers are in flight and results are
   consumed *in submission order*, so memory does not grow with the drop and the output is
@@ -14,8 +14,8 @@ Design:
   the culprit is quarantined (``decode_error``: "decoder crashed").
 - No single sticker can stall a drop: decoding is capped in work (``DecodeLimits.max_total_pixels``, counted
   while decoding) and in wall time (``decode_timeout_s``); workers die with this process (kill -9 included).
-- Drop files are read through ``assets.drop_files``: regular files inside the drop only, reads capped.
-- Outputs are written to a fresh version folder and committed by replacing a pointer (``assets.publish``).
+- Drop files are read through ``data.drop_files``: regular files inside the drop only, reads capped.
+- Outputs are written to a fresh version folder and committed by replacing a pointer (``data.publish``).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ import fsspec
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from assets import drop_files, lake, publish, worker_guard
-from assets.drops import (
+from data import drop_files, lake, publish, worker_guard
+from data.decode_budget import deadline
+from data.drops import (
     MAX_CAPTION_BYTES,
     CaptionPolicy,
     CaptionRow,
@@ -46,10 +47,9 @@ from assets.drops import (
     read_caption_table,
     refuse_overlap,
 )
-from assets.ids import validate_id
-from model.decode_budget import deadline
-from model.media import DecodeLimits, Resample, decode_sticker
-from model.rejects import RejectReason, StickerRejected
+from data.ids import validate_id
+from data.media import DecodeLimits, Resample, decode_sticker
+from data.rejects import RejectReason, StickerRejected
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class _Task:
 
 
 def _read(drop_url: str, rel: str, max_bytes: int) -> bytes:
-    """A member's bytes: regular files inside the drop only, at most ``max_bytes`` (``assets.drop_files``)."""
+    """A member's bytes: regular files inside the drop only, at most ``max_bytes`` (``data.drop_files``)."""
     fs, root = fsspec.core.url_to_fs(drop_url)
     return drop_files.read_member(fs, root, rel, max_bytes)
 
@@ -197,8 +197,8 @@ class _PoolStuck(BrokenProcessPool):
 class _OrderedPool:
     """Ordered, bounded, crash- and hang-tolerant map of ``process_one`` over tasks.
 
-    Workers die with this process (``assets.worker_guard``). ``decode_timeout_s`` is enforced inside the
-    worker by a timer signal (``model.decode_budget.deadline``); a decoder stuck where no Python signal
+    Workers die with this process (``data.worker_guard``). ``decode_timeout_s`` is enforced inside the
+    worker by a timer signal (``data.decode_budget.deadline``); a decoder stuck where no Python signal
     handler runs (a loop in native code) is caught here: when no sticker in flight finished for
     ``2 * decode_timeout_s + _HARD_GRACE_S``, the workers are killed and the unfinished stickers retried one
     by one, as after a crash; one that hangs alone is quarantined as ``decode_timeout``. Decoding in this
@@ -318,7 +318,7 @@ def ingest_drop(
     """Decode a drop into a new committed version of the partition folder ``out_dir``.
 
     The outputs (manifest, quarantine, frames parts, report) are in ``publish.current(out_dir)``, which
-    is also ``report.out_dir``. ``drop_id`` defaults to the folder name and must obey ``assets.ids``.
+    is also ``report.out_dir``. ``drop_id`` defaults to the folder name and must obey ``data.ids``.
 
     Raises ``FileNotFoundError`` if the drop has no caption table; every per-sticker problem is
     quarantined instead of raised.

@@ -26,15 +26,15 @@ from pathlib import Path
 
 import fsspec
 
-from assets import drop_files
-from assets.ids import ID_RE, overlaps, within
-from model.rejects import RejectReason, StickerRejected
+from data import drop_files
+from data.ids import ID_RE, overlaps, within
+from data.rejects import RejectReason, StickerRejected
 
 log = logging.getLogger(__name__)
 
 CAPTION_FILES = ("captions.jsonl", "captions.csv", "captions.parquet")  # checked in this order
 MAX_CAPTION_BYTES = 256 << 20  # default cap on the caption table's size (a table is read into memory whole)
-DROP_ID_RE = ID_RE  # the one id rule (assets.ids): also a valid Dagster partition key and path segment
+DROP_ID_RE = ID_RE  # the one id rule (data.ids): also a valid Dagster partition key and path segment
 SAFE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # webdataset keys may not contain '.' or '/'
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 

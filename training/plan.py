@@ -1,4 +1,4 @@
-"""``python -m model.train --config FILE --dry-run``: validate a training config and print what it would do.
+"""``python -m training --config FILE --dry-run``: validate a training config and print what it would do.
 
 Why: a recipe such as ``configs/paper.yaml`` (Table 6: 50K steps, batch 1 per GPU x 16 GPUs, lr 1e-5) costs
 thousands of GPU hours; a typo or a path that the pods do not mount must show up before the launch, and a
@@ -16,7 +16,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from model.train_config import NAMED_AUTOENCODERS, TrainConfig, resolve_grad_accum
+from training.config import NAMED_AUTOENCODERS, TrainConfig, resolve_grad_accum
 
 __all__ = ["plan_lines", "world_sizes"]
 
@@ -53,9 +53,9 @@ def _model_size(cfg: TrainConfig) -> tuple[object, int]:
 
 def plan_lines(cfg: TrainConfig, *, source: str, world: int | None = None) -> list[str]:
     """The plan as printable lines; raises ``ValueError`` if the config cannot run on ``world`` ranks."""
-    from model.curriculum import CurriculumConfig
-    from model.data import DataConfig
+    from data.loader import DataConfig
     from model.diffusion import DiffusionConfig
+    from training.curriculum import CurriculumConfig
 
     world = int(os.environ.get("WORLD_SIZE", "1")) if world is None else world
     accum = resolve_grad_accum(cfg, world)

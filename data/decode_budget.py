@@ -1,6 +1,6 @@
 """Per-sticker decode budget: a pixel x frame work cap counted while decoding, and a wall-time limit.
 
-Why both: header checks (``model.media._check_header``) stop most bombs before a frame is decoded, but the
+Why both: header checks (``data.media._check_header``) stop most bombs before a frame is decoded, but the
 cost of decoding is not what the header says. A ~3 KB GIF with a 4096x4096 logical screen and 127 frames of
 one pixel each composites and resizes the whole 16 Mpx canvas per frame, about a minute of CPU; and Pillow
 grows a GIF canvas when a frame lies outside it, so an 8x8 header can decode 2000x2000 frames. So
@@ -10,7 +10,7 @@ grows a GIF canvas when a frame lies outside it, so an 8x8 header can decode 200
   exceeded — checked before the expensive part of the frame (compositing, resizing) is done;
 * :func:`deadline` bounds the wall time of a block with a timer signal (``signal.setitimer``) and turns
   the expiry into ``decode_timeout``. It raises a private ``BaseException`` from the signal handler so no
-  decoder's ``except Exception`` can swallow it (``_guard`` in ``model.media`` maps every ``Exception``
+  decoder's ``except Exception`` can swallow it (``_guard`` in ``data.media`` maps every ``Exception``
   to ``decode_error``), and converts it to ``StickerRejected`` at the ``with`` boundary. Timers need the
   main thread of a POSIX process; elsewhere the block runs unlimited (ingest workers always qualify).
 
@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from model.rejects import RejectReason, StickerRejected
+from data.rejects import RejectReason, StickerRejected
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Fig. 7 (Experiments, "Ablation") plots the training loss of RDTF without curriculum learning, with the
 linear curriculum (LCL) and with the difficulty-adaptive one (DCL). Here: for each ablation variant, the
-``loss`` metric every run logged (``model.train``: the masked ε-MSE of the step, averaged over ranks) read back
+``loss`` metric every run logged (``training.trainer``: the masked ε-MSE of the step, averaged over ranks) read back
 with ``MlflowClient.get_metric_history``, smoothed by an EMA (``smoothing``) and averaged over seeds on the
 common steps, with the per-seed range as a band. The same runs side by side in the MLflow UI: *Experiments →
 <ablation experiment> → select the runs → Compare → loss*.
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.ablation import Variant
+from ablation.variants import Variant
 
 __all__ = ["FIG7_VARIANTS", "collect_loss_curves", "loss_curve_lines", "plot_loss_curves", "smooth"]
 

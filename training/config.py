@@ -4,11 +4,11 @@ Why its own, import-light module (no torch): the Dagster asset ``trained_model``
 same config BEFORE it launches torchrun, so a bad value (``ckpt_every=0`` -> ZeroDivisionError,
 ``grad_accum=0`` -> an obscure torch error, an unknown preset) fails in milliseconds with a message naming
 the field and the allowed values — instead of inside the torchrun workers, where Dagster only sees "process
-failed with code 1" and retries it with back-off. ``model.train`` re-exports it and validates again in the
+failed with code 1" and retries it with back-off. ``training.trainer`` re-exports it and validates again in the
 workers (a hand-written ``train.json`` goes through the same function).
 
 The allowed names below mirror the enums of the modules that use them (``model.unet.PRESETS``,
-``model.unet.TemporalLayer``, ``model.data.FrameExtraction``, ``model.diffusion.DiffusionConfig``); those
+``model.unet.TemporalLayer``, ``data.loader.FrameExtraction``, ``model.diffusion.DiffusionConfig``); those
 modules import torch/diffusers, so they are not imported here — ``tests/test_train_config.py`` checks that
 the lists stay equal.
 """
@@ -24,14 +24,14 @@ from pathlib import Path
 PRESETS = ("paper", "paper_3dconv", "tiny", "tiny_pixel", "micro_pixel")  # model.unet.PRESETS
 NAMED_AUTOENCODERS = ("pixel", "tiny_kl")  # anything else must be a local AutoencoderKL folder
 PRECISIONS = ("auto", "fp32", "bf16")
-FRAME_EXTRACTIONS = ("cluster", "uniform")  # model.data.FrameExtraction
+FRAME_EXTRACTIONS = ("cluster", "uniform")  # data.loader.FrameExtraction
 TEMPORAL_LAYERS = ("sti", "conv3d", "none")  # model.unet.TemporalLayer
 LOSS_MASKS = ("first_k", "targets")  # model.masks.LossMask
 # fields renamed since, read from older train.json / trainer.json files: old name -> (new name, value map)
 LEGACY_FIELDS = {"include_conditioned_in_loss": ("loss_mask", {True: "first_k", False: "targets"})}
 DIFFUSION_FIELDS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # diffusers schedules with a beta range
-PREDICTION_TYPES = ("epsilon",)  # the loss regresses the noise (model.train.train_step)
+PREDICTION_TYPES = ("epsilon",)  # the loss regresses the noise (training.trainer.train_step)
 CURRICULUM_SET_BY_TRAINER = ("total_steps", "k_max")  # from steps and the preset's frame count
 MAX_SEED = 2**63 - 1
 
@@ -243,7 +243,7 @@ def load_config_file(path: str | Path) -> dict:
 
 
 def _validate_curriculum(cfg: TrainConfig) -> None:
-    from model.curriculum import CurriculumConfig  # numpy only
+    from training.curriculum import CurriculumConfig  # numpy only
 
     cur = cfg.curriculum
     if not isinstance(cur, dict):

@@ -6,8 +6,8 @@ appended to a durable buffer in the training folder and a warning is logged once
 buffer is sent, in order and with each entry's original step and timestamp, on the next call after the
 retry interval, at finish, when a restarted trainer resumes, or with::
 
-    python -m model.tracking flush OUT_DIR [--tracking-uri URI]     # exit 0 when nothing is left buffered
-    python -m model.tracking status OUT_DIR
+    python -m training.tracking flush OUT_DIR [--tracking-uri URI]     # exit 0 when nothing is left buffered
+    python -m training.tracking status OUT_DIR
 
 Files in ``OUT_DIR`` (one writer per folder, like the checkpoints):
 
@@ -61,7 +61,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from model.redact import redact_text, redact_uri  # shown URIs never carry credentials
+from data.redact import redact_text, redact_uri  # shown URIs never carry credentials
 
 log = logging.getLogger("rdtf.tracking")
 
@@ -377,7 +377,7 @@ class ResilientTracker:
         left = self.pending()
         if left:
             log.warning("MLflow: %d entries remain buffered in %s; they are sent when this training resumes or with "
-                        "`python -m model.tracking flush %s`", left, self.buffer_path, self.dir)
+                        "`python -m training.tracking flush %s`", left, self.buffer_path, self.dir)
         return left == 0
 
     def flush(self, force: bool = True) -> bool:
@@ -614,7 +614,7 @@ def _set_aside(out: Path, old_state: dict) -> None:
             os.rename(out / name, dest / name)
     (dest / STATE_NAME).write_text(json.dumps(old_state, indent=2, sort_keys=True))
     log.warning("MLflow: a new run starts in %s; the previous run's unsent buffer was moved to %s "
-                "(send it with `python -m model.tracking flush %s`)", out, dest, dest)
+                "(send it with `python -m training.tracking flush %s`)", out, dest, dest)
 
 
 # ------------------------------------------------------------------------------------------- CLI

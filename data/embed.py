@@ -5,7 +5,7 @@ processes, one frames part per worker at a time, while the main process only run
 with ``prefetch_factor`` batches queued per worker the model does not wait on I/O (measured in
 ``benchmarks/embed_cluster_shard.py``).
 
-Outputs (``lake/embeddings/<drop>/``, published as a new version, see ``assets.publish``)::
+Outputs (``lake/embeddings/<drop>/``, published as a new version, see ``data.publish``)::
 
     part-NNNNN.parquet   key, id, frame_index, embedding (fixed_size_list<float16>[D]); one file per frames part
     quarantine.parquet   stickers whose embeddings were not finite (e.g. a broken weight file), with reason
@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
-from assets import lake, publish
+from data import lake, publish
 from model.clip import ClipSpec, LoadedClip, embed_pixels, load_clip, preprocess_frames, tiny_spec
 
 EMBEDDING_NOT_FINITE = "embedding_not_finite"

@@ -34,7 +34,7 @@ and parses image headers (~0.1 ms per sample) but decodes no pixels, draws no k 
 position) and resizes nothing; it is exact because batch membership is decided by the probe alone.
 Caveat: a sample whose headers are fine but whose pixel data fails to decode is only caught in the
 decode step and replaced by the next sample, so a resume that skips past it is one sample off from
-the uninterrupted stream. ``model.shards.verify_shards`` decodes every sample, so verified shards
+the uninterrupted stream. ``data.shards.verify_shards`` decodes every sample, so verified shards
 have none.
 
 Float frames are in [-1, 1]; padding frames (valid False) are exactly 0.0 there.
@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from model.shards import INDEX_NAME, SPLITS, FrameEncoding, decode_sample, read_index, shard_urls
+from data.shards import INDEX_NAME, SPLITS, FrameEncoding, decode_sample, read_index, shard_urls
 
 _MAX_BAD_IN_A_ROW = 10_000  # consecutive unusable samples/shards before a worker gives up (all data corrupt?)
 _SHARD, _SHUFFLE, _K = 1, 2, 3  # RNG purposes: the element after (seed, rank, stream) in each seed

@@ -42,8 +42,8 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 from PIL import Image, ImageDraw, ImageFont
 
-from model.media import MediaFormat
-from model.media_encode import encode_animated, encode_video
+from data.media import MediaFormat
+from data.media_encode import encode_animated, encode_video
 
 CAPTIONS_FILE = "captions.jsonl"
 VIDEO_FORMATS = frozenset({MediaFormat.MP4, MediaFormat.WEBM})

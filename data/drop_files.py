@@ -1,6 +1,6 @@
 """Reading the files of an untrusted drop: regular files inside the drop folder only, never more than a cap.
 
-``assets.drops.safe_member_path`` refuses ``..`` and absolute paths, but only as strings. On a local
+``data.drops.safe_member_path`` refuses ``..`` and absolute paths, but only as strings. On a local
 filesystem a member can still be a symlink (or lie under a symlinked folder) that resolves outside the drop,
 a FIFO whose ``open`` blocks forever, or a device such as ``/dev/zero`` whose reported size (0) says nothing
 about how much it yields. So every read here:
@@ -30,8 +30,8 @@ from collections.abc import Callable
 
 from fsspec.implementations.local import LocalFileSystem
 
-from assets.ids import within
-from model.rejects import RejectReason, StickerRejected
+from data.ids import within
+from data.rejects import RejectReason, StickerRejected
 
 _CHUNK = 1 << 20  # read granularity: the cap is exact, the chunk only bounds one read call
 _OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)

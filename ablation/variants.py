@@ -22,7 +22,7 @@ frames will be lost". A DFGN without DDU therefore trains
 * one task only, the one Tables 3 and 4 evaluate: I&T->V with Table 7's generation mask
   ``[1 0 0 0 0 0 0 0]`` (frame 0 + caption given, ``model.masks.first_frame_condition``); no task or
   length sampling, so the curriculum has nothing to schedule (mode ``none``);
-* on equal-interval clips (``frame_extraction = uniform``, ``model.data.uniform_frames``): F = 8 frames
+* on equal-interval clips (``frame_extraction = uniform``, ``data.loader.uniform_frames``): F = 8 frames
   evenly spaced over the whole sticker; stickers with fewer than 8 frames cannot give such a clip and are
   not used (the long-tail short stickers are exactly the data DDU recovers).
 

@@ -13,7 +13,7 @@ from fractions import Fraction
 import numpy as np
 from PIL import Image
 
-from model.media import MediaFormat
+from data.media import MediaFormat
 
 # Quality-oriented, single-threaded settings (one thread is what makes x264/libvpx bit-exact). x264's
 # macroblock-tree rate control also gave run-to-run differences on small frames (<= ~96 px, varying
