@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ablation.variants import Variant, parse_variants, variant_overrides
+from data.atomic import atomic_write
+from data.lake import Lake
 from data.redact import redact_uri
 
 ROOT = Path(__file__).resolve().parent.parent  # repository root: PYTHONPATH and cwd of the training subprocess
@@ -125,7 +127,6 @@ def prepare_benchmark(settings: AblationSettings, out_dir: str | Path) -> Path:
     """The fixed synthetic benchmark's shard index.json (built once; concurrent callers are safe)."""
     from data.embed import EmbedSettings
     from data.ingest import IngestSettings
-    from data.sharding import shards_dir
     from data.splits import SplitConfig
     from data.stages import run_data_stages
     from data.synthetic import SyntheticConfig, make_drop
@@ -135,7 +136,7 @@ def prepare_benchmark(settings: AblationSettings, out_dir: str | Path) -> Path:
             "max_frames": settings.max_frames, "frame_size": settings.frame_size, "test_fraction": settings.test_fraction}
     final = Path(out_dir) / "data" / f"{bid}-{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:6]}"
     if (final / "benchmark.json").is_file():
-        return shards_dir(final / "lake", bid) / "index.json"
+        return Lake(final / "lake").shards(bid) / "index.json"
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:6]}")
     t0 = time.perf_counter()
     make_drop(str(tmp / "drops" / bid), n=settings.drop_n, seed=settings.drop_seed, progress=False,
@@ -146,14 +147,14 @@ def prepare_benchmark(settings: AblationSettings, out_dir: str | Path) -> Path:
                     max_count=64, max_bytes=64 << 20)
     from data.shards import read_index
 
-    doc = read_index(shards_dir(tmp / "lake", bid) / "index.json")
+    doc = read_index(Lake(tmp / "lake").shards(bid) / "index.json")
     (tmp / "benchmark.json").write_text(json.dumps({**spec, "benchmark_id": bid, "counts": doc.get("counts"),
                                                     "seconds": round(time.perf_counter() - t0, 1)}, indent=2))
     try:
         os.rename(tmp, final)
     except OSError:  # another process finished first: use its copy
         shutil.rmtree(tmp, ignore_errors=True)
-    index = shards_dir(final / "lake", bid) / "index.json"
+    index = Lake(final / "lake").shards(bid) / "index.json"
     if not index.is_file():
         raise RuntimeError(f"benchmark data at {final} is incomplete (no {index})")
     return index
@@ -279,9 +280,7 @@ def _evaluate(settings: AblationSettings, index: Path, run_dir: Path, summary: d
     metrics = {k: float(v) for rep in reports for k, v in rep.metrics.items()}
     out = {"fingerprint": fp, "options": opts, "reports": [r.name for r in reports], "metrics": metrics,
            "seconds": seconds, "n_videos": manifest["n_videos"]}
-    tmp = done.with_name(".metrics.json.tmp")
-    tmp.write_text(json.dumps(out, indent=2))
-    os.replace(tmp, done)
+    atomic_write(done, json.dumps(out, indent=2))
     return out
 
 

@@ -28,8 +28,8 @@ from dagster import (
 from pydantic import Field
 
 from assets.resources import ClipResource, EvalModelsResource, LakeResource, MlflowResource
-from assets.training import TRAIN_ASSET, shard_indexes
-from data import lake
+from assets.training import TRAIN_ASSET
+from data.lake import Lake
 
 SAMPLES_ASSET = "evaluation_samples"
 FVD_ASSET, VQA_ASSET, CLIP_ASSET, RECON_ASSET = "fvd", "vqa", "clip_similarity", "reconstruction_metrics"
@@ -38,8 +38,6 @@ METRIC_ASSETS = (FVD_ASSET, VQA_ASSET, CLIP_ASSET, RECON_ASSET)
 EAGER = AutomationCondition.eager()
 
 
-def evaluation_dir(lake_root: str | Path, run_name: str) -> Path:
-    return lake.run_dir(lake_root, "evaluation", run_name)
 
 
 def _latest_metadata(context: AssetExecutionContext, asset_name: str) -> dict:
@@ -82,15 +80,15 @@ def evaluation_samples(context: AssetExecutionContext, config: EvaluationSamples
     from model.sampling import RDTFPipeline
 
     run_name = config.run_name or latest_training_run(context)
-    run_dir = lake.run_dir(storage.lake_root, "training", run_name)
+    run_dir = Lake(storage.lake_root).training(run_name)
     pipe = RDTFPipeline.from_pretrained(run_dir, device=evaluators.torch_device())
     ckpt = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
     cfg = EvalSamplesConfig(tasks=tuple(config.tasks), n_videos=config.n_videos, steps=config.steps,
                             seed=config.seed, batch_size=config.batch_size)
     summary = _training_summary(run_dir)
-    out = evaluation_dir(storage.lake_root, run_name) / "samples"
+    out = Lake(storage.lake_root).evaluation(run_name) / "samples"
     manifest = generate_eval_samples(
-        pipe, iter_test_samples(shard_indexes(storage.lake_root)), cfg, out, checkpoint=ckpt,
+        pipe, iter_test_samples(Lake(storage.lake_root).shard_indexes()), cfg, out, checkpoint=ckpt,
         extra={"run_name": run_name, "mlflow_run_id": summary.get("mlflow_run_id"), "step": summary.get("step"),
                "model_weights": summary.get("weights", "unknown")})
     return MaterializeResult(metadata={
@@ -107,7 +105,7 @@ def _samples(context: AssetExecutionContext, storage: LakeResource):
     run_name = _latest_metadata(context, SAMPLES_ASSET).get("run_name")
     if not run_name:
         raise ValueError("no evaluation_samples materialization found: materialize evaluation_samples first")
-    return load_eval_samples(evaluation_dir(storage.lake_root, run_name) / "samples")
+    return load_eval_samples(Lake(storage.lake_root).evaluation(run_name) / "samples")
 
 
 def _finish(context: AssetExecutionContext, report, samples, storage: LakeResource,
@@ -115,7 +113,7 @@ def _finish(context: AssetExecutionContext, report, samples, storage: LakeResour
     """Write metrics/<name>.json, log to the training's MLflow run, and build the materialization."""
     from evaluation.suite import log_report, save_report
 
-    out = evaluation_dir(storage.lake_root, samples.manifest["run_name"]) / "metrics" / f"{report.name}.json"
+    out = Lake(storage.lake_root).evaluation(samples.manifest["run_name"]) / "metrics" / f"{report.name}.json"
     save_report(report, out)
     run_id = samples.manifest.get("mlflow_run_id")
     if run_id:
@@ -152,8 +150,7 @@ def fvd(context: AssetExecutionContext, config: FvdAssetConfig, storage: LakeRes
     cfg = FVDConfig(num_frames=config.num_frames, upsample=TemporalUpsample(config.upsample),
                     covariance=Covariance(config.covariance), batch_size=config.batch_size,
                     weights=evaluators.i3d_weights, seed=evaluators.init_seed, device=evaluators.torch_device())
-    cache = Path(storage.lake_root) / "evaluation" / "fvd_real_stats"  # test-set I3D stats, shared by every checkpoint
-    return _finish(context, run_fvd(samples, cfg, cache_dir=cache), samples, storage, mlflow)
+    return _finish(context, run_fvd(samples, cfg, cache_dir=Lake(storage.lake_root).fvd_real_stats()), samples, storage, mlflow)
 
 
 class VqaAssetConfig(Config):
@@ -220,7 +217,7 @@ def model_comparison(context: AssetExecutionContext, storage: LakeResource, mlfl
 
     mlflow.ensure_experiment()
     runs = collect_runs(mlflow.tracking_uri, mlflow.experiment)
-    out = Path(storage.lake_root) / "evaluation" / "comparison"
+    out = Lake(storage.lake_root).comparison()
     paths = write_report(runs, out, experiment=mlflow.experiment)
     run_id = log_comparison(mlflow.tracking_uri, mlflow.experiment, paths, artifact_location=mlflow.artifact_location)
     i2v = task_table(runs, "i2v") if len(runs) else None

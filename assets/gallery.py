@@ -23,9 +23,9 @@ from dagster import (
 from pydantic import Field
 
 from assets.resources import LakeResource, MlflowResource
-from assets.training import TRAIN_ASSET, shard_indexes
-from data import lake
+from assets.training import TRAIN_ASSET
 from data.export import contact_sheet, save_animation
+from data.lake import Lake
 from data.sharding import iter_test_samples
 
 GALLERY_ASSET = "sample_gallery"
@@ -53,7 +53,7 @@ def latest_training_run(context: AssetExecutionContext) -> str:
 
 
 def _test_samples(lake_root: str, n: int) -> list[dict]:
-    return list(itertools.islice(iter_test_samples(shard_indexes(lake_root)), n))
+    return list(itertools.islice(iter_test_samples(Lake(lake_root).shard_indexes()), n))
 
 
 def _resize(frame: np.ndarray, size: int) -> np.ndarray:
@@ -75,9 +75,9 @@ def sample_gallery(context: AssetExecutionContext, config: GalleryConfig, storag
     from model.sampling import RDTFPipeline
 
     run_name = config.run_name or latest_training_run(context)
-    run_dir = lake.run_dir(storage.lake_root, "training", run_name)
+    run_dir = Lake(storage.lake_root).training(run_name)
     pipe = RDTFPipeline.from_pretrained(run_dir)  # its latest checkpoint; clear ValueError if none
-    out = lake.run_dir(storage.lake_root, "gallery", run_name)
+    out = Lake(storage.lake_root).gallery(run_name)
     out.mkdir(parents=True, exist_ok=True)
     F, S = pipe.num_frames, pipe.image_size
     previews, files = [], []

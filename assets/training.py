@@ -31,8 +31,7 @@ from pydantic import Field
 
 from assets.resources import LakeResource, MlflowResource
 from assets.shards import SHARD_ASSET
-from data import lake
-from data.ids import contained, validate_id
+from data.lake import Lake
 from data.redact import redact_uri
 from training.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command
 
@@ -66,16 +65,8 @@ def config_error(context: AssetExecutionContext, message: str) -> Failure:
     return Failure(description=message, allow_retries=False)
 
 
-def training_dir(lake_root: str | Path, run_name: str) -> Path:
-    """``lake/training/<run_name>``: the name obeys the drop-id rule and the folder stays inside the lake."""
-    validate_id(run_name, "run name")
-    return contained(Path(lake_root) / "training", run_name)
 
 
-def shard_indexes(lake_root: str | Path) -> list[str]:
-    """``index.json`` of every drop's committed shard version (never an unpublished or half-written build)."""
-    return [str(lake.published(lake_root, lake.Stage.SHARDS, d) / "index.json")
-            for d in lake.published_drops(lake_root, lake.Stage.SHARDS)]
 
 
 @asset(
@@ -98,10 +89,10 @@ def trained_model(
     from training.config import TrainConfig  # light (no torch): the workers validate with the same code
 
     try:
-        out_dir = training_dir(storage.lake_root, config.run_name)
+        out_dir = Lake(storage.lake_root).training(config.run_name)
     except ValueError as e:
         raise config_error(context, str(e)) from None
-    indexes = shard_indexes(storage.lake_root)
+    indexes = Lake(storage.lake_root).shard_indexes()
     if not indexes:
         raise config_error(context, f"no shard indexes under {storage.lake_root}/shards: materialize webdataset_shards first")
     train_cfg = {

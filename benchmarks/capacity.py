@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data.lake import Lake
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -521,7 +523,7 @@ def measure_cpu(n: int = 48, seed: int = 0) -> dict[str, float]:
 
     from data import lake
     from data.ingest import IngestSettings, ingest_drop
-    from data.sharding import build_shards, shards_dir
+    from data.sharding import build_shards
     from data.shards import FrameEncoding, make_dataset, shard_urls
     from data.synthetic import make_drop
     from model.clip import preprocess_frames
@@ -535,20 +537,20 @@ def measure_cpu(n: int = 48, seed: int = 0) -> dict[str, float]:
         out["source_sticker"] = sum(f.stat().st_size for f in drop.rglob("*") if f.is_file()
                                     and not f.name.startswith("captions")) / n
         t0 = time.perf_counter()
-        ingest_drop(str(drop), lake.partition_dir(tmp / "lake", lake.Stage.INGEST, "cap"), IngestSettings(size=256, workers=1),
+        ingest_drop(str(drop), Lake(tmp / "lake").partition(lake.Stage.INGEST, "cap"), IngestSettings(size=256, workers=1),
                     progress=False)
         ingest_s = time.perf_counter() - t0
-        man = lake.read_manifest(tmp / "lake", "cap")
+        man = Lake(tmp / "lake").manifest("cap")
         frames = int(man.n_frames.sum())
         out["frames_per_sticker"] = frames / len(man)
         out["ingest_fps_core"] = frames / ingest_s  # decoded in this process: one core
-        out["lake_frame"] = _dir_bytes(lake.ingest_dir(tmp / "lake", "cap") / "frames") / frames
+        out["lake_frame"] = _dir_bytes(Lake(tmp / "lake").ingest("cap") / "frames") / frames
 
         # CLIP preprocessing on the host (what feeds a GPU image tower), one thread
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         t0, done = time.perf_counter(), 0
-        for _, fr, _ in lake.iter_sticker_frames(tmp / "lake", "cap"):
+        for _, fr, _ in Lake(tmp / "lake").sticker_frames("cap"):
             preprocess_frames(torch.from_numpy(fr.copy()), 224, (0.48, 0.46, 0.41), (0.27, 0.26, 0.28))
             done += len(fr)
         out["clip_prep_fps_core"] = done / (time.perf_counter() - t0)
@@ -568,16 +570,16 @@ def measure_cpu(n: int = 48, seed: int = 0) -> dict[str, float]:
 
         embed_drop(tmp / "lake", "cap", EmbedSettings(clip=ClipSpec(), num_workers=0), progress=False)
         cluster_drop(tmp / "lake", "cap", KMeansConfig(), SplitConfig(), progress=False)
-        emb_dir = lake.published(tmp / "lake", lake.Stage.EMBEDDINGS, "cap")
+        emb_dir = Lake(tmp / "lake").published(lake.Stage.EMBEDDINGS, "cap")
         dim = 64  # rdtf-tiny-clip; scale the vector bytes to ViT-B-32's 512
         emb_bytes = _dir_bytes(emb_dir, "*.parquet") / frames
         out["embedding_frame"] = emb_bytes + (512 - dim) * 2
-        out["cluster_sticker"] = _dir_bytes(lake.published(tmp / "lake", lake.Stage.CLUSTERS, "cap"), "*.parquet") / len(man)
+        out["cluster_sticker"] = _dir_bytes(Lake(tmp / "lake").published(lake.Stage.CLUSTERS, "cap"), "*.parquet") / len(man)
 
         t0 = time.perf_counter()
         build_shards(tmp / "lake", "cap", encoding=FrameEncoding.WEBP, max_count=1000, max_bytes=512 << 20)
         out["shard_write_fps_core"] = frames / (time.perf_counter() - t0)
-        index = shards_dir(tmp / "lake", "cap") / "index.json"
+        index = Lake(tmp / "lake").shards("cap") / "index.json"
         out["shard_frame"] = _dir_bytes(index.parent, "*.tar") / frames
         urls = shard_urls([index], "train") + shard_urls([index], "test")
         list(make_dataset(urls))

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from data.lake import Lake
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -32,7 +34,7 @@ from data.embed import EmbedSettings, embed_drop  # noqa: E402
 from data.ingest import IngestSettings, ingest_drop  # noqa: E402
 from data.kmeans import KMeansConfig  # noqa: E402
 from data.media import decode_sticker  # noqa: E402
-from data.sharding import build_shards, shards_dir  # noqa: E402
+from data.sharding import build_shards  # noqa: E402
 from data.shards import FrameEncoding, make_dataset, shard_urls  # noqa: E402
 from data.splits import SplitConfig  # noqa: E402
 from data.synthetic import make_drop  # noqa: E402
@@ -63,9 +65,9 @@ def main() -> int:
         tmp = Path(tmp)
         drop = tmp / "drops" / "bench"
         make_drop(str(drop), n=args.n, seed=args.seed, progress=False, workers=min(2, os.cpu_count() or 1))
-        ingest_drop(str(drop), lake.partition_dir(tmp / "lake", lake.Stage.INGEST, "bench"), IngestSettings(size=args.size),
+        ingest_drop(str(drop), Lake(tmp / "lake").partition(lake.Stage.INGEST, "bench"), IngestSettings(size=args.size),
                     progress=False)
-        man = lake.read_manifest(tmp / "lake", "bench")
+        man = Lake(tmp / "lake").manifest("bench")
         n_frames = int(man.n_frames.sum())
 
         # (a) embedding stage vs pure model
@@ -82,7 +84,7 @@ def main() -> int:
 
         # (c) shard reading vs decoding the sources again
         build_shards(tmp / "lake", "bench", encoding=FrameEncoding.WEBP, max_count=1000, max_bytes=512 << 20)
-        index = shards_dir(tmp / "lake", "bench") / "index.json"
+        index = Lake(tmp / "lake").shards("bench") / "index.json"
         urls = shard_urls([index], "train") + shard_urls([index], "test")
         list(make_dataset(urls))  # warm the page cache
         t0 = time.perf_counter()

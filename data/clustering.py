@@ -23,14 +23,10 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from data import lake, publish
-from data.embed import embeddings_dir, iter_sticker_embeddings
+from data.embed import iter_sticker_embeddings
 from data.kmeans import KMeansConfig, cluster_stickers
+from data.lake import Lake
 from data.splits import Split, SplitConfig, split_drop
-
-
-def clusters_path(lake_root: str | Path, drop_id: str) -> Path:
-    """The published cluster table of a drop."""
-    return lake.published(lake_root, lake.Stage.CLUSTERS, drop_id) / "clusters.parquet"
 
 
 def clusters_schema(ks: range) -> pa.Schema:
@@ -56,7 +52,7 @@ def cluster_drop(lake_root: str | Path, drop_id: str, kcfg: KMeansConfig, scfg: 
     t0 = time.perf_counter()
     ks = range(kcfg.k_min, kcfg.k_max + 1)
     id_of = {}
-    for part in sorted(embeddings_dir(lake_root, drop_id).glob("part-*.parquet")):
+    for part in sorted(Lake(lake_root).embeddings(drop_id).glob("part-*.parquet")):
         t = pq.read_table(part, columns=["key", "id"])
         id_of.update(zip(t.column("key").to_pylist(), t.column("id").to_pylist()))
     rows: dict[str, list] = {name: [] for name in clusters_schema(ks).names}
@@ -83,7 +79,7 @@ def cluster_drop(lake_root: str | Path, drop_id: str, kcfg: KMeansConfig, scfg: 
     rows["dup_group"] = [keys[int(g)] for g in split.dup_group]
     rows["split"] = [str(s) for s in split.split]
     table = pa.Table.from_pydict(rows, schema=clusters_schema(ks))
-    with publish.publish(lake.partition_dir(lake_root, lake.Stage.CLUSTERS, drop_id)) as stage:
+    with publish.publish(Lake(lake_root).partition(lake.Stage.CLUSTERS, drop_id)) as stage:
         lake.write_parquet(table, stage / "clusters.parquet")
     _, counts = np.unique(split.dup_group, return_counts=True) if len(keys) else (None, np.zeros(0, int))
     return ClusterReport(
@@ -99,7 +95,7 @@ def cluster_drop(lake_root: str | Path, drop_id: str, kcfg: KMeansConfig, scfg: 
 
 def check_leak_free(lake_root: str | Path, drop_id: str) -> tuple[bool, dict]:
     """No sticker id and no near-duplicate group appears in both splits."""
-    df = pq.read_table(clusters_path(lake_root, drop_id), columns=["id", "dup_group", "split"]).to_pandas()
+    df = pq.read_table(Lake(lake_root).clusters(drop_id), columns=["id", "dup_group", "split"]).to_pandas()
     ids_both = df.groupby("id").split.nunique().gt(1).sum()
     groups_both = df.groupby("dup_group").split.nunique().gt(1).sum()
     return bool(ids_both == 0 and groups_both == 0), {"ids_in_both": int(ids_both), "dup_groups_in_both": int(groups_both)}

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from data import lake, publish
+from data.lake import Lake
 from model.clip import ClipSpec, LoadedClip, embed_pixels, load_clip, preprocess_frames, tiny_spec
 
 EMBEDDING_NOT_FINITE = "embedding_not_finite"
@@ -141,13 +142,13 @@ def embed_drop(
     """Embed every frame of an ingested drop. Raises ValueError on an unusable CLIP spec before reading data."""
     settings = settings or EmbedSettings()
     clip = clip or load_clip(settings.clip)  # validates model name / weights path first
-    src = lake.ingest_dir(lake_root, drop_id)
+    src = Lake(lake_root).ingest(drop_id)
     manifest = pq.read_table(src / "manifest.parquet", columns=["id", "key", "frame_size", "n_frames"]).to_pandas()
     id_of = dict(zip(manifest.key, manifest.id))
     parts = sorted((src / "frames").glob("part-*.parquet"))
     frame_size = int(manifest.frame_size.iloc[0]) if len(manifest) else 0
     report = EmbedReport(drop_id=drop_id, embed_dim=clip.embed_dim, clip=clip.info)
-    with publish.publish(lake.partition_dir(lake_root, lake.Stage.EMBEDDINGS, drop_id)) as stage:
+    with publish.publish(Lake(lake_root).partition(lake.Stage.EMBEDDINGS, drop_id)) as stage:
         _embed_into(stage, clip, settings, manifest, parts, frame_size, id_of, report, progress)
     return report
 
@@ -189,14 +190,11 @@ def _embed_into(stage: Path, clip: LoadedClip, settings: EmbedSettings, manifest
     lake.write_json(stable, stage / "report.json")
 
 
-def embeddings_dir(lake_root: str | Path, drop_id: str) -> Path:
-    """Published embeddings of a drop (``part-*.parquet``, quarantine, report)."""
-    return lake.published(lake_root, lake.Stage.EMBEDDINGS, drop_id)
 
 
 def iter_sticker_embeddings(lake_root: str | Path, drop_id: str) -> Iterator[tuple[str, list[str], np.ndarray]]:
     """Yield ``(part name, keys, list of (n_i, D) float32 arrays)`` per embeddings part, frames in order."""
-    for part in sorted(embeddings_dir(lake_root, drop_id).glob("part-*.parquet")):
+    for part in sorted(Lake(lake_root).embeddings(drop_id).glob("part-*.parquet")):
         t = pq.read_table(part)
         if t.num_rows == 0:
             continue

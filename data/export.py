@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from data.atomic import atomic_write
 from data.media import MediaFormat
 from data.media_encode import encode_animated
 
@@ -85,19 +84,6 @@ def key_out(frames: np.ndarray, key: Sequence[int], tolerance: int = 8) -> np.nd
     return np.concatenate([arr, alpha], axis=3)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temp file in the destination folder, then rename (atomic on POSIX and Windows)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_animation(
     frames: np.ndarray,
     durations_ms: Sequence[int] | int,
@@ -122,7 +108,7 @@ def save_animation(
     arr = _check_frames(frames)
     durations = _durations(durations_ms, arr.shape[0], fmt)
     out = key_out(arr, transparent_key, tolerance) if transparent_key is not None else arr  # (F, H, W, 3|4)
-    _atomic_write(path, encode_animated(list(out), durations, fmt, loop=loop))
+    atomic_write(path, encode_animated(list(out), durations, fmt, loop=loop))
     return path
 
 
@@ -173,5 +159,5 @@ def contact_sheet(
         draw.text((x + 1, y + 1), str(i), fill=(255, 255, 255), font=font)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
-    _atomic_write(path, buf.getvalue())
+    atomic_write(path, buf.getvalue())
     return path

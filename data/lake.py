@@ -1,4 +1,4 @@
-"""Data-lake layout, Parquet schemas and atomic writes shared by the pipeline stages.
+"""The data lake: its layout (the :class:`Lake` object), Parquet schemas and the frame-part writer.
 
 Layout under ``lake_root`` (a local directory; object stores are reached by syncing it, see README)::
 
@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data import publish
+from data.atomic import atomic_path, atomic_write
 from data.ids import contained, is_valid_id, validate_id
 
 MANIFEST_SCHEMA = pa.schema(
@@ -78,10 +79,7 @@ FRAMES_SCHEMA = pa.schema(
 
 def write_parquet(table: pa.Table, path: str | Path) -> None:
     """Write a Parquet file atomically (temp file + rename); deterministic bytes for equal input."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(
             table,
             tmp,
@@ -90,18 +88,11 @@ def write_parquet(table: pa.Table, path: str | Path) -> None:
             write_statistics=[c for c in table.column_names if c != "frame"],
             row_group_size=512,
         )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_json(obj: object, path: str | Path) -> None:
     """Write JSON atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 class Stage(StrEnum):
@@ -113,81 +104,138 @@ class Stage(StrEnum):
     SHARDS = "shards"
 
 
-def partition_dir(lake_root: str | Path, stage: Stage, drop_id: str) -> Path:
-    """The partition folder of ``drop_id`` in ``stage`` (validated id, resolved inside the lake)."""
-    validate_id(drop_id, "drop id")
-    return contained(lake_root, Stage(stage).value, drop_id)
+class RunArea(StrEnum):
+    """Per-run areas of the lake, ``lake/<area>/<run_name>/``."""
+
+    TRAINING = "training"
+    GALLERY = "gallery"
+    EVALUATION = "evaluation"
 
 
-def published(lake_root: str | Path, stage: Stage, drop_id: str) -> Path:
-    """The committed version folder of a partition; ``FileNotFoundError`` naming the stage if none."""
-    part = partition_dir(lake_root, stage, drop_id)
-    found = publish.current_or_none(part)
-    if found is None:
-        raise FileNotFoundError(f"no published {Stage(stage).value} output for drop {drop_id!r} under {lake_root} "
-                                f"(materialize that stage first)")
-    return found
+RESERVED_RUN_NAMES = {RunArea.EVALUATION: frozenset({"comparison", "fvd_real_stats"})}  # shared folders beside runs
 
 
-def published_drops(lake_root: str | Path, stage: Stage) -> list[str]:
-    """Sorted drop ids that have a committed version in ``stage`` (folders with invalid names are ignored)."""
-    root = Path(lake_root) / Stage(stage).value
-    if not root.is_dir():
-        return []
-    out = []
-    for p in sorted(root.iterdir()):
-        if is_valid_id(p.name) and p.is_dir() and not p.is_symlink() and publish.current_or_none(p) is not None:
-            out.append(p.name)
-    return out
+class Lake:
+    """Every path of the lake under ``root``, validated (ids obey ``data.ids``) and contained in the lake.
 
+    Per-drop stages resolve through the publish pointer (``published``): readers never see an unfinished version.
 
-RESERVED_RUN_NAMES = {"evaluation": frozenset({"comparison", "fvd_real_stats"})}  # shared folders beside the runs
-
-
-def run_dir(lake_root: str | Path, area: str, run_name: str) -> Path:
-    """``lake/<area>/<run_name>`` (training, gallery, evaluation) with the run name validated and contained."""
-    validate_id(run_name, "run name")
-    if run_name in RESERVED_RUN_NAMES.get(area, ()):
-        raise ValueError(f"run name {run_name!r} is reserved under lake/{area}/ (used by {sorted(RESERVED_RUN_NAMES[area])})")
-    return contained(lake_root, area, run_name)
-
-
-def ingest_dir(lake_root: str | Path, drop_id: str) -> Path:
-    """Published ingest output of a drop (manifest, quarantine, frames)."""
-    return published(lake_root, Stage.INGEST, drop_id)
-
-
-def read_manifest(lake_root: str | Path, drop_id: str):
-    """The drop's manifest as a pandas DataFrame."""
-    return pq.read_table(ingest_dir(lake_root, drop_id) / "manifest.parquet").to_pandas()
-
-
-def read_quarantine(lake_root: str | Path, drop_id: str):
-    return pq.read_table(ingest_dir(lake_root, drop_id) / "quarantine.parquet").to_pandas()
-
-
-def iter_sticker_frames(lake_root: str | Path, drop_id: str) -> Iterator[tuple[str, np.ndarray, list[int]]]:
-    """Yield ``(key, frames (F, S, S, 3) uint8, durations_ms)`` per sticker, part by part.
-
-    Memory is bounded by one row group (rows of one sticker are contiguous and in frame order).
+        lake = Lake("/data/lake")
+        lake.partition(Stage.SHARDS, "drop-001")   # the partition folder a writer publishes into
+        lake.shards("drop-001") / "index.json"     # the committed shards
+        lake.run(RunArea.TRAINING, "nightly")      # lake/training/nightly
     """
-    root = ingest_dir(lake_root, drop_id)
-    size = int(pq.read_table(root / "manifest.parquet", columns=["frame_size"])["frame_size"][0].as_py())
-    for part in sorted((root / "frames").glob("part-*.parquet")):
-        pf = pq.ParquetFile(part)
-        key, frames, durs = None, [], []
-        for batch in pf.iter_batches(batch_size=256):
-            for k, d, f in zip(
-                batch.column("key").to_pylist(), batch.column("duration_ms").to_pylist(), batch.column("frame").to_pylist()
-            ):
-                if k != key and key is not None:
-                    yield key, np.stack(frames), durs
-                    frames, durs = [], []
-                key = k
-                frames.append(np.frombuffer(f, np.uint8).reshape(size, size, 3))
-                durs.append(d)
-        if key is not None:
-            yield key, np.stack(frames), durs
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"Lake({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ per-drop stages
+
+    def partition(self, stage: Stage, drop_id: str) -> Path:
+        """The partition folder of ``drop_id`` in ``stage`` (validated id, resolved inside the lake)."""
+        validate_id(drop_id, "drop id")
+        return contained(self.root, Stage(stage).value, drop_id)
+
+    def published(self, stage: Stage, drop_id: str) -> Path:
+        """The committed version folder of a partition; ``FileNotFoundError`` naming the stage if none."""
+        found = publish.current_or_none(self.partition(stage, drop_id))
+        if found is None:
+            raise FileNotFoundError(f"no published {Stage(stage).value} output for drop {drop_id!r} under {self.root} "
+                                    f"(materialize that stage first)")
+        return found
+
+    def drops(self, stage: Stage) -> list[str]:
+        """Sorted drop ids that have a committed version in ``stage`` (folders with invalid names are ignored)."""
+        root = self.root / Stage(stage).value
+        if not root.is_dir():
+            return []
+        return [p.name for p in sorted(root.iterdir())
+                if is_valid_id(p.name) and p.is_dir() and not p.is_symlink() and publish.current_or_none(p) is not None]
+
+    def ingest(self, drop_id: str) -> Path:
+        """Published ingest output of a drop (manifest, quarantine, frames)."""
+        return self.published(Stage.INGEST, drop_id)
+
+    def embeddings(self, drop_id: str) -> Path:
+        """Published embeddings of a drop (``part-*.parquet``, quarantine, report)."""
+        return self.published(Stage.EMBEDDINGS, drop_id)
+
+    def clusters(self, drop_id: str) -> Path:
+        """The published cluster/split table of a drop."""
+        return self.published(Stage.CLUSTERS, drop_id) / "clusters.parquet"
+
+    def shards(self, drop_id: str) -> Path:
+        """The published shards of a drop (tars + ``index.json``)."""
+        return self.published(Stage.SHARDS, drop_id)
+
+    def shard_indexes(self) -> list[str]:
+        """``index.json`` of every drop's committed shard version (never an unpublished or half-written build)."""
+        return [str(self.shards(d) / "index.json") for d in self.drops(Stage.SHARDS)]
+
+    def manifest(self, drop_id: str):
+        """The drop's manifest as a pandas DataFrame."""
+        return pq.read_table(self.ingest(drop_id) / "manifest.parquet").to_pandas()
+
+    def quarantine(self, drop_id: str):
+        """The drop's quarantine table (rejected stickers and caption rows) as a pandas DataFrame."""
+        return pq.read_table(self.ingest(drop_id) / "quarantine.parquet").to_pandas()
+
+    def sticker_frames(self, drop_id: str) -> Iterator[tuple[str, np.ndarray, list[int]]]:
+        """Yield ``(key, frames (F, S, S, 3) uint8, durations_ms)`` per sticker, part by part.
+
+        Memory is bounded by one row group (rows of one sticker are contiguous and in frame order).
+        """
+        root = self.ingest(drop_id)
+        size = int(pq.read_table(root / "manifest.parquet", columns=["frame_size"])["frame_size"][0].as_py())
+        for part in sorted((root / "frames").glob("part-*.parquet")):
+            key, frames, durs = None, [], []
+            for batch in pq.ParquetFile(part).iter_batches(batch_size=256):
+                for k, d, f in zip(batch.column("key").to_pylist(), batch.column("duration_ms").to_pylist(),
+                                   batch.column("frame").to_pylist()):
+                    if k != key and key is not None:
+                        yield key, np.stack(frames), durs
+                        frames, durs = [], []
+                    key = k
+                    frames.append(np.frombuffer(f, np.uint8).reshape(size, size, 3))
+                    durs.append(d)
+            if key is not None:
+                yield key, np.stack(frames), durs
+
+    # ------------------------------------------------------------------ per-run areas
+
+    def run(self, area: RunArea, run_name: str) -> Path:
+        """``lake/<area>/<run_name>`` with the run name validated, contained and not a reserved shared folder."""
+        area = RunArea(area)
+        validate_id(run_name, "run name")
+        if run_name in RESERVED_RUN_NAMES.get(area, ()):
+            raise ValueError(f"run name {run_name!r} is reserved under lake/{area.value}/ "
+                             f"(used by {sorted(RESERVED_RUN_NAMES[area])})")
+        return contained(self.root, area.value, run_name)
+
+    def training(self, run_name: str) -> Path:
+        return self.run(RunArea.TRAINING, run_name)
+
+    def gallery(self, run_name: str) -> Path:
+        return self.run(RunArea.GALLERY, run_name)
+
+    def evaluation(self, run_name: str) -> Path:
+        return self.run(RunArea.EVALUATION, run_name)
+
+    def fvd_real_stats(self) -> Path:
+        """Test-set I3D statistics, shared by every evaluated checkpoint."""
+        return self.root / RunArea.EVALUATION.value / "fvd_real_stats"
+
+    def comparison(self) -> Path:
+        """The cross-run comparison table and chart."""
+        return self.root / RunArea.EVALUATION.value / "comparison"
+
+    def ablation(self, mode: str) -> Path:
+        """``lake/ablation/<mode>`` (quick, standard, ...)."""
+        validate_id(mode, "ablation mode")
+        return contained(self.root, "ablation", mode)
 
 
 class FramePartWriter:

@@ -43,6 +43,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from data.atomic import atomic_write, fsync_dir
+
 log = logging.getLogger(__name__)
 
 POINTER = "CURRENT"
@@ -62,21 +64,12 @@ def _new_version() -> str:
     return f"v{now:%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:12]}"
 
 
-def _fsync_path(path: Path) -> None:
-    with contextlib.suppress(OSError):  # best effort: some filesystems refuse fsync on directories
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _fsync_tree(root: Path) -> None:
     """Flush every file and folder of a finished version before the pointer names it (power loss)."""
     for dirpath, _, files in os.walk(root):
         for name in files:
-            _fsync_path(Path(dirpath) / name)
-        _fsync_path(Path(dirpath))
+            fsync_dir(Path(dirpath) / name)  # a plain O_RDONLY fsync flushes files too
+        fsync_dir(Path(dirpath))
 
 
 def read_pointer(partition: str | Path) -> dict | None:
@@ -164,13 +157,7 @@ class PartitionLock:
 
 def _commit(partition: Path, version: str, previous: str | None) -> None:
     doc = {"version": version, "previous": previous, "committed_utc": f"{dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ}"}
-    tmp = partition / f".{POINTER}.tmp-{uuid.uuid4().hex[:12]}"
-    with open(tmp, "w") as fh:
-        json.dump(doc, fh, indent=2, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, partition / POINTER)  # the commit point
-    _fsync_path(partition)
+    atomic_write(partition / POINTER, json.dumps(doc, indent=2, sort_keys=True))  # the commit point
 
 
 def collect_garbage(partition: str | Path) -> list[str]:

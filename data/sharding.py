@@ -15,18 +15,13 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from data import lake, publish
-from data.clustering import clusters_path
+from data.lake import Lake
 from data.shards import FrameEncoding, ShardSample, make_dataset, shard_urls, write_index, write_shards
 from data.splits import Split
 
 
-def shards_dir(lake_root: str | Path, drop_id: str) -> Path:
-    """The published shards of a drop (tars + ``index.json``)."""
-    return lake.published(lake_root, lake.Stage.SHARDS, drop_id)
-
-
 def _samples(lake_root: str | Path, drop_id: str, split: Split, meta_by_key: dict[str, dict], caption_of: dict[str, str]) -> Iterator[ShardSample]:
-    for key, frames, _ in lake.iter_sticker_frames(lake_root, drop_id):
+    for key, frames, _ in Lake(lake_root).sticker_frames(drop_id):
         meta = meta_by_key.get(key)
         if meta is None or meta["split"] != split.value:  # quarantined at embedding, or the other split
             continue
@@ -35,8 +30,8 @@ def _samples(lake_root: str | Path, drop_id: str, split: Split, meta_by_key: dic
 
 def build_shards(lake_root: str | Path, drop_id: str, *, encoding: FrameEncoding, max_count: int, max_bytes: int) -> dict:
     """Write the drop's shards and index; returns the index extras (counts)."""
-    man = lake.read_manifest(lake_root, drop_id).set_index("key")
-    cl = pq.read_table(clusters_path(lake_root, drop_id)).to_pandas()
+    man = Lake(lake_root).manifest(drop_id).set_index("key")
+    cl = pq.read_table(Lake(lake_root).clusters(drop_id)).to_pandas()
     ks = sorted(int(c.removeprefix("reps_k")) for c in cl.columns if c.startswith("reps_k"))
     meta_by_key, caption_of = {}, {}
     for row in cl.itertuples(index=False):
@@ -50,7 +45,7 @@ def build_shards(lake_root: str | Path, drop_id: str, *, encoding: FrameEncoding
             "reps": {str(k): [int(i) for i in getattr(row, f"reps_k{k}")] for k in ks},
             "semantic_cluster": int(row.semantic_cluster), "dup_group": row.dup_group, "split": row.split,
         }
-    with publish.publish(lake.partition_dir(lake_root, lake.Stage.SHARDS, drop_id)) as stage:
+    with publish.publish(Lake(lake_root).partition(lake.Stage.SHARDS, drop_id)) as stage:
         infos = []
         for split in (Split.TRAIN, Split.TEST):
             infos += write_shards(_samples(lake_root, drop_id, split, meta_by_key, caption_of), stage, split.value,

@@ -84,6 +84,8 @@ from typing import Any
 
 import numpy as np
 
+from data.atomic import atomic_write, fsync_dir
+
 SPLITS = ("train", "test")
 INDEX_NAME = "index.json"
 INDEX_VERSION = 1
@@ -348,17 +350,8 @@ def write_shards(
         m = _SHARD_RE.match(path.name)
         if m and int(m.group(2)) >= len(infos):
             path.unlink(missing_ok=True)
-    _fsync_dir(out)
+    fsync_dir(out)
     return infos
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # makes renames durable; unsupported on some filesystems
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def write_index(infos: list[ShardInfo], out_dir: str | Path, *, extra: dict | None = None) -> Path:
@@ -380,16 +373,7 @@ def write_index(infos: list[ShardInfo], out_dir: str | Path, *, extra: dict | No
     if clash:
         raise ValueError(f"extra index fields clash with reserved ones: {sorted(clash)}")
     doc.update(extra or {})
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path, tmp = out / INDEX_NAME, out / f".{INDEX_NAME}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(json.dumps(doc, indent=2, sort_keys=True, default=_json_default).encode() + b"\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(out)
-    return path
+    return atomic_write(Path(out_dir) / INDEX_NAME, json.dumps(doc, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
 def _index_file(path: str | Path) -> Path:

@@ -14,7 +14,8 @@ from data.drops import refuse_overlap
 from data.embed import EmbedSettings, embed_drop
 from data.ingest import IngestSettings, ingest_drop
 from data.kmeans import KMeansConfig
-from data.sharding import build_shards, shards_dir
+from data.lake import Lake
+from data.sharding import build_shards
 from data.shards import FrameEncoding
 from data.splits import SplitConfig
 
@@ -35,9 +36,9 @@ def run_data_stages(
 ) -> Path:
     """Materialize every per-drop data stage into ``lake_root``; returns the shard ``index.json``."""
     refuse_overlap(drop_url, lake_root, "lake root")
-    ingest_drop(drop_url, lake.partition_dir(lake_root, lake.Stage.INGEST, drop_id), ingest or IngestSettings(), drop_id=drop_id,
+    ingest_drop(drop_url, Lake(lake_root).partition(lake.Stage.INGEST, drop_id), ingest or IngestSettings(), drop_id=drop_id,
                 progress=progress)
     embed_drop(lake_root, drop_id, embed or EmbedSettings(), progress=progress)
     cluster_drop(lake_root, drop_id, kmeans or KMeansConfig(), split or SplitConfig(), progress=progress)
     build_shards(lake_root, drop_id, encoding=encoding, max_count=max_count, max_bytes=max_bytes)
-    return shards_dir(lake_root, drop_id) / "index.json"
+    return Lake(lake_root).shards(drop_id) / "index.json"

@@ -28,9 +28,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
-import os
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +40,7 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 from PIL import Image, ImageDraw, ImageFont
 
+from data.atomic import atomic_write
 from data.media import MediaFormat
 from data.media_encode import encode_animated, encode_video
 
@@ -552,16 +551,7 @@ def publish_captions(fs: fsspec.AbstractFileSystem, root: str, data: bytes) -> N
     """Publish captions.jsonl atomically: readers either see no manifest or the whole one."""
     final = join_url(root, CAPTIONS_FILE)
     if isinstance(fs, LocalFileSystem):
-        tmp = join_url(root, f".{CAPTIONS_FILE}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)  # atomic on POSIX and Windows within one directory
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(final, data)
     else:
         fs.pipe_file(final, data)  # one PUT: object stores publish an object all at once
 

@@ -48,12 +48,12 @@ from model.clip import (
     ClipSpec,
     LoadedClip,
     WeightsSource,
-    register_presets,
     autocast_dtype,
     embed_pixels,
     hub_offline,
     load_clip,
     preprocess_frames,
+    register_presets,
 )
 
 log = logging.getLogger(__name__)

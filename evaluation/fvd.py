@@ -21,7 +21,6 @@ number of videos can be evaluated in constant memory.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data.atomic import atomic_path
 from evaluation.i3d import (
     I3D_MIN_FRAMES,
     InceptionI3d,
@@ -104,12 +104,8 @@ class StreamingStats:
         """Write count, mean and scatter to an ``.npz`` (atomic: temp file + rename; plain arrays, no pickle)."""
         if self._mean is None or self._m2 is None:
             raise ValueError("no features added yet")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, n=np.int64(self.n), mean=self._mean, m2=self._m2)
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | Path) -> StreamingStats:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -42,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from data.atomic import atomic_path, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -136,16 +137,12 @@ def _resize(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def _atomic_save(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, arr, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def _atomic_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2))
 
 
 def checkpoint_fingerprint(ckpt_dir: str | Path) -> str:

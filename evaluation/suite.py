@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from data.atomic import atomic_write
 from evaluation.samples import EvalSamples, EvalTask
 
 
@@ -188,11 +188,7 @@ def run_reconstruction(samples: EvalSamples) -> MetricReport:
 
 
 def save_report(report: MetricReport, path: str | Path) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(asdict(report), indent=2, default=str))
-    os.replace(tmp, p)
+    atomic_write(path, json.dumps(asdict(report), indent=2, default=str))
 
 
 def log_report(report: MetricReport, tracking_uri: str, run_id: str, *, step: int = 0) -> None:

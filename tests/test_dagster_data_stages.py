@@ -14,8 +14,7 @@ from assets.embeddings import EMBED_ASSET, EMBED_CHECK, frame_embeddings
 from assets.ingest import INGEST_ASSET, ingested_stickers
 from assets.resources import ClipResource, LakeResource
 from assets.shards import SHARD_ASSET, SHARD_CHECK, webdataset_shards
-from data.clustering import clusters_path
-from data.sharding import shards_dir
+from data.lake import Lake
 from data.shards import make_dataset, shard_urls
 
 ASSETS = [ingested_stickers, frame_embeddings, frame_clusters, webdataset_shards]
@@ -44,14 +43,14 @@ def test_data_stages_materialize_and_are_reproducible(tmp_path, clean_drop):
     md = {k: v.value for k, v in result.asset_materializations_for_node(EMBED_ASSET)[0].metadata.items()}
     assert md["weights"] == "random" and md["n_frames"] > 0
 
-    cl = pq.read_table(clusters_path(tmp_path / "lake", clean_drop.name)).to_pandas()
+    cl = pq.read_table(Lake(tmp_path / "lake").clusters(clean_drop.name)).to_pandas()
     assert len(cl) == 24 and set(cl.split) == {"train", "test"} and (cl.split == "test").sum() == 6
     for row in cl.itertuples():
         for k in range(3, 9):
             reps = list(getattr(row, f"reps_k{k}"))
             assert reps == sorted(reps) and len(reps) <= min(k, row.n_frames)
 
-    index_path = shards_dir(tmp_path / "lake", clean_drop.name) / "index.json"
+    index_path = Lake(tmp_path / "lake").shards(clean_drop.name) / "index.json"
     index = json.loads(index_path.read_text())
     assert index["counts"] == {"train": 18, "test": 6} and len(index["shards"]) >= 3
     samples = list(make_dataset(shard_urls([index_path], "train")))

@@ -15,8 +15,7 @@ from dagster._core.errors import DagsterInvalidConfigError
 
 from assets.ingest import INGEST_ASSET, REJECT_RATE_CHECK, ingested_stickers
 from assets.resources import LakeResource
-from data import lake
-from data.sharding import shards_dir
+from data.lake import Lake
 from pipelines.sensors import new_drop_sensor
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,8 +81,8 @@ def test_materialize_ingest_partition(tmp_path, faulty_drop):
     assert result.success
     (mat,) = result.asset_materializations_for_node(INGEST_ASSET)
     md = {k: v.value for k, v in mat.metadata.items()}
-    man = lake.read_manifest(tmp_path / "lake", drop.name)
-    quar = lake.read_quarantine(tmp_path / "lake", drop.name)
+    man = Lake(tmp_path / "lake").manifest(drop.name)
+    quar = Lake(tmp_path / "lake").quarantine(drop.name)
     assert md["n_ingested"] == len(man) > 0
     assert md["n_rejected"] == len(quar) > 0
     assert md["rejects_by_reason"] == quar.reason.value_counts().sort_index().to_dict()
@@ -101,7 +100,7 @@ def test_reject_rate_check_fails_above_threshold_but_keeps_good_data(tmp_path, f
                          run_config=_run_config(max_reject_rate=0.01, workers=1), raise_on_error=False)
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and "reject rate" in (check.description or "")
-    assert len(lake.read_manifest(tmp_path / "lake", drop.name)) > 0
+    assert len(Lake(tmp_path / "lake").manifest(drop.name)) > 0
 
 
 def test_bad_run_config_is_a_clear_error(tmp_path, clean_drop):
@@ -129,7 +128,7 @@ def test_cli_make_drop_and_ingest(tmp_path):
     p = subprocess.run([sys.executable, "-m", "pipelines.cli", "build-drop", str(out), "--lake", str(tmp_path / "lake"),
                         "--size", "32", "--quiet"], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    index = shards_dir(tmp_path / "lake", "cli-drop") / "index.json"
+    index = Lake(tmp_path / "lake").shards("cli-drop") / "index.json"
     assert p.stdout.strip().endswith(str(index))  # the command prints the committed version's index
     assert json.loads(index.read_text())["counts"]["train"] == 6
     p = subprocess.run([sys.executable, "-m", "pipelines.cli", "ingest", str(tmp_path / "missing"), "--out",

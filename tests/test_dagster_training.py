@@ -8,6 +8,7 @@ from dagster import DagsterInstance, PipesSubprocessClient, materialize
 
 from assets.resources import LakeResource, MlflowResource
 from assets.training import TRAIN_ASSET, trained_model
+from data.lake import Lake
 
 
 def test_trained_model_asset(tmp_path, tiny_shards):
@@ -81,10 +82,9 @@ def _materialize_bad_training(tmp_path, lake_root, train_config: dict):
 def test_bad_training_config_fails_fast_once_without_step_or_run_retries(tmp_path, tiny_shards, train_config, words,
                                                                          monkeypatch):
     """A deterministic config error: one attempt, the message in the failure, no retry (step or run), no torchrun."""
-    import assets.training
 
     lake_root = next(p for p in tiny_shards.parents if (p / "shards").is_dir())
-    monkeypatch.setattr(assets.training, "shard_indexes", lambda root: [str(tiny_shards)])  # the shard layout is not under test
+    monkeypatch.setattr(Lake, "shard_indexes", lambda self: [str(tiny_shards)])  # the shard layout is not under test
     result, run, kinds, elapsed = _materialize_bad_training(tmp_path, lake_root, train_config)
     assert not result.success
     assert kinds.count("STEP_START") == 1 and kinds.count("STEP_FAILURE") == 1

@@ -14,17 +14,17 @@ from data.embed import (
     EMBEDDING_NOT_FINITE,
     EmbedSettings,
     embed_drop,
-    embeddings_dir,
     iter_sticker_embeddings,
 )
 from data.ingest import IngestSettings, ingest_drop
+from data.lake import Lake
 from model.clip import ClipSpec, load_clip, preprocess_frames, tiny_spec, validate_spec
 
 
 @pytest.fixture(scope="module")
 def ingested(clean_drop, tmp_path_factory):
     root = tmp_path_factory.mktemp("lake")
-    ingest_drop(str(clean_drop), lake.partition_dir(root, lake.Stage.INGEST, "d"), IngestSettings(size=64, workers=1, part_max_bytes=64 * 64 * 3 * 40),
+    ingest_drop(str(clean_drop), Lake(root).partition(lake.Stage.INGEST, "d"), IngestSettings(size=64, workers=1, part_max_bytes=64 * 64 * 3 * 40),
                 progress=False)
     return root
 
@@ -35,7 +35,7 @@ def _digest(d: Path) -> dict[str, str]:
 
 def test_embeddings_unit_norm_complete_and_deterministic(ingested):
     rep = embed_drop(ingested, "d", EmbedSettings(clip=tiny_spec(batch_size=16), num_workers=0), progress=False)
-    man = lake.read_manifest(ingested, "d")
+    man = Lake(ingested).manifest("d")
     assert rep.n_frames == int(man.n_frames.sum()) and rep.n_quarantined == 0 and rep.clip["weights"] == "random"
     seen = {}
     for _, keys, embs in iter_sticker_embeddings(ingested, "d"):
@@ -45,10 +45,10 @@ def test_embeddings_unit_norm_complete_and_deterministic(ingested):
             np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=2e-3)
     assert set(seen) == set(man.key)
     assert all(seen[k].shape[0] == n for k, n in zip(man.key, man.n_frames))
-    first = _digest(embeddings_dir(ingested, "d"))
+    first = _digest(Lake(ingested).embeddings("d"))
     # re-materializing, with or without a DataLoader worker process, gives byte-identical files
     embed_drop(ingested, "d", EmbedSettings(clip=tiny_spec(batch_size=16), num_workers=1), progress=False)
-    assert _digest(embeddings_dir(ingested, "d")) == first
+    assert _digest(Lake(ingested).embeddings("d")) == first
     # another batch size changes float summation order only
     embed_drop(ingested, "d", EmbedSettings(clip=tiny_spec(batch_size=7), num_workers=0), progress=False)
     other = {k: e for _, keys, embs in iter_sticker_embeddings(ingested, "d") for k, e in zip(keys, embs)}
@@ -56,7 +56,7 @@ def test_embeddings_unit_norm_complete_and_deterministic(ingested):
         np.testing.assert_allclose(other[k], e, atol=3e-3)
     # a different init seed is a different (random) model
     embed_drop(ingested, "d", EmbedSettings(clip=tiny_spec(init_seed=1), num_workers=0), progress=False)
-    assert _digest(embeddings_dir(ingested, "d")) != first
+    assert _digest(Lake(ingested).embeddings("d")) != first
 
 
 def test_local_weights_file_loads_and_nan_weights_are_quarantined(ingested, tmp_path):
@@ -76,8 +76,8 @@ def test_local_weights_file_loads_and_nan_weights_are_quarantined(ingested, tmp_
     # the same ingested drop under another name, so this test's outputs do not collide with others
     (ingested / "ingest" / "broken").symlink_to(ingested / "ingest" / "d", target_is_directory=True)
     rep = embed_drop(ingested, "broken", EmbedSettings(clip=ClipSpec(pretrained=str(bad)), num_workers=0), progress=False)
-    quar = lake.pq.read_table(embeddings_dir(ingested, "broken") / "quarantine.parquet").to_pandas()
-    assert rep.n_quarantined == len(quar) == len(lake.read_manifest(ingested, "d")) and rep.n_frames == 0
+    quar = lake.pq.read_table(Lake(ingested).embeddings("broken") / "quarantine.parquet").to_pandas()
+    assert rep.n_quarantined == len(quar) == len(Lake(ingested).manifest("d")) and rep.n_frames == 0
     assert set(quar.reason) == {EMBEDDING_NOT_FINITE} and quar.message.str.contains("NaN").all()
 
 

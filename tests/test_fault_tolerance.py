@@ -29,6 +29,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from data.lake import Lake
 from training.tracking import (
     BUFFER_NAME,
     FAIL_FAST_HTTP_ENV,
@@ -201,17 +202,18 @@ def procs():
 _SHARDS_CHILD = r"""
 import os, sys, time
 import assets.shards as S
+import data.sharding as engine
 
 delay = float(os.environ.get("FT_SAMPLE_DELAY", "0"))
 if delay:  # test hook: slow the sample stream so the kill lands while a tar is open
-    orig = S._samples
+    orig = engine._samples
 
     def slow(*a, **k):
         for s in orig(*a, **k):
             yield s
             time.sleep(delay)
 
-    S._samples = slow
+    engine._samples = slow
 from dagster import DagsterInstance, materialize
 
 from assets.resources import LakeResource
@@ -241,9 +243,8 @@ def _uncommitted(partition: Path) -> list[Path]:
 
 
 def test_sigkill_during_shard_writing_then_rerun_is_byte_identical(tmp_path, tiny_shards, procs):
-    from assets.training import shard_indexes
     from data import publish
-    from data.sharding import build_shards, shards_dir
+    from data.sharding import build_shards
     from data.shards import FrameEncoding, verify_shards
 
     src = tiny_shards.parents[4]  # <lake>/shards/<drop>/versions/<v>/index.json
@@ -251,7 +252,7 @@ def test_sigkill_during_shard_writing_then_rerun_is_byte_identical(tmp_path, tin
     _copy_inputs(src, ref)
     _copy_inputs(src, lake)
     build_shards(ref, "d0", encoding=FrameEncoding.WEBP, max_count=3, max_bytes=512 << 20)  # uninterrupted run
-    ref_files = _sha_tree(shards_dir(ref, "d0"))
+    ref_files = _sha_tree(Lake(ref).shards("d0"))
     assert len([f for f in ref_files if f.endswith(".tar")]) >= 4 and "index.json" in ref_files
 
     # 1. SIGKILL the Dagster materialization while a shard is open and an earlier one is complete
@@ -268,7 +269,7 @@ def test_sigkill_during_shard_writing_then_rerun_is_byte_identical(tmp_path, tin
     _wait(mid_write, 120, "a partial shard in an uncommitted version after a complete one", proc=p)
     _kill_tree(p)
     assert publish.read_pointer(part) is None, "a killed first materialization must not publish anything"
-    assert shard_indexes(lake) == []  # what training would pick up: nothing
+    assert Lake(lake).shard_indexes() == []  # what training would pick up: nothing
     (stage,) = _uncommitted(part)  # the kill landed mid-run: some shards written, no index yet
     assert list(stage.glob("*.tar")) and not (stage / "index.json").exists()
 
@@ -276,10 +277,10 @@ def test_sigkill_during_shard_writing_then_rerun_is_byte_identical(tmp_path, tin
     r = subprocess.run([sys.executable, "-c", _SHARDS_CHILD, str(lake)], env=_env(), cwd=tmp_path, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert _sha_tree(shards_dir(lake, "d0")) == ref_files
+    assert _sha_tree(Lake(lake).shards("d0")) == ref_files
     assert [p.name for p in shards.iterdir()] == ["d0"] and _uncommitted(part) == []  # nothing left behind
-    assert verify_shards(shards_dir(lake, "d0") / "index.json") == []
-    good = shards_dir(lake, "d0")
+    assert verify_shards(Lake(lake).shards("d0") / "index.json") == []
+    good = Lake(lake).shards("d0")
 
     # 3. SIGKILL a re-materialization over the complete output: the published version stays intact
     p = subprocess.Popen([sys.executable, "-c", _SHARDS_CHILD, str(lake)], env=_env(FT_SAMPLE_DELAY="0.4"),
@@ -287,9 +288,9 @@ def test_sigkill_during_shard_writing_then_rerun_is_byte_identical(tmp_path, tin
     procs.append(p)
     _wait(mid_write, 120, "a partial shard in an uncommitted version (re-materialization)", proc=p)
     _kill_tree(p)
-    assert shards_dir(lake, "d0") == good and _sha_tree(good) == ref_files
+    assert Lake(lake).shards("d0") == good and _sha_tree(good) == ref_files
     assert verify_shards(good / "index.json") == []
-    assert shard_indexes(lake) == [str(good / "index.json")]
+    assert Lake(lake).shard_indexes() == [str(good / "index.json")]
 
 
 _COMMIT_CHILD = r"""
@@ -311,14 +312,13 @@ build_shards(sys.argv[1], "d0", encoding=FrameEncoding.WEBP, max_count=3, max_by
 
 
 def test_sigkill_between_index_and_commit_publishes_no_second_index(tmp_path, tiny_shards, procs):
-    from assets.training import shard_indexes
-    from data.sharding import build_shards, shards_dir
+    from data.sharding import build_shards
     from data.shards import FrameEncoding
 
     lake = tmp_path / "lake"
     _copy_inputs(tiny_shards.parents[4], lake)  # <lake>/shards/<drop>/versions/<v>/index.json
     build_shards(lake, "d0", encoding=FrameEncoding.WEBP, max_count=3, max_bytes=512 << 20)
-    good = shards_dir(lake, "d0")
+    good = Lake(lake).shards("d0")
     before = _sha_tree(good)
     flag = tmp_path / "at_commit"
     p = subprocess.Popen([sys.executable, "-c", _COMMIT_CHILD, str(lake), str(flag)], env=_env(), cwd=tmp_path,
@@ -326,13 +326,13 @@ def test_sigkill_between_index_and_commit_publishes_no_second_index(tmp_path, ti
     procs.append(p)
     _wait(flag.exists, 120, "the shard writer reaching the commit", proc=p)
     _kill_tree(p)
-    assert shards_dir(lake, "d0") == good and _sha_tree(good) == before  # the published version is untouched
+    assert Lake(lake).shards("d0") == good and _sha_tree(good) == before  # the published version is untouched
     (unpublished,) = _uncommitted(lake / "shards" / "d0")
     assert (unpublished / "index.json").exists()  # the complete, unpublished build
-    assert shard_indexes(lake) == [str(good / "index.json")]
+    assert Lake(lake).shard_indexes() == [str(good / "index.json")]
     # the next writer removes the dead one's build and publishes normally
     build_shards(lake, "d0", encoding=FrameEncoding.WEBP, max_count=3, max_bytes=512 << 20)
-    assert not unpublished.exists() and _sha_tree(shards_dir(lake, "d0")) == before
+    assert not unpublished.exists() and _sha_tree(Lake(lake).shards("d0")) == before
 
 
 _INGEST_CHILD = r"""
@@ -363,7 +363,7 @@ def test_sigkill_during_ingest_with_a_waiting_twin_and_a_prefix_sharing_drop(cle
     publishes a version byte-identical to an undisturbed run; ``d1-x`` is untouched by either; no process
     of the killed run survives.
     """
-    from data import lake, publish
+    from data import publish
 
     def cmd(drop_id: str, lake_root: str = "lake") -> list[str]:
         return [sys.executable, "-c", _INGEST_CHILD, "ingest", str(clean_drop), "--drop-id", drop_id, "--out",
@@ -371,7 +371,7 @@ def test_sigkill_during_ingest_with_a_waiting_twin_and_a_prefix_sharing_drop(cle
 
     ref = subprocess.run(cmd("d1", "ref"), env=_env(), capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr[-3000:]
-    ref_files = _sha_tree(lake.ingest_dir(tmp_path / "ref", "d1"))
+    ref_files = _sha_tree(Lake(tmp_path / "ref").ingest("d1"))
     flag = tmp_path / "frames_written"
     victim = subprocess.Popen(cmd("d1"), env=_env(FT_STICKER_DELAY="0.5", FT_FLAG=str(flag)), cwd=tmp_path,
                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -386,8 +386,8 @@ def test_sigkill_during_ingest_with_a_waiting_twin_and_a_prefix_sharing_drop(cle
     assert twin.poll() is None, "the twin must wait for the partition lock while the first run is alive"
     _kill_tree(victim)
     assert twin.wait(300) == 0, twin.stderr.read()[-3000:]
-    assert _sha_tree(lake.ingest_dir(tmp_path / "lake", "d1")) == ref_files
-    cousin_files = _sha_tree(lake.ingest_dir(tmp_path / "lake", "d1-x"))
+    assert _sha_tree(Lake(tmp_path / "lake").ingest("d1")) == ref_files
+    cousin_files = _sha_tree(Lake(tmp_path / "lake").ingest("d1-x"))
     assert {k: v for k, v in cousin_files.items() if k != "report.json"} == {
         k: v for k, v in ref_files.items() if k != "report.json"}
     for d in ("d1", "d1-x"):  # exactly the one committed version each: the dead run's leftovers are gone

@@ -15,6 +15,7 @@ import pytest
 from data import lake, publish
 from data.drops import CaptionPolicy
 from data.ingest import IngestSettings, ingest_drop
+from data.lake import Lake
 from data.media import DecodeLimits, decode_sticker
 from data.rejects import RejectReason
 from tests.conftest import cpu_workers
@@ -61,7 +62,7 @@ def test_manifest_schema_and_frames(faulty_ingest):
     assert df.hash.is_unique and df.key.is_unique
     assert all(len(d) == n for d, n in zip(df.durations_ms, df.n_frames))
     # frames in the lake equal a fresh decode of the source (nothing is decoded twice downstream)
-    frames = {k: (f, d) for k, f, d in lake.iter_sticker_frames(out.parents[3], drop.name)}  # lake/ingest/<drop>/versions/<v>
+    frames = {k: (f, d) for k, f, d in Lake(out.parents[3]).sticker_frames(drop.name)}  # lake/ingest/<drop>/versions/<v>
     assert set(frames) == set(df.key)
     for rec in df.head(6).itertuples():
         ref = decode_sticker((drop / rec.file).read_bytes(), size=SIZE)
@@ -120,18 +121,18 @@ def test_rerun_is_byte_identical_and_worker_count_independent(faulty_drop, tmp_p
 
 
 def test_small_parts_and_limits(clean_drop, tmp_path):
-    out = lake.partition_dir(tmp_path, lake.Stage.INGEST, clean_drop.name)
+    out = Lake(tmp_path).partition(lake.Stage.INGEST, clean_drop.name)
     settings = IngestSettings(size=32, workers=1, part_max_bytes=32 * 32 * 3 * 20,
                               limits=DecodeLimits(max_frames=10))
     report = ingest_drop(str(clean_drop), out, settings, progress=False)
     assert report.n_parts > 1
-    man = lake.read_manifest(tmp_path, clean_drop.name)
+    man = Lake(tmp_path).manifest(clean_drop.name)
     assert (man.n_frames <= 10).all()
-    assert set(lake.read_quarantine(tmp_path, clean_drop.name).reason) <= {RejectReason.TOO_MANY_FRAMES.value}
+    assert set(Lake(tmp_path).quarantine(clean_drop.name).reason) <= {RejectReason.TOO_MANY_FRAMES.value}
     assert report.rejects_by_reason.get("too_many_frames", 0) == report.n_rejected > 0
     # every sticker's frames live in the part named by the manifest
     for rec in man.itertuples():
-        keys = set(pq.read_table(lake.ingest_dir(tmp_path, clean_drop.name) / rec.frames_part, columns=["key"])["key"].to_pylist())
+        keys = set(pq.read_table(Lake(tmp_path).ingest(clean_drop.name) / rec.frames_part, columns=["key"])["key"].to_pylist())
         assert rec.key in keys
 
 

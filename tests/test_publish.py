@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance, materialize
 
-from assets.evaluation import evaluation_dir
 from assets.ingest import ingested_stickers
 from assets.resources import LakeResource
 from data import lake, publish
 from data.ids import ID_RULE, contained, validate_id
 from data.ingest import IngestSettings, ingest_drop
+from data.lake import Lake
 from pipelines.cli import main as rdtf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,9 +40,9 @@ def _digest(root: Path) -> dict[str, str]:
 @pytest.mark.parametrize("bad", HOSTILE_IDS)
 def test_lake_path_helpers_refuse_hostile_ids(tmp_path, bad):
     with pytest.raises(ValueError, match=r"must match"):
-        lake.partition_dir(tmp_path, lake.Stage.SHARDS, bad)
+        Lake(tmp_path).partition(lake.Stage.SHARDS, bad)
     with pytest.raises(ValueError, match=r"must match"):
-        evaluation_dir(tmp_path, bad)
+        Lake(tmp_path).evaluation(bad)
     with pytest.raises(ValueError, match=r"must match"):
         LakeResource(drops_root=str(tmp_path), lake_root=str(tmp_path)).drop_url(bad)
 
@@ -52,13 +52,13 @@ def test_symlinked_partition_escaping_the_lake_is_refused(tmp_path):
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "lake" / "ingest" / "d1").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     with pytest.raises(ValueError, match="escapes its root"):
-        lake.partition_dir(tmp_path / "lake", lake.Stage.INGEST, "d1")
+        Lake(tmp_path / "lake").partition(lake.Stage.INGEST, "d1")
     assert contained(tmp_path, "a", "b") == (tmp_path / "a" / "b").resolve()
 
 
 def test_reserved_run_names_cannot_shadow_shared_folders(tmp_path):
     with pytest.raises(ValueError, match="reserved"):
-        evaluation_dir(tmp_path, "comparison")
+        Lake(tmp_path).evaluation("comparison")
     assert validate_id("run-1.b_2") == "run-1.b_2"
 
 
@@ -177,7 +177,7 @@ def test_legacy_unversioned_partition_is_still_readable(tmp_path):
     part.mkdir(parents=True)
     (part / "index.json").write_text("{}")
     assert publish.current(part) == part
-    assert lake.published_drops(tmp_path, lake.Stage.SHARDS) == ["d0"]
+    assert Lake(tmp_path).drops(lake.Stage.SHARDS) == ["d0"]
 
 
 def test_corrupt_pointer_is_a_clear_error(tmp_path):
@@ -270,10 +270,10 @@ def test_prefix_sharing_drops_race_without_touching_each_other(clean_drop, tmp_p
     """Cleaning drop ``d1`` used to delete the staging folder (and with bad luck the output) of ``d1-x``."""
     root = tmp_path / "lake"
     ids = ["d1", "d1-x", "d1-xy", "d1.x"]
-    jobs = [lambda d=d: ingest_drop(str(clean_drop), lake.partition_dir(root, lake.Stage.INGEST, d),
+    jobs = [lambda d=d: ingest_drop(str(clean_drop), Lake(root).partition(lake.Stage.INGEST, d),
                                     IngestSettings(size=32, workers=1), drop_id=d, progress=False) for d in ids * 2]
     assert _race(*jobs) == []
-    digests = {d: _digest(lake.ingest_dir(root, d)) for d in ids}
+    digests = {d: _digest(Lake(root).ingest(d)) for d in ids}
     for dg in digests.values():
         dg.pop("report.json")  # names its drop id; everything else is the same input's output
     assert all(dg == digests["d1"] for dg in digests.values()) and "manifest.parquet" in digests["d1"]

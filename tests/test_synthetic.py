@@ -11,7 +11,7 @@ import fsspec
 import numpy as np
 import pytest
 
-from data import synthetic
+from data import atomic, synthetic
 from data.media import MediaFormat, decode_sticker
 from data.rejects import RejectReason, StickerRejected
 from data.synthetic import (
@@ -214,7 +214,7 @@ def test_captions_are_published_last_via_atomic_rename(tmp_path: Path, monkeypat
         seen.append((str(src), str(dst), sorted(os.listdir(out))))
         return real_replace(src, dst)
 
-    monkeypatch.setattr(synthetic.os, "replace", spy)
+    monkeypatch.setattr(atomic.os, "replace", spy)
     make_drop(str(out), n=6, seed=0, cfg=SMALL, progress=False)
     assert len(seen) == 1
     src, dst, listing = seen[0]
@@ -232,7 +232,7 @@ def test_failed_publish_leaves_no_manifest_and_no_temp(tmp_path: Path, monkeypat
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(synthetic.os, "replace", boom)
+    monkeypatch.setattr(atomic.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
         make_drop(str(out), n=3, seed=0, cfg=SMALL, progress=False)  # re-run un-publishes first
     assert not (out / CAPTIONS_FILE).exists()

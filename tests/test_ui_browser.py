@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from data import lake
+from data.lake import Lake
 from tests.ui_servers import (
     CHROMIUM,
     MLFLOW_INIT_SCRIPT,
@@ -240,7 +240,7 @@ def test_dagster_ui_assets_checks_and_a_materialization(dagster_ui, tmp_path):
 
     node = graphql(web, PARTITION_STATS_QUERY, {"key": {"path": [ASSET]}})["assetNodeOrError"]
     assert node["partitionStats"] == {"numMaterialized": 1, "numPartitions": 1}
-    ingest = lake.ingest_dir(Path(os.environ["RDTF_HOME"]) / "lake", DROP) / "manifest.parquet"
+    ingest = Lake(Path(os.environ["RDTF_HOME"]) / "lake").ingest(DROP) / "manifest.parquet"
     assert ingest.is_file()
     for name in ("dagster-automation", "dagster-catalog", "dagster-checks", "dagster-asset-graph",
                  "dagster-run", "dagster-asset-partitions", "dagster-asset-events"):

@@ -7,7 +7,7 @@ power cuts happen *during* a save, and a run must survive them:
 
 * **Publication is atomic.** Files go to ``.step-NNNNNN.tmp-<6 hex>`` and the folder is renamed into place;
   re-saving a step first renames the old folder to ``.step-NNNNNN.trash-<6 hex>``; ``latest`` is replaced
-  through ``.latest.tmp-<6 hex>``. A kill -9 leaves at most such dot-folders/files, never a half ``step-*``.
+  through ``.latest.tmp-<12 hex>`` (``data.atomic``). A kill -9 leaves at most such dot-folders/files, never a half ``step-*``.
 * **Leftovers are removed at trainer start** (:func:`clean_stale_temps`, rank 0, before anything else): only
   names matching exactly the patterns above, only in this run's checkpoints folder (plus the trainer's own
   ``.summary.json.tmp-*`` in ``out_dir``). Without it every killed save kept GBs forever.
@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from data.atomic import atomic_write
 from model.checkpoints import (
     EMA,
     LATEST,
@@ -57,8 +58,8 @@ TRAINING_FILES = (MODEL_CONFIG, MODEL_WEIGHTS, EMA, TEXT, OPTIMIZER, TRAINER)  #
 TRAINER_KEYS = ("step", "curriculum", "model_config")  # what Trainer.load reads from trainer.json
 
 _TEMP_DIR_RE = re.compile(r"^\.step-\d{6,}\.(tmp|trash)-[0-9a-f]{6}$")  # Trainer.save / publish
-_TEMP_MARKER_RE = re.compile(r"^\.latest\.tmp(-[0-9a-f]{6})?$")  # write_latest (no suffix: older versions)
-_TEMP_SUMMARY_RE = re.compile(r"^\.summary\.json\.tmp-[0-9a-f]{6}$")  # training.trainer._atomic_json in out_dir
+_TEMP_MARKER_RE = re.compile(r"^\.latest\.tmp(-[0-9a-f]{6}|-[0-9a-f]{12})?$")  # write_latest (6 hex, none: older)
+_TEMP_SUMMARY_RE = re.compile(r"^\.summary\.json\.tmp-([0-9a-f]{6}|[0-9a-f]{12})$")  # training.trainer._atomic_json in out_dir
 
 
 def _hex6() -> str:
@@ -84,9 +85,7 @@ def publish(tmp: Path, final: Path) -> None:
 
 def write_latest(root: Path, name: str) -> None:
     """Point ``latest`` at ``name`` atomically (unique temp name: no two writers share it)."""
-    tmp = root / f".{LATEST}.tmp-{_hex6()}"
-    tmp.write_text(name)
-    os.replace(tmp, root / LATEST)
+    atomic_write(root / LATEST, name)
 
 
 def rotate(root: Path, keep: int, current: Path) -> None:

@@ -61,6 +61,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from data.atomic import atomic_write, fsync_dir
 from data.redact import redact_text, redact_uri  # shown URIs never carry credentials
 
 log = logging.getLogger("rdtf.tracking")
@@ -116,29 +117,6 @@ def is_missing(exc: BaseException) -> bool:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:6]}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 # ------------------------------------------------------------------------------------------- backend
@@ -576,10 +554,10 @@ class ResilientTracker:
 
     def _rewrite_buffer(self, entries: list[dict]) -> None:
         if entries:
-            _atomic_write(self.buffer_path, b"".join(json.dumps(e, sort_keys=True).encode() + b"\n" for e in entries))
+            atomic_write(self.buffer_path, b"".join(json.dumps(e, sort_keys=True).encode() + b"\n" for e in entries))
         else:
             self.buffer_path.unlink(missing_ok=True)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         keep = {Path(e["file"]).parts[1] for e in entries if e.get("file")}  # FILES_DIR/<id>/<name>
         files = self.dir / FILES_DIR
         if files.is_dir():
@@ -591,7 +569,7 @@ class ResilientTracker:
                         shutil.rmtree(p, ignore_errors=True)
 
     def _save_state(self) -> None:
-        _atomic_write(self.dir / STATE_NAME, json.dumps(self.state, indent=2, sort_keys=True).encode())
+        atomic_write(self.dir / STATE_NAME, json.dumps(self.state, indent=2, sort_keys=True).encode())
 
 
 def _read_json(path: Path) -> dict:

@@ -30,7 +30,6 @@ import os
 import signal
 import sys
 import time
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from data.atomic import atomic_write
 from data.loader import DataConfig, make_loader, validate_indexes
 from data.redact import redact_config
 from data.shards import read_index
@@ -83,9 +83,7 @@ def _lr_factor(step: int, warmup: int) -> float:
 
 
 def _atomic_json(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:6]}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
