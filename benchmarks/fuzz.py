@@ -1,6 +1,6 @@
 """Fuzz benchmark: mutated stickers and caption tables through the real parsers; crashes, hangs, throughput.
 
-The same harness as ``tests/test_fuzz.py`` (``tests/fuzz_harness.py``: one spawn worker per run, a crash
+The same harness as ``tests/data/test_fuzz.py`` (``tests/fuzz_harness.py``: one spawn worker per run, a crash
 or a hang costs a worker restart) with seeded random mutations instead of Hypothesis, so any budget runs
 and every failure is counted rather than the first one shrunk.
 

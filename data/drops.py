@@ -203,7 +203,7 @@ def safe_key(sticker_id: str) -> str:
 
 def _has_surrogates(text: str) -> bool:
     # not only surrogateescape'd bytes (U+DC80..U+DCFF): JSON's "\ud800" escapes decode to lone surrogates too,
-    # and no surrogate can be written to the Parquet manifest (found by tests/test_fuzz.py)
+    # and no surrogate can be written to the Parquet manifest (found by tests/data/test_fuzz.py)
     return any("\ud800" <= ch <= "\udfff" for ch in text)
 
 
@@ -219,7 +219,7 @@ def _records_jsonl(data: bytes) -> list[tuple[int, object]]:
             out.append((lineno, json.loads(text)))
         except (ValueError, RecursionError) as exc:
             # not only JSONDecodeError: a 5000-digit number is a ValueError and "[[[[..." nested 3000 deep a
-            # RecursionError; either used to make the whole table unreadable (found by tests/test_fuzz.py)
+            # RecursionError; either used to make the whole table unreadable (found by tests/data/test_fuzz.py)
             out.append((lineno, ValueError(f"{type(exc).__name__}: {exc}")))
     return out
 

@@ -1,7 +1,7 @@
 """Container-level checks for video stickers, run before a native decoder sees the bytes.
 
 Why: decord and FFmpeg decode what they can of a damaged file, and decord is not robust against hostile
-containers at all. ``tests/test_fuzz.py`` found three ways to take a process down from decord's
+containers at all. ``tests/data/test_fuzz.py`` found three ways to take a process down from decord's
 ``VideoReader`` constructor:
 
 * an MP4 whose chunk offset (``stco``) or sample size (``stsz``) points past the end of the data: decord's

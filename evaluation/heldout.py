@@ -27,7 +27,7 @@ sampled evaluation uses). Everything random is fixed, so two checkpoints are com
 
 The per-batch loss is computed by :func:`denoising_loss`, the same sequence of calls as the trainer's step
 (``scheduler.add_noise`` -> condition latents by concatenation -> ``model(x, t, text(captions))`` ->
-``model.masks.loss_weight`` / ``masked_mse``); ``tests/test_ablation.py`` checks that it reproduces the loss
+``model.masks.loss_weight`` / ``masked_mse``); ``tests/ablation/test_ablation.py`` checks that it reproduces the loss
 ``Trainer.train_step`` reports on the same batch, mask, noise and timesteps. Batches are combined exactly:
 sum of (batch loss x weighted element count) / total count, i.e. one masked mean over all clips.
 

@@ -21,7 +21,6 @@ exactly, so that pass is skipped (2·B clips per step).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,7 +157,7 @@ class RDTFPipeline:
             with ck.converting_errors(ckpt, f"{ck.EMA} cannot be loaded"):
                 model.load_state_dict(load_file(ckpt / ck.EMA))
         with ck.converting_errors(ckpt, f"{ck.TRAINER}: the text encoder of train_config cannot be built"):
-            text = TextEncoder(_text_config(model, tcfg))
+            text = TextEncoder(text_config_for_model(model, tcfg))
         ck.compare_shapes(ckpt, ck.TEXT, text_shapes, {k: tuple(v.shape) for k, v in text.state_dict().items()})
         with ck.converting_errors(ckpt, f"{ck.TEXT} cannot be loaded"):
             text.load_state_dict(load_file(ckpt / ck.TEXT))
@@ -250,27 +249,7 @@ def _resolve_checkpoint(path: Path) -> Path:
     return path
 
 
-def _text_config(model: DFGN, tcfg: dict):
+def text_config_for_model(model: DFGN, tcfg: dict):
     """The text-encoder config the checkpoint was trained with (see model.text_encoder.text_config_for)."""
     return text_config_for(model.cfg.cross_attention_dim, seed=tcfg.get("seed", 0), clip_model=tcfg.get("text_clip_model"),
                            clip_pretrained=tcfg.get("text_clip_pretrained"), t5_path=tcfg.get("text_t5_path"))
-
-
-def tiny_checkpoint_for_tests(out_dir: str | Path, seed: int = 0) -> Path:
-    """A random-init ``tiny_pixel`` checkpoint in the trainer's layout (tests and the CLI's smoke checks)."""
-    from safetensors.torch import save_file
-
-    from model.unet import tiny
-
-    torch.manual_seed(seed)
-    model = DFGN.from_dataclass(tiny(pixel_space=True))
-    text = TextEncoder(_text_config(model, {"seed": seed}))
-    ckpt = Path(out_dir) / "checkpoints" / "step-000000"
-    model.save_pretrained(ckpt / "model")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, ckpt / "ema.safetensors")
-    save_file({k: v.contiguous() for k, v in text.state_dict().items()}, ckpt / "text_proj.safetensors")
-    (ckpt / "trainer.json").write_text(json.dumps({"step": 0, "train_config": {"preset": "tiny_pixel", "autoencoder": "pixel",
-                                                                                "seed": seed}, "typical_duration_ms": 100}))
-    (ckpt.parent / "latest").write_text(ckpt.name)
-    return ckpt
-

@@ -1,6 +1,6 @@
 """Mutation fuzzing of the parsers of untrusted input: the sticker decoders and the caption tables.
 
-Shared by ``tests/test_fuzz.py`` (Hypothesis, a fixed deterministic budget in CI) and ``benchmarks/fuzz.py``
+Shared by ``tests/data/test_fuzz.py`` (Hypothesis, a fixed deterministic budget in CI) and ``benchmarks/fuzz.py``
 (seeded random mutations, any budget). Mutations are plain tuples, so Hypothesis can generate and shrink them
 and ``random.Random`` can draw them alike:
 

@@ -1,4 +1,4 @@
-"""Start and stop the project's web UIs for browser checks (tests/test_ui_browser.py, scripts/screenshots.py).
+"""Start and stop the project's web UIs for browser checks (tests/integration/test_ui_browser.py, scripts/screenshots.py).
 
 Every server is bound to 127.0.0.1 on a free port, started in its own process group, waited on until it
 answers HTTP, and on teardown its whole process group (plus any descendant that moved to another group) is

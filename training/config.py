@@ -9,7 +9,7 @@ workers (a hand-written ``train.json`` goes through the same function).
 
 The allowed names below mirror the enums of the modules that use them (``model.unet.PRESETS``,
 ``model.unet.TemporalLayer``, ``data.loader.FrameExtraction``, ``model.diffusion.DiffusionConfig``); those
-modules import torch/diffusers, so they are not imported here — ``tests/test_train_config.py`` checks that
+modules import torch/diffusers, so they are not imported here — ``tests/training/test_config.py`` checks that
 the lists stay equal.
 """
 

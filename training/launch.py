@@ -6,7 +6,7 @@ process; ``TCPStore`` binds the wildcard address, its host argument is only used
 unauthenticated: anyone who can reach the machine can read and write keys, join the rendezvous or stall the
 job. A single-node training has no reason to be reachable from the network.
 
-How (only documented torch knobs, checked by ``tests/test_launch.py`` with psutil while a training runs):
+How (only documented torch knobs, checked by ``tests/training/test_launch.py`` with psutil while a training runs):
 
 * agent: ``--rdzv-backend c10d --rdzv-conf store_type=file`` keeps the rendezvous in a private temp file
   (``mkstemp``, mode 0600) instead of a TCPStore, ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``
