@@ -295,7 +295,7 @@ def run_one(settings: AblationSettings, out_dir: str | Path, variant: Variant | 
     """Train (or resume) and evaluate one variant x seed; returns metrics, MLflow run id and timings."""
     from mlflow.tracking import MlflowClient
 
-    from training.tracking import ensure_experiment
+    from training.tracking_backend import ensure_experiment
 
     variant = Variant(variant)
     out_dir = Path(out_dir).resolve()  # absolute paths in configs, checkpoints and MLflow tags
@@ -373,7 +373,7 @@ def write_summary(settings: AblationSettings, out_dir: str | Path, tracking_uri:
 
     from ablation.loss_curves import collect_loss_curves, loss_curve_lines, plot_loss_curves
     from ablation.report import Evidence, collect_ablation_runs, write_ablation_report
-    from training.tracking import ensure_experiment
+    from training.tracking_backend import ensure_experiment
 
     out_dir = Path(out_dir)
     index = prepare_benchmark(settings, out_dir)

@@ -32,7 +32,7 @@ class MlflowResource(ConfigurableResource):
         Called before anything logs, so artifacts land in the configured store instead of MLflow's
         default ``./mlruns`` relative to whichever process happened to create the experiment.
         """
-        from training.tracking import ensure_experiment
+        from training.tracking_backend import ensure_experiment
 
         return ensure_experiment(self.tracking_uri, self.experiment, self.artifact_location)
 

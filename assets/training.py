@@ -7,7 +7,7 @@ pool, so only one training at a time holds the accelerator(s) (set the pool's li
 ``dagster instance concurrency set gpu 1``).
 
 Kubernetes: with ``RDTF_LAUNCHER=k8s`` the ``pipes_subprocess_client`` resource is
-``pipelines.k8s.TorchrunK8sPipesClient`` (a ``dagster_k8s.PipesK8sClient``); this same ``run(command=...,
+``pipelines.k8s_client.TorchrunK8sPipesClient`` (a ``dagster_k8s.PipesK8sClient``); this same ``run(command=...,
 context=..., env=...)`` call then becomes multi-node ``torchrun --rdzv-backend c10d`` on pods (a worker Job + a
 headless Service, the head pod through Pipes; rank 0 reports from the head pod). See docs/scale-out.md.
 """

@@ -217,7 +217,7 @@ def log_comparison(tracking_uri: str, experiment: str, paths: dict[str, Path], *
     """
     from mlflow.tracking import MlflowClient
 
-    from training.tracking import ensure_experiment
+    from training.tracking_backend import ensure_experiment
 
     client = MlflowClient(tracking_uri=tracking_uri)
     exp_id = ensure_experiment(client, experiment, artifact_location)

@@ -37,10 +37,8 @@ def pipes_client():
     """torchrun as a local subprocess; ``RDTF_LAUNCHER=k8s``: multi-node torchrun pods via PipesK8sClient (docs/scale-out.md)."""
     if os.environ.get("RDTF_LAUNCHER", "local").strip().lower() in ("", "local"):
         return PipesSubprocessClient()
-    from pipelines.k8s import (  # validates RDTF_LAUNCHER (lazy: dagster_k8s is slow)
-        k8s_pipes_client_from_env,
-        launcher,
-    )
+    from pipelines.k8s import launcher  # validates RDTF_LAUNCHER
+    from pipelines.k8s_client import k8s_pipes_client_from_env  # lazy: dagster_k8s is slow
 
     return k8s_pipes_client_from_env() if launcher() == "k8s" else PipesSubprocessClient()
 

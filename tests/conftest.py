@@ -9,6 +9,7 @@ import pytest
 
 from data.synthetic import SyntheticConfig, make_drop
 from data.synthetic_faults import inject_faults
+from training.tracking_backend import FAIL_FAST_HTTP_ENV
 
 # Small canvases keep the suite fast on a 2-core CI machine; every code path is still exercised.
 SMALL = SyntheticConfig(min_size=48, max_size=96, max_frames=40)
@@ -66,3 +67,15 @@ def tiny_shards(clean_drop, tmp_path_factory) -> Path:
     return run_data_stages(str(clean_drop), root, "d0", ingest=IngestSettings(size=64, workers=1),
                            embed=EmbedSettings(num_workers=0), split=SplitConfig(max_test_fraction=0.25, n_semantic_clusters=3),
                            max_count=4, max_bytes=64 << 20)
+
+
+@pytest.fixture(autouse=True)
+def _restore_http_env():
+    """training.tracking sets MLflow's HTTP retry variables (setdefault) in the process that tracks: undo it here."""
+    saved = {k: os.environ.get(k) for k in FAIL_FAST_HTTP_ENV}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

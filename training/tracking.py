@@ -42,8 +42,8 @@ After a failure the server is left alone for ``retry_after_s`` (``RDTF_MLFLOW_RE
 per consecutive failure up to ``MAX_RETRY_S`` (a hung server costs a timeout per attempt), and everything goes
 straight to the buffer meanwhile.
 
-``TrackingBackend`` is the small surface the tracker needs from MLflow (``MlflowBackend``); tests substitute a
-fake one to exercise the buffering logic without a server.
+``TrackingBackend`` (``training.tracking_backend``) is the small surface the tracker needs from MLflow; the buffer
+files are ``training.tracking_buffer``.
 """
 
 from __future__ import annotations
@@ -53,192 +53,47 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from data.atomic import atomic_write, fsync_dir
+from data.atomic import atomic_write
 from data.redact import redact_text, redact_uri  # shown URIs never carry credentials
+from training.tracking_backend import (  # noqa: F401 - FAIL_FAST_HTTP_ENV: re-exported
+    FAIL_FAST_HTTP_ENV,
+    RUN_KEY_TAG,
+    MlflowBackend,
+    TrackingBackend,
+    ensure_experiment,
+    fail_fast_http_env,
+    is_missing,
+    is_permanent,
+)
+from training.tracking_buffer import (  # noqa: F401 - the file names are part of this module's interface
+    BUFFER_NAME,
+    FILES_DIR,
+    REJECTED_NAME,
+    STATE_NAME,
+    TrackingBuffer,
+    set_aside,
+)
 
 log = logging.getLogger("rdtf.tracking")
 
-STATE_NAME = "mlflow_state.json"
-BUFFER_NAME = "mlflow_buffer.jsonl"
-REJECTED_NAME = "mlflow_rejected.jsonl"
-FILES_DIR = "mlflow_buffer_files"
-RUN_KEY_TAG = "rdtf.run_key"
 RETRY_ENV = "RDTF_MLFLOW_RETRY_S"
 DEFAULT_RETRY_S = 30.0
 MAX_RETRY_S = 300.0
-
-FAIL_FAST_HTTP_ENV = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",  # default 7 with exponential back-off; the buffer retries instead
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # seconds (an int in MLflow); default 2
-    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",  # default 1.0
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",  # seconds per request; default 120
-}
-
-# MLflow error codes that mean "this request will never succeed" (the entry is set aside, not retried).
-PERMANENT_ERRORS = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "MALFORMED_REQUEST", "INVALID_STATE",
-                              "RESOURCE_ALREADY_EXISTS", "RESOURCE_LIMIT_EXCEEDED"})
-MISSING_ERRORS = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"})
-
-MAX_METRICS_PER_BATCH = 1000  # MLflow log_batch limits
-MAX_PARAMS_PER_BATCH = 100
-
-
-def fail_fast_http_env(environ: dict | None = None) -> None:
-    """Make MLflow's HTTP client give up within seconds (only variables not set already)."""
-    env = os.environ if environ is None else environ
-    for k, v in FAIL_FAST_HTTP_ENV.items():
-        env.setdefault(k, v)
 
 
 def fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def error_code(exc: BaseException) -> str | None:
-    code = getattr(exc, "error_code", None)
-    return code if isinstance(code, str) else None
-
-
-def is_permanent(exc: BaseException) -> bool:
-    return error_code(exc) in PERMANENT_ERRORS
-
-
-def is_missing(exc: BaseException) -> bool:
-    return error_code(exc) in MISSING_ERRORS
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-# ------------------------------------------------------------------------------------------- backend
-
-
-class TrackingBackend(Protocol):
-    """What the tracker needs from a tracking service. Methods raise on failure (any exception)."""
-
-    def experiment_id(self, name: str, artifact_location: str | None = None) -> str: ...
-
-    def find_run(self, experiment_id: str, run_key: str) -> str | None: ...
-
-    def create_run(self, experiment_id: str, run_name: str | None, tags: dict[str, str]) -> str: ...
-
-    def open_run(self, run_id: str, reopen: bool) -> dict[str, int]:
-        """Check the run exists (raise a RESOURCE_DOES_NOT_EXIST error if not), mark it RUNNING when ``reopen``,
-        and return the highest step it holds per metric key."""
-        ...
-
-    def log_metrics(self, run_id: str, metrics: list[tuple[str, float, int, int]]) -> None:
-        """(key, value, timestamp ms, step) rows."""
-        ...
-
-    def log_params(self, run_id: str, params: dict[str, str]) -> None: ...
-
-    def set_tags(self, run_id: str, tags: dict[str, str]) -> None: ...
-
-    def log_artifact(self, run_id: str, path: str, artifact_path: str | None) -> None: ...
-
-    def end_run(self, run_id: str, status: str, end_time: int) -> None: ...
-
-
-def ensure_experiment(client, name: str, artifact_location: str | None = None) -> str:
-    """Id of experiment ``name``; created with ``artifact_location`` when it does not exist yet.
-
-    ``client``: an ``MlflowClient`` or a tracking URI. A plain path becomes a ``file://`` URI; None keeps MLflow's
-    default (``./mlruns`` of the *current* directory for local stores — rarely what a pipeline wants, hence the
-    option everywhere an experiment can be created first: trainer, evaluation, comparison, ablation). An
-    existing experiment keeps its location (MLflow cannot move it). Safe against concurrent creation.
-    """
-    if isinstance(client, str):
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=client)
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    if artifact_location and "://" not in artifact_location:
-        artifact_location = Path(artifact_location).expanduser().resolve().as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location or None)
-    except Exception as e:  # created concurrently
-        if error_code(e) != "RESOURCE_ALREADY_EXISTS":
-            raise
-        return client.get_experiment_by_name(name).experiment_id
-
-
-class MlflowBackend:
-    """``TrackingBackend`` over ``mlflow.MlflowClient`` (any tracking URI: http(s)://, sqlite:///, file:)."""
-
-    def __init__(self, tracking_uri: str):
-        from mlflow import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-
-    def experiment_id(self, name: str, artifact_location: str | None = None) -> str:
-        return ensure_experiment(self.client, name, artifact_location)
-
-    def find_run(self, experiment_id: str, run_key: str) -> str | None:
-        runs = self.client.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'",
-                                       max_results=1)
-        return runs[0].info.run_id if runs else None
-
-    def create_run(self, experiment_id: str, run_name: str | None, tags: dict[str, str]) -> str:
-        try:  # the default tags of mlflow.start_run (user, source name/type, git commit)
-            from mlflow.tracking.context.registry import resolve_tags
-
-            tags = resolve_tags(tags)
-        except Exception:  # noqa: BLE001 - cosmetic only
-            pass
-        return self.client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
-
-    def open_run(self, run_id: str, reopen: bool) -> dict[str, int]:
-        run = self.client.get_run(run_id)
-        if reopen and run.info.status != "RUNNING":
-            self.client.update_run(run_id, status="RUNNING")
-        hwm = {}
-        for key in run.data.metrics:
-            steps = [m.step for m in self.client.get_metric_history(run_id, key)]
-            if steps:
-                hwm[key] = max(steps)
-        return hwm
-
-    def log_metrics(self, run_id: str, metrics: list[tuple[str, float, int, int]]) -> None:
-        from mlflow.entities import Metric
-
-        rows = [Metric(k, float(v), int(ts), int(step)) for k, v, ts, step in metrics]
-        for i in range(0, len(rows), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=rows[i: i + MAX_METRICS_PER_BATCH], synchronous=True)
-
-    def log_params(self, run_id: str, params: dict[str, str]) -> None:
-        from mlflow.entities import Param
-
-        rows = [Param(k, str(v)) for k, v in params.items()]
-        for i in range(0, len(rows), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=rows[i: i + MAX_PARAMS_PER_BATCH], synchronous=True)
-
-    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        rows = [RunTag(k, str(v)) for k, v in tags.items()]
-        for i in range(0, len(rows), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, tags=rows[i: i + MAX_PARAMS_PER_BATCH], synchronous=True)
-
-    def log_artifact(self, run_id: str, path: str, artifact_path: str | None) -> None:
-        self.client.log_artifact(run_id, path, artifact_path=artifact_path)
-
-    def end_run(self, run_id: str, status: str, end_time: int) -> None:
-        self.client.set_terminated(run_id, status=status, end_time=end_time)
-
-
-# ------------------------------------------------------------------------------------------- tracker
 
 
 class _Down(Exception):
@@ -257,6 +112,7 @@ class ResilientTracker:
                  backend_factory: Callable[[str], TrackingBackend] | None = None, clock: Callable[[], float] = time.monotonic):
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.buffer = TrackingBuffer(self.dir)
         self.state = state
         self.reopen = reopen
         self.retry_after_s = float(os.environ.get(RETRY_ENV, DEFAULT_RETRY_S)) if retry_after_s is None else retry_after_s
@@ -269,7 +125,7 @@ class ResilientTracker:
         self._down = False
         self._hwm: dict[str, int] = {}  # highest step the run holds per metric key (valid while connected)
         self._save_state()
-        self._repair_buffer()
+        self.buffer.repair()
 
     # -------------------------------------------------------------------------- construction
 
@@ -299,7 +155,7 @@ class ResilientTracker:
         else:
             state = fresh
         if old and state is fresh:
-            _set_aside(out, old)
+            set_aside(out, old)
         state["artifact_location"] = artifact_location
         return cls(out, state, **kw)
 
@@ -330,7 +186,7 @@ class ResilientTracker:
 
     @property
     def buffer_path(self) -> Path:
-        return self.dir / BUFFER_NAME
+        return self.buffer.path
 
     def start(self) -> bool:
         """Connect (create or resume the run) and send what an earlier attempt left buffered."""
@@ -364,7 +220,7 @@ class ResilientTracker:
         return self.pending() == 0
 
     def pending(self) -> int:
-        return len(self._read_buffer())
+        return len(self.buffer.read())
 
     # -------------------------------------------------------------------------- internals
 
@@ -377,7 +233,7 @@ class ResilientTracker:
             except _Down:
                 pass
         try:
-            self._append([entry])
+            self.buffer.append([entry])
         except OSError as e:  # e.g. disk full: the checkpoints will fail too; do not kill training for a metric
             log.error("MLflow: could not buffer a %s entry to %s: %s", entry["kind"], self.buffer_path, e)
         return False
@@ -452,7 +308,7 @@ class ResilientTracker:
         self._down = False
 
     def _flush_buffer(self) -> None:
-        entries = self._read_buffer()
+        entries = self.buffer.read()
         if not entries:
             return
         done = 0
@@ -466,7 +322,7 @@ class ResilientTracker:
                 done += n
         finally:
             if done:
-                self._rewrite_buffer(entries[done:])
+                self.buffer.rewrite(entries[done:])
         log.info("MLflow: sent %d buffered entries to run %s", done, self.run_id)
 
     def _apply(self, entries: list[dict]) -> None:
@@ -500,73 +356,7 @@ class ResilientTracker:
         except _Down:
             raise
         except Exception as e:  # permanent: refused for good, or a broken entry
-            self._reject(entries, e)
-
-    def _reject(self, entries: list[dict], exc: BaseException) -> None:
-        log.warning("MLflow refused %d %s entr%s for good (%s: %s); kept in %s", len(entries), entries[0]["kind"],
-                    "y" if len(entries) == 1 else "ies", type(exc).__name__, str(exc)[:300], self.dir / REJECTED_NAME)
-        with open(self.dir / REJECTED_NAME, "a") as f:
-            for e in entries:
-                f.write(json.dumps({"entry": e, "error": f"{type(exc).__name__}: {exc}"[:2000]}) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    # -------------------------------------------------------------------------- buffer files
-
-    def _append(self, entries: list[dict]) -> None:
-        for e in entries:
-            if e["kind"] == "artifact" and not e.get("file"):  # keep a copy: the source may be rotated away
-                src = Path(e["path"])
-                if src.exists():
-                    rel = f"{FILES_DIR}/{uuid.uuid4().hex[:12]}/{src.name}"  # keeps the name MLflow will show
-                    (self.dir / rel).parent.mkdir(parents=True)
-                    shutil.copyfile(src, self.dir / rel)
-                    e["file"] = rel
-        with open(self.buffer_path, "a") as f:
-            for e in entries:
-                f.write(json.dumps(e, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-    def _read_buffer(self) -> list[dict]:
-        if not self.buffer_path.exists():
-            return []
-        out = []
-        for line in self.buffer_path.read_text().splitlines():
-            try:
-                e = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line torn by a kill (only the last one can be); _repair_buffer warns
-            if isinstance(e, dict) and "kind" in e:
-                out.append(e)
-        return out
-
-    def _repair_buffer(self) -> None:
-        """Drop a torn last line so later appends start on a fresh line."""
-        if not self.buffer_path.exists():
-            return
-        raw = self.buffer_path.read_bytes()
-        entries = self._read_buffer()
-        if raw and (not raw.endswith(b"\n") or len(entries) != len(raw.splitlines())):
-            log.warning("MLflow buffer %s had a torn or unreadable line (killed while writing); dropped it",
-                        self.buffer_path)
-            self._rewrite_buffer(entries)
-
-    def _rewrite_buffer(self, entries: list[dict]) -> None:
-        if entries:
-            atomic_write(self.buffer_path, b"".join(json.dumps(e, sort_keys=True).encode() + b"\n" for e in entries))
-        else:
-            self.buffer_path.unlink(missing_ok=True)
-            fsync_dir(self.dir)
-        keep = {Path(e["file"]).parts[1] for e in entries if e.get("file")}  # FILES_DIR/<id>/<name>
-        files = self.dir / FILES_DIR
-        if files.is_dir():
-            if not keep:
-                shutil.rmtree(files, ignore_errors=True)
-            else:
-                for p in files.iterdir():
-                    if p.name not in keep:
-                        shutil.rmtree(p, ignore_errors=True)
+            self.buffer.reject(entries, e)
 
     def _save_state(self) -> None:
         atomic_write(self.dir / STATE_NAME, json.dumps(self.state, indent=2, sort_keys=True).encode())
@@ -578,21 +368,6 @@ def _read_json(path: Path) -> dict:
         return data if isinstance(data, dict) else {}
     except (OSError, json.JSONDecodeError):
         return {}
-
-
-def _set_aside(out: Path, old_state: dict) -> None:
-    """A new run starts in ``out``: move the previous run's state and unsent buffer to ``mlflow_orphaned-*``."""
-    buf = out / BUFFER_NAME
-    if not buf.exists() or not buf.read_text().strip():
-        return
-    dest = out / f"mlflow_orphaned-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    dest.mkdir()
-    for name in (BUFFER_NAME, FILES_DIR):
-        if (out / name).exists():
-            os.rename(out / name, dest / name)
-    (dest / STATE_NAME).write_text(json.dumps(old_state, indent=2, sort_keys=True))
-    log.warning("MLflow: a new run starts in %s; the previous run's unsent buffer was moved to %s "
-                "(send it with `python -m training.tracking flush %s`)", out, dest, dest)
 
 
 # ------------------------------------------------------------------------------------------- CLI

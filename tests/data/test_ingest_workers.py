@@ -20,8 +20,8 @@ import pytest
 
 from data.synthetic import make_drop
 from tests.conftest import SMALL
-from tests.helpers import ROOT
 from tests.data.test_decode_budget import work_bomb_gif
+from tests.helpers import ROOT
 
 
 def _workers(proc: psutil.Process) -> list[psutil.Process]:

@@ -9,7 +9,7 @@ import random
 import pytest
 import yaml
 
-from pipelines import k8s
+from pipelines import k8s, k8s_client
 from tests.helpers import ROOT
 
 DEPLOY = ROOT / "deploy" / "k8s"
@@ -301,15 +301,15 @@ def test_head_pod_as_pipes_k8s_client_builds_it():
 def test_pipes_k8s_client_builds_without_a_cluster_and_matches_run_signature():
     from dagster_k8s import PipesK8sClient
 
-    client = k8s.k8s_pipes_client("rdtf", image="img:1", nnodes=2)
+    client = k8s_client.k8s_pipes_client("rdtf", image="img:1", nnodes=2)
     assert isinstance(client, PipesK8sClient) and client.namespace == "rdtf" and client.load_incluster_config
     assert client.nnodes == 2 and client.image == "img:1"
-    local = k8s.k8s_pipes_client(load_incluster_config=False, kubeconfig_file="/tmp/kc", kube_context="dev")
+    local = k8s_client.k8s_pipes_client(load_incluster_config=False, kubeconfig_file="/tmp/kc", kube_context="dev")
     assert local.kubeconfig_file == "/tmp/kc" and local.kube_context == "dev"
     with pytest.raises(ValueError):
-        k8s.k8s_pipes_client(kubeconfig_file="/tmp/kc")
+        k8s_client.k8s_pipes_client(kubeconfig_file="/tmp/kc")
     with pytest.raises(ValueError):
-        k8s.k8s_pipes_client(nnodes=0)
+        k8s_client.k8s_pipes_client(nnodes=0)
     params = inspect.signature(PipesK8sClient.run).parameters
     launch = k8s.training_launch("i", 1, 1, "c.json", group="rdtf-a", namespace="n")
     assert set(launch.pipes_run_kwargs()) | {"context"} <= set(params)
@@ -321,7 +321,7 @@ def test_client_from_env(monkeypatch):
     monkeypatch.setenv("RDTF_TRAIN_NNODES", "4")
     monkeypatch.setenv("RDTF_TRAIN_MEMORY", "900Gi")
     monkeypatch.setenv("RDTF_MODELS_PVC", "weights")
-    c = k8s.k8s_pipes_client_from_env()
+    c = k8s_client.k8s_pipes_client_from_env()
     assert (c.namespace, c.image, c.nnodes) == ("prod", "reg/rdtf:7", 4)
     assert c.pod_resources.memory == "900Gi" and c.pod_resources.models_pvc == "weights"
 
@@ -332,14 +332,14 @@ ASSET_CMD = ["/venv/bin/python", "-m", "torch.distributed.run", "--standalone", 
 
 
 def test_parse_local_torchrun():
-    p = k8s.parse_local_torchrun(ASSET_CMD)
-    assert p == k8s.LocalTorchrun("/venv/bin/python", 8, "/lake/training/paper/train.json", "latest")
+    p = k8s_client.parse_local_torchrun(ASSET_CMD)
+    assert p == k8s_client.LocalTorchrun("/venv/bin/python", 8, "/lake/training/paper/train.json", "latest")
     spaced = ["py", "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "training", "--config", "c.json"]
-    assert k8s.parse_local_torchrun(spaced) == k8s.LocalTorchrun("py", 2, "c.json", None)
-    assert k8s.parse_local_torchrun(["python", "script.py"]) is None
-    assert k8s.parse_local_torchrun("python -m training") is None
+    assert k8s_client.parse_local_torchrun(spaced) == k8s_client.LocalTorchrun("py", 2, "c.json", None)
+    assert k8s_client.parse_local_torchrun(["python", "script.py"]) is None
+    assert k8s_client.parse_local_torchrun("python -m training") is None
     with pytest.raises(ValueError):
-        k8s.parse_local_torchrun(["py", "-m", "torch.distributed.run", "-m", "training"])
+        k8s_client.parse_local_torchrun(["py", "-m", "torch.distributed.run", "-m", "training"])
 
 
 class _Ctx:
@@ -357,7 +357,7 @@ def test_torchrun_client_turns_the_asset_command_into_a_multi_node_launch(monkey
 
     calls, log = [], []
     monkeypatch.setattr(PipesK8sClient, "run", lambda self, **kw: calls.append(kw) or "done")
-    client = k8s.k8s_pipes_client("rdtf", image="img:2", nnodes=3)
+    client = k8s_client.k8s_pipes_client("rdtf", image="img:2", nnodes=3)
     client._apis = (_FakeApi(log), _FakeApi(log))
     out = client.run(command=ASSET_CMD, context=_Ctx(), env={"PYTHONPATH": "/app", "OMP_NUM_THREADS": "64"})
     assert out == "done"
@@ -382,9 +382,9 @@ def test_torchrun_client_single_node_needs_an_image(monkeypatch):
     monkeypatch.delenv("RDTF_IMAGE", raising=False)
     monkeypatch.delenv("DAGSTER_CURRENT_IMAGE", raising=False)
     with pytest.raises(ValueError, match="RDTF_IMAGE"):
-        k8s.k8s_pipes_client().launch_for(_Ctx(), ASSET_CMD)
+        k8s_client.k8s_pipes_client().launch_for(_Ctx(), ASSET_CMD)
     monkeypatch.setenv("DAGSTER_CURRENT_IMAGE", "cur:1")
-    launch = k8s.k8s_pipes_client().launch_for(_Ctx(), ASSET_CMD)
+    launch = k8s_client.k8s_pipes_client().launch_for(_Ctx(), ASSET_CMD)
     assert launch.image == "cur:1" and launch.worker_job is None and "--local-addr=127.0.0.1" in launch.command
     assert launch.env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] == "1"  # the agent hosts no TCPStore either
 
@@ -400,7 +400,7 @@ class _FakeApi:
 def test_training_workers_creates_and_always_deletes():
     log: list = []
     launch = k8s.training_launch("img", 2, 8, "c.json", group="rdtf-w", namespace="rdtf")
-    with pytest.raises(RuntimeError), k8s.training_workers(launch, _FakeApi(log), _FakeApi(log)):
+    with pytest.raises(RuntimeError), k8s_client.training_workers(launch, _FakeApi(log), _FakeApi(log)):
         assert [n for n, _ in log] == ["create_namespaced_service", "create_namespaced_job"]
         raise RuntimeError("training failed")
     assert [n for n, _ in log] == ["create_namespaced_service", "create_namespaced_job", "delete_namespaced_job",
@@ -408,7 +408,7 @@ def test_training_workers_creates_and_always_deletes():
     assert log[2][1] == "rdtf-w-worker" and log[3][1] == "rdtf-w"
 
     single: list = []
-    with k8s.training_workers(k8s.training_launch("img", 1, 8, "c.json", group="rdtf-w", namespace="rdtf"),
+    with k8s_client.training_workers(k8s.training_launch("img", 1, 8, "c.json", group="rdtf-w", namespace="rdtf"),
                               _FakeApi(single), _FakeApi(single)):
         pass
     assert single == []
@@ -440,7 +440,7 @@ def test_unchanged_training_asset_runs_through_the_k8s_client(tmp_path, monkeypa
     monkeypatch.setattr(PipesK8sClient, "run", lambda self, **kw: seen.append(kw) or _Done())
     (tmp_path / "shards" / "drop-1").mkdir(parents=True)
     (tmp_path / "shards" / "drop-1" / "index.json").write_text("{}")
-    client = k8s.k8s_pipes_client("rdtf", image="img:3", nnodes=2)
+    client = k8s_client.k8s_pipes_client("rdtf", image="img:3", nnodes=2)
     client._apis = (_FakeApi(log), _FakeApi(log))
     result = materialize(
         [trained_model],
