@@ -27,9 +27,12 @@ from assets.training import TRAIN_ASSET
 from data.export import contact_sheet, save_animation
 from data.lake import Lake
 from data.sharding import iter_test_samples
+from model.masks import SamplingTask
 
 GALLERY_ASSET = "sample_gallery"
-GALLERY_TASKS = ("generate_text", "generate_image", "interpolate", "predict_forward")
+GALLERY_TASKS = {"generate_text": SamplingTask.GENERATE, "generate_image": SamplingTask.GENERATE,  # file label: task
+                 "interpolate": SamplingTask.INTERPOLATE, "predict_forward": SamplingTask.PREDICT_FORWARD}
+# ("generate_image" is image & text -> GIF of Fig. 1: one known frame *and* the caption)
 
 
 class GalleryConfig(Config):
@@ -85,11 +88,11 @@ def sample_gallery(context: AssetExecutionContext, config: GalleryConfig, storag
         frames = [_resize(f, S) for f in sample["frames"]]
         known = {"generate_text": [], "generate_image": frames[:1], "interpolate": [frames[0], frames[-1]],
                  "predict_forward": frames[: min(3, len(frames) - 1)]}
-        for task in GALLERY_TASKS:
+        for task, sampling_task in GALLERY_TASKS.items():
             images = known[task]
-            if task == "interpolate" and len(frames) < 2:
+            if sampling_task is SamplingTask.INTERPOLATE and len(frames) < 2:
                 continue
-            res = pipe(sample["caption"], images=images, task=task.removesuffix("_text").removesuffix("_image"),
+            res = pipe(sample["caption"], images=images, task=sampling_task,
                        num_inference_steps=config.steps, text_guidance_scale=config.text_scale,
                        image_guidance_scale=config.image_scale, seed=config.seed, progress=False)
             gif = save_animation(res.frames, res.durations_ms, out / f"{i:02d}-{task}.gif")

@@ -43,6 +43,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from data.atomic import atomic_path, atomic_write
+from model.masks import SamplingTask
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,16 @@ class EvalTask(StrEnum):
     I2V_IMAGE = "i2v_image"  # image only -> video, no text (Table 7's text-free generation rows; opt-in)
 
     @property
+    def sampling_task(self) -> SamplingTask:
+        """The inference task this protocol samples with (the one task vocabulary, ``model.masks``)."""
+        return {EvalTask.T2V: SamplingTask.GENERATE, EvalTask.I2V: SamplingTask.GENERATE,
+                EvalTask.I2V_IMAGE: SamplingTask.GENERATE_IMAGE, EvalTask.INTERPOLATION: SamplingTask.INTERPOLATE,
+                EvalTask.PREDICTION: SamplingTask.PREDICT_FORWARD}[self]
+
+    @property
     def uses_text(self) -> bool:
         """Whether the caption conditions the task (all but image-only generation)."""
-        return self is not EvalTask.I2V_IMAGE
+        return self.sampling_task.uses_text
 
     def known_positions(self, num_frames: int) -> list[int]:
         """Frames given as conditions (Table 7's masks, generalised to ``num_frames``)."""

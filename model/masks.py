@@ -72,6 +72,35 @@ class Task(StrEnum):
 _TASK_ORDER = (Task.INTERPOLATION, Task.PREDICTION, Task.GENERATION)
 
 
+class SamplingTask(StrEnum):
+    """What to generate at inference (``RDTFPipeline(task=...)``, ``rdtf generate --task``, the gallery, and
+    ``evaluation.samples.EvalTask`` through :attr:`EvalTask.sampling_task`); each belongs to one training family."""
+
+    GENERATE = "generate"  # text, and optionally one image at frame 0 -> sticker (GRT)
+    GENERATE_IMAGE = "generate_image"  # one image, no text (GRT; Table 7's text-free generation rows)
+    INTERPOLATE = "interpolate"  # known frames spread over the clip, the gaps generated (IPT)
+    PREDICT_FORWARD = "predict_forward"  # known leading frames, the rest predicted (PDT)
+    PREDICT_BACKWARD = "predict_backward"  # known trailing frames, the beginning predicted (PDT)
+
+    @property
+    def family(self) -> Task:
+        return {SamplingTask.INTERPOLATE: Task.INTERPOLATION, SamplingTask.PREDICT_FORWARD: Task.PREDICTION,
+                SamplingTask.PREDICT_BACKWARD: Task.PREDICTION}.get(self, Task.GENERATION)
+
+    @property
+    def uses_text(self) -> bool:
+        """Whether the caption conditions the task (all but image-only generation)."""
+        return self is not SamplingTask.GENERATE_IMAGE
+
+    @classmethod
+    def parse(cls, name: str) -> SamplingTask:
+        """``SamplingTask(name)`` with an error that names the allowed values."""
+        try:
+            return cls(name)
+        except ValueError:
+            raise ValueError(f"unknown task {name!r}; allowed: {tuple(t.value for t in cls)}") from None
+
+
 class LossMask(StrEnum):
     """Which frames the denoising loss supervises (Method, "Dual-mask based Data Utilization Strategy")."""
 

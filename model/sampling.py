@@ -32,10 +32,9 @@ from tqdm.auto import tqdm
 from model import checkpoints as ck
 from model.autoencoder import AutoencoderConfig, AutoencoderKind, load_autoencoder, tiny_kl_config
 from model.diffusion import DiffusionConfig, make_ddim_scheduler
+from model.masks import SamplingTask
 from model.text_encoder import TextEncoder, text_config_for
 from model.unet import DFGN
-
-PIPELINE_TASKS = ("generate", "generate_image", "interpolate", "predict_forward", "predict_backward")
 
 
 def guided_epsilon(eps_uncond: torch.Tensor, eps_image: torch.Tensor, eps_full: torch.Tensor,
@@ -44,29 +43,28 @@ def guided_epsilon(eps_uncond: torch.Tensor, eps_image: torch.Tensor, eps_full: 
     return eps_uncond + image_scale * (eps_image - eps_uncond) + text_scale * (eps_full - eps_image)
 
 
-def condition_positions(task: str, n_images: int, num_frames: int, positions: list[int] | None) -> list[int]:
+def condition_positions(task: SamplingTask | str, n_images: int, num_frames: int, positions: list[int] | None) -> list[int]:
     """Frame positions of the given images for a task (explicit ``positions`` win)."""
-    if task not in PIPELINE_TASKS:
-        raise ValueError(f"unknown task {task!r}; allowed: {PIPELINE_TASKS}")
-    if task == "generate_image" and n_images != 1:
+    task = SamplingTask.parse(task)
+    if task is SamplingTask.GENERATE_IMAGE and n_images != 1:
         raise ValueError(f"generate_image (image-only, no text) needs exactly one image, got {n_images}")
     if positions is not None:
         if len(positions) != n_images or len(set(positions)) != n_images or not all(0 <= p < num_frames for p in positions):
             raise ValueError(f"positions {positions} must be {n_images} distinct frame indices in [0, {num_frames})")
         return list(positions)
-    if task == "generate":
+    if task is SamplingTask.GENERATE:
         if n_images > 1:
             raise ValueError("generate takes at most one image (its position defaults to frame 0)")
         return [0] * n_images
-    if task == "generate_image":  # exactly one image: checked above
+    if task is SamplingTask.GENERATE_IMAGE:  # exactly one image: checked above
         return [0]
     if n_images < 1 or n_images >= num_frames:
         raise ValueError(f"{task} needs between 1 and {num_frames - 1} known frames, got {n_images}")
-    if task == "interpolate":
+    if task is SamplingTask.INTERPOLATE:
         if n_images < 2:
             raise ValueError("interpolate needs at least 2 known frames")
         return [int(round(x)) for x in np.linspace(0, num_frames - 1, n_images)]
-    if task == "predict_forward":
+    if task is SamplingTask.PREDICT_FORWARD:
         return list(range(n_images))
     return list(range(num_frames - n_images, num_frames))  # predict_backward: known frames at the end
 
@@ -177,14 +175,15 @@ class RDTFPipeline:
                    default_duration_ms=duration, device=device)
 
     @torch.no_grad()
-    def __call__(self, prompt: str, images: list[np.ndarray] | None = None, task: str = "generate",
+    def __call__(self, prompt: str, images: list[np.ndarray] | None = None, task: SamplingTask | str = SamplingTask.GENERATE,
                  frame_positions: list[int] | None = None, num_inference_steps: int = 50, text_guidance_scale: float = 7.5,
                  image_guidance_scale: float = 7.5, eta: float = 1.0, seed: int | None = 0, paste_known: bool = True,
                  progress: bool = True) -> StickerResult:
         images = images or []
         F, S = self.num_frames, self.image_size
+        task = SamplingTask.parse(task)
         pos = condition_positions(task, len(images), F, frame_positions)
-        if task == "generate_image":  # image-only: the caption is not a condition (module docstring)
+        if not task.uses_text:  # image-only: the caption is not a condition (module docstring)
             prompt, text_guidance_scale = "", 0.0
         known = np.zeros((1, F, S, S, 3), np.uint8)  # (1, F, S, S, 3)
         for p, im in zip(pos, images):

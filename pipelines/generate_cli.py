@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-TASKS = ("generate", "generate_image", "interpolate", "predict_forward", "predict_backward")  # model.sampling.PIPELINE_TASKS
+from model.masks import SamplingTask
+
+TASKS = tuple(t.value for t in SamplingTask)
 WHITE = (255, 255, 255)  # the training background (decode_sticker composites alpha onto white)
 
 

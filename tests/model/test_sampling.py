@@ -95,11 +95,18 @@ def test_image_only_generation_ignores_the_prompt_and_skips_the_text_pass(pipe):
             condition_positions("generate_image", n, 8, None)
 
 
-def test_pipeline_and_cli_list_the_same_tasks():
-    from model.sampling import PIPELINE_TASKS
+def test_one_task_vocabulary_for_pipeline_cli_gallery_and_evaluation():
+    from assets.gallery import GALLERY_TASKS
+    from evaluation.samples import EvalTask
+    from model.masks import SamplingTask, Task
     from pipelines.generate_cli import TASKS
 
-    assert TASKS == PIPELINE_TASKS
+    assert TASKS == tuple(t.value for t in SamplingTask)
+    assert set(GALLERY_TASKS.values()) <= set(SamplingTask)
+    assert {t.sampling_task.family for t in EvalTask} == set(Task)  # every training family is evaluated
+    assert [t for t in EvalTask if not t.uses_text] == [EvalTask.I2V_IMAGE]
+    with pytest.raises(ValueError, match="allowed: .*predict_backward"):
+        SamplingTask.parse("predict")
 
 
 def test_positions_and_checkpoint_errors(tmp_path):
