@@ -17,13 +17,11 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `python benchmarks/ablation.py` (scripts/dev.sh bench) as well as `-m`
-    sys.path.insert(0, str(ROOT))
+from ablation.runner import full_settings, quick_settings, run_ablation, write_summary
+from ablation.variants import Variant
+from data.redact import redact_uri
 
-from ablation.runner import full_settings, quick_settings, run_ablation, write_summary  # noqa: E402
-from ablation.variants import Variant  # noqa: E402
-from data.redact import redact_uri  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:

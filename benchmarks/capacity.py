@@ -9,11 +9,11 @@ modules, on the meta device) divided by an achieved FLOP rate that *was* measure
 source. The default run prints the plan from the recorded numbers (below, with their sources) in about a
 second and imports no torch.
 
-    .venv/bin/python benchmarks/capacity.py [--markdown] [--cpu-workers 64] [--gpus 8] [--core-hour 0.04]
+    .venv/bin/python -m benchmarks.capacity [--markdown] [--cpu-workers 64] [--gpus 8] [--core-hour 0.04]
                                             [--gpu-hour 4.0] [--frames-per-sticker F] [--drop-size 20000]
-    .venv/bin/python benchmarks/capacity.py --measure      # < 2 min: re-measure the CPU inputs and the FLOP
+    .venv/bin/python -m benchmarks.capacity --measure      # < 2 min: re-measure the CPU inputs and the FLOP
                                                            # counts here; prints measured / recorded ratios
-    python3 benchmarks/capacity.py --measure-gpu --json-out gpu.json   # on a CUDA machine: the H200 inputs
+    python3 -m benchmarks.capacity --measure-gpu --json-out gpu.json   # on a CUDA machine: the H200 inputs
 
 Ratios printed against a baseline measured in the same run: ``--measure`` prints every re-measured input
 divided by its recorded value (1.0 = the projection's inputs hold on this machine); ``--measure-gpu``
@@ -34,9 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data.lake import Lake
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 # ------------------------------------------------------------------------------------------- the corpus
 

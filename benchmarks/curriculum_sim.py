@@ -22,18 +22,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `python benchmarks/curriculum_sim.py` as well as `-m`
-    sys.path.insert(0, str(ROOT))
+from model.masks import Task
+from training.curriculum import Curriculum, CurriculumConfig, CurriculumMode
 
-from model.masks import Task  # noqa: E402
-from training.curriculum import Curriculum, CurriculumConfig, CurriculumMode  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TASKS = (Task.INTERPOLATION, Task.PREDICTION, Task.GENERATION)
 WARMUP = 500  # steps excluded from the wander statistics (the loss history fills up first)

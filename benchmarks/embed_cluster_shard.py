@@ -20,25 +20,21 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
+from benchmarks import kmeans_speed
+from data import lake
+from data.clustering import cluster_drop
+from data.embed import EmbedSettings, embed_drop
+from data.ingest import IngestSettings, ingest_drop
+from data.kmeans import KMeansConfig
 from data.lake import Lake
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from benchmarks import kmeans_speed  # noqa: E402
-from data import lake  # noqa: E402
-from data.clustering import cluster_drop  # noqa: E402
-from data.embed import EmbedSettings, embed_drop  # noqa: E402
-from data.ingest import IngestSettings, ingest_drop  # noqa: E402
-from data.kmeans import KMeansConfig  # noqa: E402
-from data.media import decode_sticker  # noqa: E402
-from data.sharding import build_shards  # noqa: E402
-from data.shards import FrameEncoding, make_dataset, shard_urls  # noqa: E402
-from data.splits import SplitConfig  # noqa: E402
-from data.synthetic import make_drop  # noqa: E402
-from model.clip import ClipSpec, embed_pixels, load_clip  # noqa: E402
+from data.media import decode_sticker
+from data.sharding import build_shards
+from data.shards import FrameEncoding, make_dataset, shard_urls
+from data.splits import SplitConfig
+from data.synthetic import make_drop
+from model.clip import ClipSpec, embed_pixels, load_clip
 
 
 def pure_model_fps(clip, n_frames: int, batch: int) -> float:

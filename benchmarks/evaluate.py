@@ -14,14 +14,11 @@ import argparse
 import sys
 import time
 import tracemalloc
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from benchmarks.timing import median_time  # noqa: E402
+from benchmarks.timing import median_time
 
 
 def _sync(device: str) -> None:

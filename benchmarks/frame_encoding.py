@@ -18,7 +18,7 @@ Variants (every one is checked to round-trip bit-exactly):
 ``tar B/frame`` adds the 512-byte tar header and the padding to 512 bytes that each tar member
 costs (one member per clip for npy, one per frame otherwise), i.e. the real shard footprint.
 
-    .venv/bin/python benchmarks/frame_encoding.py [--frames 200] [--size 256] [--seed 0]
+    .venv/bin/python -m benchmarks.frame_encoding [--frames 200] [--size 256] [--seed 0]
 """
 
 from __future__ import annotations
@@ -27,16 +27,11 @@ import argparse
 import io
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 CLIP_LEN = 8  # frames per synthetic clip; the median sticker has 2-8 frames
 TAR_BLOCK = 512

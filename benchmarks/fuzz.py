@@ -17,15 +17,10 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.fuzz_harness import (  # noqa: E402
+from tests.fuzz_harness import (
     STICKER_FORMATS,
     TABLE_FORMATS,
     Runner,

@@ -24,14 +24,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from PIL import Image, ImageSequence
+
+from data.drops import read_caption_table
+from data.ingest import IngestSettings, ingest_drop
+from data.synthetic import make_drop
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from PIL import Image, ImageSequence  # noqa: E402
-
-from data.drops import read_caption_table  # noqa: E402
-from data.ingest import IngestSettings, ingest_drop  # noqa: E402
-from data.synthetic import make_drop  # noqa: E402
 
 IMAGE_EXT = (".gif", ".webp", ".png")
 
@@ -69,9 +68,10 @@ def _child_rss(drop: str, out: str, size: int, workers: int) -> dict:
 
 
 def measure_rss(drop: Path, out: Path, size: int, workers: int) -> dict:
-    code = (f"import json,sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.ingest import _child_rss; "
+    code = ("import json; from benchmarks.ingest import _child_rss; "
             f"print(json.dumps(_child_rss({str(drop)!r}, {str(out)!r}, {size}, {workers})))")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # cwd at the repo root: `python -c` puts the working directory first on sys.path, so `benchmarks` imports
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 

@@ -5,22 +5,18 @@ n = 2 + floor(lognormal(1.4, 1.1)), capped at 120. Frames are L2-normalised "CLI
 a per-sticker base direction plus a slow random walk, with held (duplicated) frames as real stickers
 have. Both implementations cluster every k in 3..8 with the same config (n_init=3).
 
-    .venv/bin/python benchmarks/kmeans_speed.py [--n 2000] [--dim 512] [--seed 0]
+    .venv/bin/python -m benchmarks.kmeans_speed [--n 2000] [--dim 512] [--seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from data.kmeans import KMeansConfig, cluster_stickers, cluster_stickers_sklearn  # noqa: E402
+from data.kmeans import KMeansConfig, cluster_stickers, cluster_stickers_sklearn
 
 
 def synthetic_embeddings(n_stickers: int, dim: int, seed: int = 0, max_frames: int = 120) -> list[np.ndarray]:

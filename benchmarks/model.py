@@ -11,15 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+from diffusers import UNet3DConditionModel
 
-import torch  # noqa: E402
-from diffusers import UNet3DConditionModel  # noqa: E402
-
-from benchmarks.timing import median_time  # noqa: E402
-from model.unet import DFGN, paper  # noqa: E402
+from benchmarks.timing import median_time
+from model.unet import DFGN, paper
 
 
 def main() -> int:

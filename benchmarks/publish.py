@@ -24,10 +24,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.timing import median_time  # noqa: E402
-from data import publish  # noqa: E402
+from benchmarks.timing import median_time
+from data import publish
 
 
 def _fill(folder: Path, files: int, payload: bytes) -> None:

@@ -10,15 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from benchmarks.timing import median_time  # noqa: E402
-from model.sampling import sample_latents  # noqa: E402
-from model.unet import DFGN, paper  # noqa: E402
+from benchmarks.timing import median_time
+from model.sampling import sample_latents
+from model.unet import DFGN, paper
 
 
 def main() -> int:

@@ -33,14 +33,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
+from diffusers import UNet3DConditionModel
 
-import torch  # noqa: E402
-from diffusers import UNet3DConditionModel  # noqa: E402
-
-from model.unet import DFGN, PRESETS, DFGNConfig  # noqa: E402
+from model.unet import DFGN, PRESETS, DFGNConfig
 
 VAE_FACTOR = 8  # SD VAE spatial down-sampling: 256 px -> 32 latent (Sec. 4, Table 6)
 LATENT_CHANNELS = 4  # SD VAE latent channels (Table 6)

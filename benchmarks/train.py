@@ -19,16 +19,15 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from data.embed import EmbedSettings
+from data.ingest import IngestSettings
+from data.loader import DataConfig, make_loader
+from data.splits import SplitConfig
+from data.stages import run_data_stages
+from data.synthetic import make_drop
+from training.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command
 
-from data.embed import EmbedSettings  # noqa: E402
-from data.ingest import IngestSettings  # noqa: E402
-from data.loader import DataConfig, make_loader  # noqa: E402
-from data.splits import SplitConfig  # noqa: E402
-from data.stages import run_data_stages  # noqa: E402
-from data.synthetic import make_drop  # noqa: E402
-from training.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _train_seconds(index: Path, out: Path, steps: int, nproc: int, batch: int) -> float:

@@ -7,6 +7,7 @@ path (safetensors); the seeded ``tiny_random`` preset is for demos/tests and rep
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
@@ -163,6 +164,21 @@ def _load_vae_file(path: Path) -> nn.Module:
     except RuntimeError as e:
         raise ValueError(f"VAE weights {str(path)!r} do not match {str(path.parent / 'config.json')!r}: {e}") from e
     return vae
+
+
+def downsample_factor(cfg: AutoencoderConfig) -> int:
+    """Frame side / latent side without loading weights (Table 6: f = 8 for the SD VAE; 2 tiny; 1 pixel space)."""
+    if AutoencoderKind(cfg.kind) is AutoencoderKind.PIXEL:
+        return 1
+    if cfg.tiny_random:
+        return 2 ** (len(TINY_KL["block_out_channels"]) - 1)
+    path = Path(cfg.path)
+    conf = (path if path.is_dir() else path.parent) / "config.json"
+    try:
+        return 2 ** (len(json.loads(conf.read_text())["block_out_channels"]) - 1)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"autoencoder {cfg.path}: cannot read block_out_channels from {conf} ({e}); expected "
+                         f"{VAE_LAYOUT}") from None
 
 
 def load_autoencoder(cfg: AutoencoderConfig) -> Autoencoder:

@@ -27,6 +27,8 @@ process here) — paid by every torchrun rank, Dagster step and CLI call that lo
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 
@@ -184,38 +186,31 @@ class UNetStage(nn.Module):
         return x
 
 
+def _signature_of(config_cls):
+    """Give ``__init__(self, **config)`` the dataclass's fields as keyword parameters with their defaults."""
+
+    def decorate(init):
+        params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)] + [
+            inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+            for f in dataclasses.fields(config_cls)]
+        init.__signature__ = inspect.Signature(params)
+        return init
+
+    return decorate
+
+
 class DFGN(ModelMixin, ConfigMixin):
     """Noise-prediction U-Net over clips: ``(B, F, C_in, H, W)`` -> ``(B, F, C_out, H, W)``."""
 
     _supports_gradient_checkpointing = True
 
     @register_to_config
-    def __init__(
-        self,
-        in_channels: int = 8,
-        out_channels: int = 4,
-        sample_size: int = 32,
-        num_frames: int = 8,
-        block_out_channels: tuple[int, ...] = (320, 640, 1024, 1280),
-        cross_attn: tuple[bool, ...] = (True, True, True, False),
-        layers_per_block: int = 2,
-        attention_head_dim: int = 64,
-        cross_attention_dim: int = 1024,
-        transformer_layers: int = 1,
-        norm_num_groups: int = 32,
-        temporal_layer: str = "sti",
-        sti_gamma: int = 2,
-        sti_heads: int = 8,
-        sti_head_dim: int = 32,
-        sti_kernel: int = 3,
-        sti_conv_layers: int = 2,
-        sti_attention_layers: int = 1,
-    ):
-        # Explicit arguments (mirroring DFGNConfig) so diffusers' ConfigMixin can save and restore them.
+    @_signature_of(DFGNConfig)
+    def __init__(self, **config):
+        # One declaration: the parameters are DFGNConfig's fields (diffusers' ConfigMixin saves and restores them
+        # from this signature); JSON gives lists where the dataclass holds tuples.
         super().__init__()
-        args = dict(locals())
-        args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items() if k in DFGNConfig.__dataclass_fields__}
-        cfg = DFGNConfig(**args)
+        cfg = DFGNConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
         self.cfg = cfg
         self.gradient_checkpointing = False
         C = cfg.block_out_channels

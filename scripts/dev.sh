@@ -15,7 +15,7 @@ case "$cmd" in
   test)  bash scripts/system_deps.sh; exec .venv/bin/python -m pytest "$@" ;;
   lint)  exec .venv/bin/ruff check . ;;
   ui)    exec .venv/bin/dagster dev -h 127.0.0.1 -p "${PORT:-3000}" -w workspace.yaml ;;
-  bench) exec .venv/bin/python "benchmarks/$1.py" "${@:2}" ;;
+  bench) exec .venv/bin/python -m "benchmarks.$1" "${@:2}" ;;
   rdtf)  exec .venv/bin/rdtf "$@" ;;
   *) echo "usage: bash scripts/dev.sh {demo|test|lint|ui|bench NAME|rdtf ARGS...}" >&2; exit 2 ;;
 esac

@@ -42,7 +42,13 @@ from data.atomic import atomic_write
 from data.loader import DataConfig, make_loader, validate_indexes
 from data.redact import redact_config
 from data.shards import read_index
-from model.autoencoder import AutoencoderConfig, AutoencoderKind, load_autoencoder, tiny_kl_config
+from model.autoencoder import (
+    AutoencoderConfig,
+    AutoencoderKind,
+    downsample_factor,
+    load_autoencoder,
+    tiny_kl_config,
+)
 from model.checkpoints import check_compatible  # noqa: F401 - re-exported (older imports)
 from model.diffusion import DiffusionConfig, make_train_scheduler
 from model.masks import (
@@ -150,7 +156,7 @@ class Trainer:
         self._saved_step: int | None = None  # step of the last save: a SIGTERM right after it does not save again
 
     def _data_cfg(self) -> DataConfig:
-        size = self.mcfg.sample_size * (1 if self.cfg.autoencoder == "pixel" else (2 if self.cfg.autoencoder == "tiny_kl" else 8))
+        size = self.mcfg.sample_size * downsample_factor(self._ae_cfg())  # frames are decoded at the VAE's input size
         return DataConfig(index_paths=tuple(self.cfg.index_paths), num_frames=self.mcfg.num_frames, image_size=size,
                           batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers, seed=self.cfg.seed,
                           frame_extraction=self.cfg.frame_extraction,

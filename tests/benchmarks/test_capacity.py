@@ -110,14 +110,14 @@ def test_markdown_table_lists_every_stage_with_sources():
 
 def test_cli_default_mode_is_fast_and_prints_the_plan():
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "benchmarks/capacity.py"], cwd=ROOT, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "benchmarks.capacity"], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
     assert time.perf_counter() - t0 < 10
     assert "TOTAL" in out and "training" in out and "README benchmark table" in out
-    md = subprocess.run([sys.executable, "benchmarks/capacity.py", "--markdown", "--gpus", "16", "--cpu-workers", "32"],
+    md = subprocess.run([sys.executable, "-m", "benchmarks.capacity", "--markdown", "--gpus", "16", "--cpu-workers", "32"],
                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert "| **total**" in md and "16 H200" in md and "32 cores" in md
-    rows = json.loads(subprocess.run([sys.executable, "benchmarks/capacity.py", "--json"], cwd=ROOT,
+    rows = json.loads(subprocess.run([sys.executable, "-m", "benchmarks.capacity", "--json"], cwd=ROOT,
                                      capture_output=True, text=True, check=True).stdout)
     assert {r["stage"] for r in rows} >= set(cap.STAGES)
 
