@@ -1,15 +1,5 @@
-"""Stage 2b: per-sticker frame clusters for every k, semantic clusters and the train/test split.
-
-Paper, "Dual-mask based Data Utilization Strategy" / Fig. 3 / Table 6: each sticker's frames are
-clustered into k clusters (k drawn in 3..8 at training time) and one frame per cluster is used, in
-temporal order. We precompute labels and representatives for every k in [k_min, k_max] with the
-batched k-means of ``data.kmeans`` so the training loader only has to draw k. The dataset-level
-structure (``data.splits``) is computed from sticker-level mean embeddings in the same pass.
-
-Output ``lake/clusters/<drop>/clusters.parquet`` (one row per sticker): key, id, n_frames,
-``labels_k{k}`` and ``reps_k{k}`` (list<int16>) for each k, semantic_cluster, dup_group (key of the
-group's first member), split.
-"""
+"""Stage 2b: ``frame_clusters`` — the asset over ``data.clustering`` (per-sticker frame clusters for every k, the
+semantic clusters and the leak-free train/test split; paper Fig. 3, Table 6), with the leak check."""
 
 from dagster import (
     AssetCheckResult,

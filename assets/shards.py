@@ -1,10 +1,5 @@
-"""Stage 2c: WebDataset shards per drop — everything training reads.
-
-Joins the ingest manifest (captions, durations, hashes), the decoded frames from the lake and the
-cluster/split table, and writes ``lake/shards/<drop>/{train,test}-NNNNNN.tar`` plus ``index.json``
-with ``data.shards`` (format, determinism and atomicity are documented there). Each build is a new
-version committed by a pointer (``data.publish``), so re-materializing is idempotent and byte-identical.
-"""
+"""Stage 2c: ``webdataset_shards`` — the asset over ``data.sharding`` (everything training reads, as WebDataset
+tars + ``index.json``), with the check that the shards match their index and the cluster table."""
 
 import pyarrow.parquet as pq
 from dagster import (

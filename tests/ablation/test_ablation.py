@@ -250,6 +250,7 @@ def quick_run(tmp_path_factory):
     return settings, out, res
 
 
+@pytest.mark.slow
 def test_quick_mode_report_has_every_variant(quick_run):
     settings, out, res = quick_run
     assert settings.variants == ("dfgn_sti", "sti_ddu_dcl") and settings.seeds == (0,)
@@ -271,6 +272,7 @@ def test_quick_mode_report_has_every_variant(quick_run):
     assert fvd.loc[list(settings.variants), "n"].tolist() == [1, 1]
 
 
+@pytest.mark.slow
 def test_quick_mode_mlflow_runs_and_logged_configs_differ_only_in_switches(quick_run):
     from mlflow.tracking import MlflowClient
 
@@ -303,6 +305,7 @@ def test_quick_mode_mlflow_runs_and_logged_configs_differ_only_in_switches(quick
     assert {"ablation_report/ablation.md", "ablation_report/ablation_i2v.png"} <= arts
 
 
+@pytest.mark.slow
 def test_dagster_ablation_assets_materialize(quick_run):
     """The partitioned run asset + report materialize (reusing the quick run's trained/evaluated partition)."""
     from dagster import (

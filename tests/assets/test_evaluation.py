@@ -13,6 +13,8 @@ from assets.evaluation import EVALUATION_ASSETS, SAMPLES_ASSET
 from assets.resources import ClipResource, EvalModelsResource, LakeResource, MlflowResource
 from evaluation.samples import DEFAULT_TASKS, EvalTask, ground_truth_clip, load_eval_samples
 
+pytestmark = pytest.mark.slow  # end to end (subprocesses, servers): skipped by the fast loop
+
 
 def _fake_training(lake_root, uri: str, name: str, seed: int) -> str:
     """A random tiny checkpoint in the trainer's layout, with an MLflow run as the trainer would leave it."""

@@ -10,6 +10,8 @@ from assets.resources import LakeResource, MlflowResource
 from assets.training import TRAIN_ASSET, trained_model
 from data.lake import Lake
 
+pytestmark = pytest.mark.slow  # end to end (subprocesses, servers): skipped by the fast loop
+
 
 def test_trained_model_asset(tmp_path, tiny_shards):
     lake_root = tiny_shards.parents[4]  # <lake>/shards/<drop>/versions/<v>/index.json

@@ -322,6 +322,7 @@ def test_streaming_stats_save_load_roundtrip(tmp_path):
         StreamingStats.load(tmp_path / "bad.npz")
 
 
+@pytest.mark.slow
 def test_run_fvd_caches_real_statistics_exactly(tmp_path):
     """The second evaluation on the same test clips loads their I3D stats: same FVD, I3D skipped for them;
     different test clips get a different cache entry."""

@@ -42,6 +42,7 @@ def test_image_only_task_is_sampled_without_text_and_scored_without_caption(tmp_
         HeldoutConfig(loss_mask="all")
 
 
+@pytest.mark.slow
 def test_uniform_real_set_is_the_no_ddu_training_distribution_and_fvd_reports_both(tmp_path):
     """extra_real_sets=("uniform",): equal-interval clips of the stickers with >= F frames; FVD against each set."""
     from data.loader import uniform_frames

@@ -375,6 +375,7 @@ def _stickers() -> list[np.ndarray]:
             rng.integers(0, 256, (16, 240, 200, 3), dtype=np.uint8)]
 
 
+@pytest.mark.slow
 def test_official_clip_scores_are_deterministic(random_model):
     cfg = VQAConfig(num_clips=1, seed=5)  # official 32 x 224 x 224 clip, one per video (CPU cost)
     results = []

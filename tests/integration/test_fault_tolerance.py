@@ -39,6 +39,8 @@ from training.tracking import (
     ResilientTracker,
 )
 
+pytestmark = pytest.mark.slow  # end to end (subprocesses, servers): skipped by the fast loop
+
 
 def _env(**kw: str) -> dict[str, str]:
     return os.environ | {"PYTHONPATH": str(ROOT)} | kw

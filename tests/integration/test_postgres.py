@@ -21,6 +21,8 @@ from dagster._core.errors import DagsterInvalidConfigError
 from tests.helpers import ROOT
 from tests.pg_server import _pid_alive, pg_server_fixture, start_pg_server, unavailable_reason
 
+pytestmark = pytest.mark.slow  # end to end (subprocesses, servers): skipped by the fast loop
+
 DEPLOY_YAML = ROOT / "deploy" / "postgres" / "dagster.yaml"
 PG_VARS = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
 

@@ -42,6 +42,8 @@ from tests.ui_servers import (
     wait_text,
 )
 
+pytestmark = pytest.mark.slow  # end to end (subprocesses, servers): skipped by the fast loop
+
 needs_browser = pytest.mark.skipif(
     not chromium_available() or importlib.util.find_spec("playwright") is None,
     reason=f"needs Chromium at {CHROMIUM} and the playwright package: run `bash scripts/system_deps.sh` "

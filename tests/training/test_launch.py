@@ -15,6 +15,8 @@ import pytest
 from tests.helpers import ROOT
 from training.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command
 
+pytestmark = pytest.mark.slow  # end to end (subprocesses, servers): skipped by the fast loop
+
 
 def _listeners(root_pid: int) -> list[tuple[int, str, int]]:
     """(pid, ip, port) of every LISTEN socket of ``root_pid`` and its descendants."""

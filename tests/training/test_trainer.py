@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 
 from tests.helpers import ROOT, write_train_config
 
+pytestmark = pytest.mark.slow  # end to end (subprocesses, servers): skipped by the fast loop
+
 
 def _run(args: list[str], nproc: int = 1, timeout: int = 300) -> subprocess.CompletedProcess:
     env = os.environ | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
