@@ -81,29 +81,29 @@ def semantic_clusters(mean_emb: np.ndarray, n_clusters: int, seed: int = 0) -> n
 
 
 def near_duplicate_groups(mean_emb: np.ndarray, threshold: float, block: int = 2048) -> np.ndarray:
-    """Union-find groups of stickers with cosine >= threshold: (N, D) -> (N,) group id (smallest member index).
+    """Connected components of the graph "cosine >= threshold": (N, D) -> (N,) group id (smallest member index).
 
-    Blockwise (block x N similarities at a time) so memory stays bounded for large drops.
+    Blockwise (block x N similarities at a time) so memory stays bounded for large drops; the components are
+    scipy's ``connected_components`` over the sparse edge list.
     """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     N = mean_emb.shape[0]
-    parent = np.arange(N)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     x = _unit(mean_emb.astype(np.float32))
+    edges_r, edges_c = [], []
     for a in range(0, N, block):
         sims = x[a : a + block] @ x.T  # (b, N)
         rows, cols = np.nonzero(sims >= threshold)
-        for r, c in zip(rows + a, cols):
-            if c > r:
-                ri, ci = find(int(r)), find(int(c))
-                if ri != ci:
-                    parent[max(ri, ci)] = min(ri, ci)
-    return np.array([find(i) for i in range(N)], dtype=np.int64)
+        keep = cols > rows + a  # each pair once, no self loops
+        edges_r.append(rows[keep] + a)
+        edges_c.append(cols[keep])
+    r = np.concatenate(edges_r) if edges_r else np.zeros(0, np.int64)
+    c = np.concatenate(edges_c) if edges_c else np.zeros(0, np.int64)
+    _, labels = connected_components(coo_matrix((np.ones(len(r), np.int8), (r, c)), shape=(N, N)), directed=False)
+    smallest = np.full(labels.max() + 1 if N else 0, N, np.int64)
+    np.minimum.at(smallest, labels, np.arange(N))  # component -> its smallest member index
+    return smallest[labels].astype(np.int64)
 
 
 def _order_key(seed: int, key: str) -> str:

@@ -85,6 +85,8 @@ def _step_generators(seed: int, rank: int, step: int, device: torch.device) -> t
 
 
 def _lr_factor(step: int, warmup: int) -> float:
+    # Kept by hand: diffusers' constant_with_warmup is step/warmup (lr 0 at the first step), ours (step+1)/warmup;
+    # switching would change every trained run. Resume needs no scheduler state: the factor is a function of step.
     return min(1.0, (step + 1) / max(1, warmup))
 
 
@@ -142,6 +144,8 @@ class Trainer:
         self.net = torch.nn.ModuleDict({"unet": self.model, "text": self.text})
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # fp32 EMA as a plain state dict (not swa_utils.AveragedModel / diffusers EMAModel): it is sharded like the
+        # live parameters under FSDP and saved as ema.safetensors in the layout sampling loads (model.checkpoints).
         self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
         self.sched = make_train_scheduler(DiffusionConfig(**cfg.diffusion))
         self.curriculum = Curriculum(CurriculumConfig(**{**cfg.curriculum, "total_steps": cfg.steps,

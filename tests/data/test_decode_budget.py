@@ -150,6 +150,7 @@ def _stuck_in_native_code(task, settings):
     return process_one(task, settings)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_worker_stuck_where_no_signal_reaches_is_killed_and_only_its_sticker_quarantined(bomb_drop, tmp_path,
                                                                                           monkeypatch):

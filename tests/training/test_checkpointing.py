@@ -182,6 +182,7 @@ def test_incompatible_checkpoint_is_refused_not_skipped(trained, tmp_path, tiny_
         _main(["--config", str(_config(tmp_path, tiny_shards, out, temporal_layer="none")), "--resume", "latest"])
 
 
+@pytest.mark.slow
 def test_two_ranks_resume_the_same_fallback_checkpoint(trained, tmp_path, tiny_shards):
     """Only rank 0 validates; it broadcasts the choice, so rank 1 does not load the corrupt newest one."""
     from training.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command
