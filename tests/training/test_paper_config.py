@@ -108,8 +108,9 @@ def test_dry_run_validates_and_prints_the_plan(capsys):
     assert not Path("/lake/training/rdtf-paper").exists()  # nothing written
 
 
-def test_dry_run_through_the_module_entry_point():
-    p = subprocess.run([sys.executable, "-m", "training", "--config", str(PAPER_YAML), "--dry-run"], cwd=ROOT,
+@pytest.mark.parametrize("entry", ["training", "model.train"])  # model.train: the alias older manifests use
+def test_dry_run_through_the_module_entry_point(entry):
+    p = subprocess.run([sys.executable, "-m", entry, "--config", str(PAPER_YAML), "--dry-run"], cwd=ROOT,
                        capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, timeout=300)
     assert p.returncode == 0 and "grad_accum 16 x 1 rank(s)" in p.stdout, p.stderr[-3000:]
 
