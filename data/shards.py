@@ -20,7 +20,7 @@ Why strips, not a member per frame: each member costs a 512-byte header plus pad
 B/frame, a sizeable fraction of a compressed frame), and in a strip WebP's LZ77 can reference the
 previous frame, so small motion is almost free. Training decodes whole clips anyway.
 
-Encoding choice, measured by ``benchmarks/frame_encoding.py --frames 300 --repeat 3`` (256x256
+Encoding choice, measured by ``python -m benchmarks.frame_encoding --frames 300 --repeat 3`` (256x256
 flat-colour cartoon frames, anti-aliased outlines and text, clips of <= 8 frames with small
 motion; Pillow 13 / libwebp, one core of a 2-core VM; per frame; every variant round-trips
 bit-exactly; "tar B" includes member headers and padding)::

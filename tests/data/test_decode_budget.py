@@ -19,8 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.ingest import IngestConfig
-from data import ingest as ingest_engine
-from data import publish
+from data import ingest, publish
 from data.decode_budget import WorkMeter, deadline
 from data.drops import CaptionRow, CaptionStatus
 from data.ingest import IngestSettings, _Task, ingest_drop, process_one
@@ -160,8 +159,8 @@ def test_worker_stuck_where_no_signal_reaches_is_killed_and_only_its_sticker_qua
     rows = [r for r in rows if r["id"] not in ("slow", "bomb")]
     rows[1]["id"] = "stuck"
     (drop / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    monkeypatch.setattr(ingest_engine, "_process_in_worker", _stuck_in_native_code)
-    monkeypatch.setattr(ingest_engine, "_HARD_GRACE_S", 3.0)
+    monkeypatch.setattr(ingest, "_process_in_worker", _stuck_in_native_code)
+    monkeypatch.setattr(ingest, "_HARD_GRACE_S", 3.0)
     report = ingest_drop(str(drop), tmp_path / "out" / drop.name,
                          IngestSettings(size=32, workers=2, decode_timeout_s=1.0), progress=False)
     quar = pq.read_table(publish.current(tmp_path / "out" / drop.name) / "quarantine.parquet").to_pandas()
