@@ -133,7 +133,7 @@ def ablation_report(context: AssetExecutionContext, config: AblationConfig, stor
     import base64
     import json
 
-    from ablation.runner import write_summary
+    from ablation.summary import write_summary
 
     settings = ablation_settings(config)
     out = _out_dir(config, storage)

@@ -17,7 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from ablation.runner import full_settings, quick_settings, run_ablation, write_summary
+from ablation.runner import full_settings, quick_settings, run_ablation
+from ablation.summary import write_summary
 from ablation.variants import Variant
 from data.redact import redact_uri
 

@@ -30,8 +30,9 @@ from data.ingest import IngestSettings, ingest_drop
 from data.kmeans import KMeansConfig
 from data.lake import Lake
 from data.media import decode_sticker
+from data.shard_reader import make_dataset
 from data.sharding import build_shards
-from data.shards import FrameEncoding, make_dataset, shard_urls
+from data.shards import FrameEncoding, shard_urls
 from data.splits import SplitConfig
 from data.synthetic import make_drop
 from model.clip import ClipSpec, embed_pixels, load_clip

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 
 from data import lake, publish
 from data.lake import Lake
-from data.shards import FrameEncoding, ShardSample, make_dataset, shard_urls, write_index, write_shards
+from data.shard_reader import make_dataset
+from data.shards import FrameEncoding, ShardSample, shard_urls, write_index, write_shards
 from data.splits import Split
 
 

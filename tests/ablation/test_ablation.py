@@ -99,7 +99,8 @@ def test_uniform_loader_uses_only_long_stickers_and_full_clips(tiny_shards):
     import json
 
     from data.loader import DataConfig, make_loader
-    from data.shards import make_dataset, shard_urls
+    from data.shard_reader import make_dataset
+    from data.shards import shard_urls
 
     n_frames = {s["key"]: s["meta"]["n_frames"] for s in make_dataset(shard_urls([tiny_shards], "train"),
                                                                      nodesplitter=lambda x: x, workersplitter=lambda x: x)}

@@ -15,7 +15,8 @@ from assets.ingest import INGEST_ASSET, ingested_stickers
 from assets.resources import ClipResource, LakeResource
 from assets.shards import SHARD_ASSET, SHARD_CHECK, webdataset_shards
 from data.lake import Lake
-from data.shards import make_dataset, shard_urls
+from data.shard_reader import make_dataset
+from data.shards import shard_urls
 
 ASSETS = [ingested_stickers, frame_embeddings, frame_clusters, webdataset_shards]
 

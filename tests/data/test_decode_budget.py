@@ -27,7 +27,7 @@ from data.media import DecodeLimits, decode_sticker
 from data.rejects import RejectReason, StickerRejected
 from data.synthetic import make_drop
 from tests.conftest import SMALL
-from tests.data.test_media import GREEN, RED, build_gif
+from tests.data.media_files import GREEN, RED, build_gif
 
 
 def work_bomb_gif(side: int = 4096, n_frames: int = 127) -> bytes:

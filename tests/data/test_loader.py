@@ -15,7 +15,8 @@ import data.shards as shards
 from data.embed import EmbedSettings
 from data.ingest import IngestSettings
 from data.loader import DataConfig, TrainStream, make_loader, select_frames, validate_indexes
-from data.shards import ShardSample, make_dataset, shard_urls, write_index, write_shards
+from data.shard_reader import make_dataset
+from data.shards import ShardSample, shard_urls, write_index, write_shards
 from data.splits import SplitConfig
 from data.stages import run_data_stages
 from data.synthetic import SyntheticConfig, make_drop

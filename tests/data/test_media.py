@@ -6,14 +6,10 @@ on any encoder's choices) and check Pillow's frame-by-frame compositing against 
 
 from __future__ import annotations
 
-import io
 import struct
-import time
-import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from data.media import (
     DecodedSticker,
@@ -25,147 +21,21 @@ from data.media import (
     sniff_format,
 )
 from data.media_encode import encode_animated, encode_video
-from data.rejects import RejectReason, StickerRejected
-
-RED, GREEN, BLUE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0)
-
-
-# --------------------------------------------------------------------------- hand-built files
-
-
-def _gif_lzw(indices: np.ndarray) -> bytes:
-    """Valid but uncompressed GIF LZW stream (8-bit literals, 9-bit codes).
-
-    A clear code every 250 literals keeps the decoder's dictionary below 512 entries, so the code
-    width never grows and no real compression is needed.
-    """
-    px = indices.astype(np.uint16).reshape(-1).tolist()
-    codes: list[int] = []
-    for start in range(0, len(px), 250):
-        codes.append(256)  # clear
-        codes.extend(px[start : start + 250])
-    codes.append(257)  # end of information
-    acc = nbits = 0
-    packed = bytearray()
-    for code in codes:
-        acc |= code << nbits
-        nbits += 9
-        while nbits >= 8:
-            packed.append(acc & 0xFF)
-            acc >>= 8
-            nbits -= 8
-    if nbits:
-        packed.append(acc & 0xFF)
-    out = bytearray([8])  # LZW minimum code size
-    for i in range(0, len(packed), 255):
-        block = packed[i : i + 255]
-        out += bytes([len(block)]) + block
-    out.append(0)
-    return bytes(out)
-
-
-def build_gif(
-    width: int,
-    height: int,
-    palette: list[tuple[int, int, int]],
-    frames: list[dict],
-    *,
-    background: int = 0,
-) -> bytes:
-    """frames: dicts with x, y, idx ((h, w) palette indices), delay_cs, disposal, transparent (or None)."""
-    bits = max(1, (len(palette) - 1).bit_length())
-    table = list(palette) + [BLACK] * ((1 << bits) - len(palette))
-    out = bytearray(b"GIF89a")
-    out += struct.pack("<HHBBB", width, height, 0x80 | 0x70 | (bits - 1), background, 0)
-    out += b"".join(bytes(c) for c in table)
-    out += b"!\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"  # loop forever
-    for f in frames:
-        idx = np.asarray(f["idx"], np.uint8)
-        h, w = idx.shape
-        t = f.get("transparent")
-        flags = (f.get("disposal", 0) << 2) | (1 if t is not None else 0)
-        out += b"!\xf9\x04" + bytes([flags]) + struct.pack("<H", f.get("delay_cs", 10)) + bytes([t or 0, 0])
-        out += b"," + struct.pack("<HHHHB", f.get("x", 0), f.get("y", 0), w, h, 0)
-        out += _gif_lzw(idx)
-    out += b";"
-    return bytes(out)
-
-
-def _png_chunk(ctype: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + ctype + payload + struct.pack(">I", zlib.crc32(ctype + payload))
-
-
-def _png_idat_payload(rgba: np.ndarray) -> bytes:
-    return zlib.compress(b"".join(b"\x00" + row.tobytes() for row in rgba))  # filter type 0 per row
-
-
-def build_apng(width: int, height: int, frames: list[dict], fallback: np.ndarray | None = None) -> bytes:
-    """frames: dicts with x, y, rgba ((h, w, 4)), delay (num, den), dispose_op, blend_op.
-
-    Without ``fallback`` the first frame is also the default image (it must cover the canvas at 0,0);
-    with it, ``fallback`` is written as an IDAT outside the animation (no fcTL before it).
-    """
-    out = bytearray(b"\x89PNG\r\n\x1a\n")
-    out += _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
-    out += _png_chunk(b"acTL", struct.pack(">II", len(frames), 0))
-    if fallback is not None:
-        out += _png_chunk(b"IDAT", _png_idat_payload(fallback))
-    seq = 0
-    for i, f in enumerate(frames):
-        rgba = np.asarray(f["rgba"], np.uint8)
-        h, w = rgba.shape[:2]
-        num, den = f.get("delay", (1, 10))
-        out += _png_chunk(
-            b"fcTL",
-            struct.pack(">IIIIIHHBB", seq, w, h, f.get("x", 0), f.get("y", 0), num, den,
-                        f.get("dispose_op", 0), f.get("blend_op", 0)),
-        )  # fmt: skip
-        seq += 1
-        if i == 0 and fallback is None:
-            out += _png_chunk(b"IDAT", _png_idat_payload(rgba))
-        else:
-            out += _png_chunk(b"fdAT", struct.pack(">I", seq) + _png_idat_payload(rgba))
-            seq += 1
-    out += _png_chunk(b"IEND", b"")
-    return bytes(out)
-
-
-def solid(h: int, w: int, rgb: tuple[int, int, int], alpha: int = 255) -> np.ndarray:
-    out = np.empty((h, w, 4), np.uint8)
-    out[..., :3] = rgb
-    out[..., 3] = alpha
-    return out
-
-
-def assert_canvas_equal(got: np.ndarray, want: np.ndarray, atol: int = 0) -> None:
-    """Equal alpha everywhere; equal colour where visible (colour under alpha 0 is meaningless)."""
-    assert got.shape == want.shape, (got.shape, want.shape)
-    assert np.abs(got[..., 3].astype(int) - want[..., 3]).max() <= atol, "alpha differs"
-    visible = want[..., 3] > 0
-    diff = np.abs(got[..., :3].astype(int) - want[..., :3])[visible]
-    assert diff.size == 0 or diff.max() <= atol, f"colour differs by up to {diff.max()}"
-
-
-def rejected(data: bytes, **kwargs) -> StickerRejected:
-    with pytest.raises(StickerRejected) as info:
-        decode_sticker(data, **kwargs)
-    return info.value
-
-
-def simple_gif(n_frames: int, width: int = 8, height: int = 8) -> bytes:
-    """n distinct full-canvas frames (a moving dot), all opaque."""
-    frames = []
-    for i in range(n_frames):
-        idx = np.zeros((height, width), np.uint8)
-        idx.flat[i % idx.size] = 1
-        frames.append({"idx": idx, "delay_cs": 4, "disposal": 1})
-    return build_gif(width, height, [RED, GREEN], frames)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
+from tests.data.media_files import (
+    BLACK,
+    BLUE,
+    GREEN,
+    RED,
+    animated_frames,
+    assert_canvas_equal,
+    build_apng,
+    build_gif,
+    png_chunk,
+    png_idat_payload,
+    psnr,
+    solid,
+    video_frames,
+)
 
 # --------------------------------------------------------------------------- sniffing
 
@@ -193,10 +63,10 @@ def test_sniff_format_magic_bytes(data, expected):
 
 def test_sniff_png_vs_apng():
     sig = b"\x89PNG\r\n\x1a\n"
-    ihdr = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 6, 0, 0, 0))
-    actl = _png_chunk(b"acTL", struct.pack(">II", 2, 0))
-    idat = _png_chunk(b"IDAT", _png_idat_payload(solid(4, 4, RED)))
-    iend = _png_chunk(b"IEND", b"")
+    ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 6, 0, 0, 0))
+    actl = png_chunk(b"acTL", struct.pack(">II", 2, 0))
+    idat = png_chunk(b"IDAT", png_idat_payload(solid(4, 4, RED)))
+    iend = png_chunk(b"IEND", b"")
     assert sniff_format(sig + ihdr + idat + iend) is MediaFormat.PNG
     assert sniff_format(sig + ihdr + actl + idat + iend) is MediaFormat.APNG
     assert sniff_format(sig + ihdr + idat + actl + iend) is MediaFormat.PNG  # acTL after IDAT: not APNG
@@ -213,21 +83,11 @@ def test_decode_limits_validation():
 # --------------------------------------------------------------------------- round trips
 
 
-def _animated_frames(H: int = 40, W: int = 56, F: int = 6) -> list[np.ndarray]:
-    """Flat-colour frames with a moving opaque patch and a fixed transparent hole."""
-    rng = np.random.RandomState(0)
-    frames = []
-    for i in range(F):
-        f = solid(H, W, tuple(int(c) for c in rng.randint(0, 256, 3)))
-        f[5:15, 5 + 3 * i : 20 + 3 * i] = (10, 200, 30, 255)
-        f[20:30, 30:50, 3] = 0
-        frames.append(f)
-    return frames
 
 
 @pytest.mark.parametrize("fmt", [MediaFormat.GIF, MediaFormat.WEBP, MediaFormat.APNG])
 def test_animated_round_trip_is_exact(fmt):
-    frames = _animated_frames()
+    frames = animated_frames()
     durations = [40, 50, 60, 70, 80, 90]
     data = encode_animated(frames, durations, fmt)
     assert sniff_format(data) is fmt
@@ -251,7 +111,7 @@ def test_animated_round_trip_is_exact(fmt):
 
 
 def test_gif_round_trip_opaque_has_no_alpha_and_rounds_delays():
-    frames = [f.copy() for f in _animated_frames(F=3)]
+    frames = [f.copy() for f in animated_frames(F=3)]
     for f in frames:
         f[..., 3] = 255
     data = encode_animated(frames, [33, 100, 250], MediaFormat.GIF)
@@ -283,19 +143,11 @@ def test_encoders_merge_identical_consecutive_frames():
         assert sticker.durations_ms == [200, 100], fmt
 
 
-def _video_frames(F: int = 12, H: int = 48, W: int = 64) -> np.ndarray:
-    """Smooth gradient with a moving block: realistic for lossy codecs, unlike noise."""
-    frames = np.zeros((F, H, W, 3), np.uint8)  # (F, H, W, 3)
-    frames[..., 0] = np.linspace(0, 255, W, dtype=np.uint8)[None, None, :]
-    frames[..., 2] = np.linspace(255, 0, H, dtype=np.uint8)[None, :, None]
-    for i in range(F):
-        frames[i, 10:26, 4 + 3 * i : 20 + 3 * i] = (30, 220, 60)
-    return frames
 
 
 @pytest.mark.parametrize("fmt", [MediaFormat.MP4, MediaFormat.WEBM])
 def test_video_round_trip(fmt):
-    frames = _video_frames()
+    frames = video_frames()
     data = encode_video(frames, 10.0, fmt)
     assert sniff_format(data) is fmt
     bg = (0, 0, 0)
@@ -318,7 +170,7 @@ def test_video_round_trip(fmt):
 
 @pytest.mark.parametrize("fmt", [MediaFormat.MP4, MediaFormat.WEBM])
 def test_video_odd_size_is_padded_and_fractional_fps(fmt):
-    data = encode_video(_video_frames(F=6, H=47, W=63), 12.5, fmt)
+    data = encode_video(video_frames(F=6, H=47, W=63), 12.5, fmt)
     sticker = decode_sticker(data, size=32)
     assert (sticker.width, sticker.height) == (64, 48)  # padded to even for yuv420p
     assert sticker.fps == pytest.approx(12.5)
@@ -331,8 +183,8 @@ def test_encoders_are_deterministic():
     x264's mb-tree used to make tiny clips differ run to run depending on prior allocations; the
     interleaved allocations below reproduced that reliably before it was switched off.
     """
-    frames = _video_frames(F=6)
-    anim = _animated_frames(F=4)
+    frames = video_frames(F=6)
+    anim = animated_frames(F=4)
     outputs: dict[MediaFormat, set[bytes]] = {}
     keep = []
     for rep in range(4):
@@ -557,126 +409,3 @@ def test_fit_to_square_composites_before_resizing():
     assert (out == 255).all()
     with pytest.raises(ValueError):
         fit_to_square(np.zeros((4, 4, 2), np.uint8), 8, (0, 0, 0))
-
-
-# --------------------------------------------------------------------------- bad input
-
-
-def test_empty_file():
-    assert rejected(b"").reason is RejectReason.EMPTY_FILE
-
-
-def test_garbage_bytes():
-    assert rejected(np.random.RandomState(0).bytes(4096)).reason is RejectReason.UNSUPPORTED_FORMAT
-
-
-def test_gif_with_corrupted_magic():
-    data = simple_gif(3)
-    assert rejected(b"GIX" + data[3:]).reason is RejectReason.UNSUPPORTED_FORMAT
-
-
-def test_truncated_gif():
-    data = encode_animated(_animated_frames(F=3), [50] * 3, MediaFormat.GIF)
-    err = rejected(data[: len(data) // 2])
-    assert err.reason is RejectReason.DECODE_ERROR and "truncated" in err.message
-
-
-def test_gif_with_corrupt_frame_data_but_trailer():
-    data = encode_animated(_animated_frames(F=3), [50] * 3, MediaFormat.GIF)
-    cut = data[: len(data) * 3 // 4] + b";"  # torn frame, but the trailer check is satisfied
-    assert rejected(cut).reason is RejectReason.DECODE_ERROR
-
-
-@pytest.mark.parametrize("fmt", [MediaFormat.MP4, MediaFormat.WEBM])
-def test_truncated_video(fmt):
-    data = encode_video(_video_frames(F=6), 10.0, fmt)
-    for cut in (len(data) // 2, len(data) - 10):
-        assert rejected(data[:cut]).reason is RejectReason.DECODE_ERROR, cut
-
-
-def test_mp4_with_corrupt_header_is_decode_error():
-    data = bytearray(encode_video(_video_frames(F=6), 10.0, MediaFormat.MP4))
-    moov = data.index(b"moov")
-    data[moov + 4 : moov + 200] = b"\xff" * 196  # box sizes intact at top level, garbage inside moov
-    assert rejected(bytes(data)).reason is RejectReason.DECODE_ERROR
-
-
-def test_huge_canvas_gif_header_rejected_without_decoding():
-    # 30000x30000 logical screen (900 Mpx, 3.6 GB as RGBA) holding one 1x1 frame per GIF frame.
-    frames = [
-        {"idx": np.zeros((1, 1), np.uint8), "disposal": 1},
-        {"idx": np.ones((1, 1), np.uint8), "disposal": 1},
-    ]
-    data = build_gif(30000, 30000, [RED, GREEN], frames)
-    assert len(data) < 200
-    start = time.perf_counter()
-    err = rejected(data)
-    assert err.reason is RejectReason.PIXEL_LIMIT
-    assert time.perf_counter() - start < 1.0
-    # Below Pillow's own bomb threshold: our max_frame_pixels decides.
-    err = rejected(build_gif(5000, 5000, [RED, GREEN], frames))
-    assert err.reason is RejectReason.PIXEL_LIMIT and "max_frame_pixels" in err.message
-    assert rejected(simple_gif(3, 64, 64), limits=DecodeLimits(max_frame_pixels=64 * 63)).reason is (
-        RejectReason.PIXEL_LIMIT
-    )
-
-
-def test_gif_frame_growing_canvas_is_pixel_limited():
-    # Pillow enlarges the canvas when a later frame lies outside it; that must be checked too.
-    frames = [
-        {"idx": np.zeros((8, 8), np.uint8), "disposal": 1},
-        {"idx": np.ones((1, 1), np.uint8), "x": 9000, "y": 9000, "disposal": 1},
-    ]
-    assert rejected(build_gif(8, 8, [RED, GREEN], frames)).reason is RejectReason.PIXEL_LIMIT
-
-
-def test_max_total_pixels():
-    data = simple_gif(10, 32, 32)
-    assert (
-        decode_sticker(data, size=16, limits=DecodeLimits(max_total_pixels=32 * 32 * 10)).frames.shape[0]
-        == 10
-    )
-    err = rejected(data, limits=DecodeLimits(max_total_pixels=32 * 32 * 10 - 1))
-    assert err.reason is RejectReason.PIXEL_LIMIT
-    video = encode_video(_video_frames(F=6), 10.0, MediaFormat.MP4)
-    assert (
-        rejected(video, limits=DecodeLimits(max_total_pixels=64 * 48 * 5)).reason is RejectReason.PIXEL_LIMIT
-    )
-
-
-def test_single_frame_gif_and_static_png_are_too_few_frames():
-    assert rejected(simple_gif(1)).reason is RejectReason.TOO_FEW_FRAMES
-    buf = io.BytesIO()
-    Image.new("RGBA", (16, 16), (1, 2, 3, 255)).save(buf, format="PNG")
-    assert sniff_format(buf.getvalue()) is MediaFormat.PNG
-    assert rejected(buf.getvalue()).reason is RejectReason.TOO_FEW_FRAMES
-    webp = io.BytesIO()
-    Image.new("RGB", (16, 16), (1, 2, 3)).save(webp, format="WEBP", lossless=True)
-    assert rejected(webp.getvalue()).reason is RejectReason.TOO_FEW_FRAMES
-
-
-def test_frame_count_limits():
-    data = simple_gif(300)
-    sticker = decode_sticker(data, size=8)
-    assert sticker.frames.shape == (300, 8, 8, 3)
-    assert sticker.durations_ms == [40] * 300
-    err = rejected(data, limits=DecodeLimits(max_frames=100))
-    assert err.reason is RejectReason.TOO_MANY_FRAMES and "300" in err.message
-    video = encode_video(_video_frames(F=6), 10.0, MediaFormat.WEBM)
-    assert rejected(video, limits=DecodeLimits(max_frames=5)).reason is RejectReason.TOO_MANY_FRAMES
-
-
-def test_iter_rgba_frames_rejects_lazily_with_codes():
-    frames = iter_rgba_frames(b"")
-    with pytest.raises(StickerRejected) as info:
-        next(frames)
-    assert info.value.reason is RejectReason.EMPTY_FILE
-
-
-@pytest.mark.parametrize("width", [16, 24, 48, 72])
-@pytest.mark.parametrize("fmt", [MediaFormat.MP4, MediaFormat.WEBM])
-def test_narrow_videos_decode_via_fallback(width, fmt):
-    # decord 0.6 fails on these widths (row-stride bug); the PyAV fallback must take over.
-    frames = np.random.default_rng(width).integers(0, 255, (5, width, width, 3), dtype=np.uint8)
-    dec = decode_sticker(encode_video(frames, 10.0, fmt), size=32)
-    assert dec.frames.shape == (5, 32, 32, 3) and dec.width == width and dec.durations_ms == [100] * 5

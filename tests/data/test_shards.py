@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data.shard_reader import make_dataset
 from data.shards import (
     FrameEncoding,
     ShardInfo,
     ShardSample,
     decode_sample,
     frames_per_entry,
-    make_dataset,
     read_index,
     shard_urls,
     verify_shards,
