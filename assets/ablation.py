@@ -40,7 +40,6 @@ from pydantic import Field
 
 from ablation.variants import Variant
 from assets.resources import LakeResource, MlflowResource
-from data.lake import Lake
 
 ABLATION_DATA_ASSET, ABLATION_RUNS_ASSET, ABLATION_REPORT_ASSET = "ablation_benchmark", "ablation_runs", "ablation_report"
 ABLATION_SEEDS = ("0", "1", "2")
@@ -78,7 +77,7 @@ def ablation_settings(config: AblationConfig):
 
 
 def _out_dir(config: AblationConfig, storage: LakeResource) -> Path:
-    return Path(config.out_dir) if config.out_dir else Lake(storage.lake_root).ablation(config.mode)
+    return Path(config.out_dir) if config.out_dir else storage.lake.ablation(config.mode)
 
 
 @asset(name=ABLATION_DATA_ASSET, group_name="ablation", kinds={"parquet"},

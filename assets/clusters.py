@@ -19,7 +19,6 @@ from assets.partitions import drop_id_of, drop_partitions
 from assets.resources import LakeResource
 from data.clustering import check_leak_free, cluster_drop
 from data.kmeans import KMeansConfig, RepresentativeRule
-from data.lake import Lake
 from data.splits import SplitConfig
 
 CLUSTER_ASSET = "frame_clusters"
@@ -81,7 +80,7 @@ def frame_clusters(context: AssetExecutionContext, config: ClusterConfig, storag
             "n_near_duplicate_groups": report.n_dup_groups,
             "n_in_near_duplicate_groups": report.n_in_dup_groups,
             "stickers_per_s": MetadataValue.float(round(report.stickers_per_s, 1)),
-            "path": MetadataValue.path(str(Lake(storage.lake_root).clusters(drop_id))),
+            "path": MetadataValue.path(str(storage.lake.clusters(drop_id))),
         },
         check_results=[AssetCheckResult(check_name=LEAK_CHECK, passed=ok, severity=AssetCheckSeverity.ERROR, metadata=stats)],
     )

@@ -16,7 +16,6 @@ from assets.ingest import INGEST_ASSET
 from assets.partitions import drop_id_of, drop_partitions
 from assets.resources import ClipResource, LakeResource
 from data.embed import EmbedSettings, embed_drop, iter_sticker_embeddings
-from data.lake import Lake
 
 EMBED_ASSET = "frame_embeddings"
 EMBED_CHECK = "embeddings_finite_unit_norm"
@@ -65,7 +64,7 @@ def frame_embeddings(context: AssetExecutionContext, storage: LakeResource, clip
             "clip_model": report.clip["model"],
             "weights": weights,
             "clip_params": report.clip["params"],
-            "out_dir": MetadataValue.path(str(Lake(storage.lake_root).embeddings(drop_id))),
+            "out_dir": MetadataValue.path(str(storage.lake.embeddings(drop_id))),
         },
         tags={"weights": weights},
         check_results=[AssetCheckResult(check_name=EMBED_CHECK, passed=ok, severity=AssetCheckSeverity.ERROR, metadata=stats)],

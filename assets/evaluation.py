@@ -29,7 +29,6 @@ from pydantic import Field
 
 from assets.resources import ClipResource, EvalModelsResource, LakeResource, MlflowResource
 from assets.training import TRAIN_ASSET
-from data.lake import Lake
 
 SAMPLES_ASSET = "evaluation_samples"
 FVD_ASSET, VQA_ASSET, CLIP_ASSET, RECON_ASSET = "fvd", "vqa", "clip_similarity", "reconstruction_metrics"
@@ -80,15 +79,15 @@ def evaluation_samples(context: AssetExecutionContext, config: EvaluationSamples
     from model.sampling import RDTFPipeline
 
     run_name = config.run_name or latest_training_run(context)
-    run_dir = Lake(storage.lake_root).training(run_name)
+    run_dir = storage.lake.training(run_name)
     pipe = RDTFPipeline.from_pretrained(run_dir, device=evaluators.torch_device())
     ckpt = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
     cfg = EvalSamplesConfig(tasks=tuple(config.tasks), n_videos=config.n_videos, steps=config.steps,
                             seed=config.seed, batch_size=config.batch_size)
     summary = _training_summary(run_dir)
-    out = Lake(storage.lake_root).evaluation(run_name) / "samples"
+    out = storage.lake.evaluation(run_name) / "samples"
     manifest = generate_eval_samples(
-        pipe, iter_test_samples(Lake(storage.lake_root).shard_indexes()), cfg, out, checkpoint=ckpt,
+        pipe, iter_test_samples(storage.lake.shard_indexes()), cfg, out, checkpoint=ckpt,
         extra={"run_name": run_name, "mlflow_run_id": summary.get("mlflow_run_id"), "step": summary.get("step"),
                "model_weights": summary.get("weights", "unknown")})
     return MaterializeResult(metadata={
@@ -105,7 +104,7 @@ def _samples(context: AssetExecutionContext, storage: LakeResource):
     run_name = _latest_metadata(context, SAMPLES_ASSET).get("run_name")
     if not run_name:
         raise ValueError("no evaluation_samples materialization found: materialize evaluation_samples first")
-    return load_eval_samples(Lake(storage.lake_root).evaluation(run_name) / "samples")
+    return load_eval_samples(storage.lake.evaluation(run_name) / "samples")
 
 
 def _finish(context: AssetExecutionContext, report, samples, storage: LakeResource,
@@ -113,7 +112,7 @@ def _finish(context: AssetExecutionContext, report, samples, storage: LakeResour
     """Write metrics/<name>.json, log to the training's MLflow run, and build the materialization."""
     from evaluation.suite import log_report, save_report
 
-    out = Lake(storage.lake_root).evaluation(samples.manifest["run_name"]) / "metrics" / f"{report.name}.json"
+    out = storage.lake.evaluation(samples.manifest["run_name"]) / "metrics" / f"{report.name}.json"
     save_report(report, out)
     run_id = samples.manifest.get("mlflow_run_id")
     if run_id:
@@ -150,7 +149,7 @@ def fvd(context: AssetExecutionContext, config: FvdAssetConfig, storage: LakeRes
     cfg = FVDConfig(num_frames=config.num_frames, upsample=TemporalUpsample(config.upsample),
                     covariance=Covariance(config.covariance), batch_size=config.batch_size,
                     weights=evaluators.i3d_weights, seed=evaluators.init_seed, device=evaluators.torch_device())
-    return _finish(context, run_fvd(samples, cfg, cache_dir=Lake(storage.lake_root).fvd_real_stats()), samples, storage, mlflow)
+    return _finish(context, run_fvd(samples, cfg, cache_dir=storage.lake.fvd_real_stats()), samples, storage, mlflow)
 
 
 class VqaAssetConfig(Config):
@@ -217,7 +216,7 @@ def model_comparison(context: AssetExecutionContext, storage: LakeResource, mlfl
 
     mlflow.ensure_experiment()
     runs = collect_runs(mlflow.tracking_uri, mlflow.experiment)
-    out = Lake(storage.lake_root).comparison()
+    out = storage.lake.comparison()
     paths = write_report(runs, out, experiment=mlflow.experiment)
     run_id = log_comparison(mlflow.tracking_uri, mlflow.experiment, paths, artifact_location=mlflow.artifact_location)
     i2v = task_table(runs, "i2v") if len(runs) else None

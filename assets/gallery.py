@@ -78,9 +78,9 @@ def sample_gallery(context: AssetExecutionContext, config: GalleryConfig, storag
     from model.sampling import RDTFPipeline
 
     run_name = config.run_name or latest_training_run(context)
-    run_dir = Lake(storage.lake_root).training(run_name)
+    run_dir = storage.lake.training(run_name)
     pipe = RDTFPipeline.from_pretrained(run_dir)  # its latest checkpoint; clear ValueError if none
-    out = Lake(storage.lake_root).gallery(run_name)
+    out = storage.lake.gallery(run_name)
     out.mkdir(parents=True, exist_ok=True)
     F, S = pipe.num_frames, pipe.image_size
     previews, files = [], []

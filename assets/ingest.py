@@ -26,7 +26,6 @@ from assets.resources import LakeResource
 from data import lake
 from data.drops import MAX_CAPTION_BYTES, CaptionPolicy
 from data.ingest import IngestReport, IngestSettings, ingest_drop
-from data.lake import Lake
 from data.media import DecodeLimits, Resample
 
 INGEST_ASSET = "ingested_stickers"
@@ -110,7 +109,7 @@ def ingested_stickers(context: AssetExecutionContext, config: IngestConfig, stor
     drop_id = drop_id_of(context)
     report = ingest_drop(
         storage.drop_url(drop_id),
-        Lake(storage.lake_root).partition(lake.Stage.INGEST, drop_id),
+        storage.lake.partition(lake.Stage.INGEST, drop_id),
         config.settings(),
         drop_id=drop_id,
         progress=False,

@@ -6,6 +6,7 @@ from dagster import ConfigurableResource
 
 from data.drops import join
 from data.ids import validate_id
+from data.lake import Lake
 
 
 class LakeResource(ConfigurableResource):
@@ -13,6 +14,11 @@ class LakeResource(ConfigurableResource):
 
     drops_root: str  # fsspec URL of the folder/prefix that holds one sub-folder per drop
     lake_root: str  # local directory for stage outputs (manifests, frames, shards, checkpoints)
+
+    @property
+    def lake(self) -> Lake:
+        """The lake under ``lake_root`` (every stage path comes from it)."""
+        return Lake(self.lake_root)
 
     def drop_url(self, drop_id: str) -> str:
         """URL of a drop folder; the id is validated first (it may come from a hand-added partition)."""

@@ -18,7 +18,6 @@ from pydantic import Field
 from assets.clusters import CLUSTER_ASSET
 from assets.partitions import drop_id_of, drop_partitions
 from assets.resources import LakeResource
-from data.lake import Lake
 from data.sharding import build_shards
 from data.shards import FrameEncoding, verify_shards
 
@@ -49,8 +48,8 @@ def webdataset_shards(context: AssetExecutionContext, config: ShardConfig, stora
     drop_id = drop_id_of(context)
     res = build_shards(storage.lake_root, drop_id, encoding=config.encoding, max_count=config.max_count,
                        max_bytes=config.max_bytes)
-    problems = verify_shards(Lake(storage.lake_root).shards(drop_id) / "index.json")
-    n_clustered = pq.read_metadata(Lake(storage.lake_root).clusters(drop_id)).num_rows
+    problems = verify_shards(storage.lake.shards(drop_id) / "index.json")
+    n_clustered = pq.read_metadata(storage.lake.clusters(drop_id)).num_rows
     if sum(res["counts"].values()) != n_clustered:
         problems.append(f"{sum(res['counts'].values())} samples in shards, {n_clustered} stickers in frame_clusters")
     return MaterializeResult(
@@ -60,7 +59,7 @@ def webdataset_shards(context: AssetExecutionContext, config: ShardConfig, stora
             "n_shards": res["n_shards"],
             "bytes": res["bytes"],
             "encoding": config.encoding.value,
-            "index": MetadataValue.path(str(Lake(storage.lake_root).shards(drop_id) / "index.json")),
+            "index": MetadataValue.path(str(storage.lake.shards(drop_id) / "index.json")),
         },
         check_results=[AssetCheckResult(check_name=SHARD_CHECK, passed=not problems, severity=AssetCheckSeverity.ERROR,
                                         metadata={"problems": MetadataValue.json(problems[:20])})],

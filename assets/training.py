@@ -31,7 +31,6 @@ from pydantic import Field
 
 from assets.resources import LakeResource, MlflowResource
 from assets.shards import SHARD_ASSET
-from data.lake import Lake
 from data.redact import redact_uri
 from training.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command
 
@@ -89,10 +88,10 @@ def trained_model(
     from training.config import TrainConfig  # light (no torch): the workers validate with the same code
 
     try:
-        out_dir = Lake(storage.lake_root).training(config.run_name)
+        out_dir = storage.lake.training(config.run_name)
     except ValueError as e:
         raise config_error(context, str(e)) from None
-    indexes = Lake(storage.lake_root).shard_indexes()
+    indexes = storage.lake.shard_indexes()
     if not indexes:
         raise config_error(context, f"no shard indexes under {storage.lake_root}/shards: materialize webdataset_shards first")
     train_cfg = {

@@ -3,7 +3,7 @@
 One helper for every small file the pipeline publishes (JSON reports, Parquet tables, pointers, GIFs, shard
 indexes): write to a uniquely named temp file in the destination folder, fsync it, ``os.replace`` it over the
 target (atomic within one POSIX/Windows directory) and fsync the folder so the rename survives a power cut.
-Temp files are named ``.<name>.tmp-<12 hex>`` (:data:`TEMP_RE`), so clean-up code can match them exactly.
+Temp files are named ``.<name>.tmp-<12 hex>`` (:func:`temp_name`), so clean-up code can match them exactly.
 
     with atomic_path(out / "table.parquet") as tmp:
         pq.write_table(table, tmp)
@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-
-TEMP_RE = re.compile(r"^\..+\.tmp-[0-9a-f]{12}$")
 
 
 def temp_name(name: str) -> str:

@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from data import lake, publish
+from data import publish
 from data.embed import iter_sticker_embeddings
 from data.kmeans import KMeansConfig, cluster_stickers
-from data.lake import Lake
+from data.lake import Lake, Stage, write_parquet
 from data.splits import Split, SplitConfig, split_drop
 
 
@@ -51,8 +51,9 @@ class ClusterReport:
 def cluster_drop(lake_root: str | Path, drop_id: str, kcfg: KMeansConfig, scfg: SplitConfig, *, progress: bool = True) -> ClusterReport:
     t0 = time.perf_counter()
     ks = range(kcfg.k_min, kcfg.k_max + 1)
+    lake = Lake(lake_root)
     id_of = {}
-    for part in sorted(Lake(lake_root).embeddings(drop_id).glob("part-*.parquet")):
+    for part in sorted(lake.embeddings(drop_id).glob("part-*.parquet")):
         t = pq.read_table(part, columns=["key", "id"])
         id_of.update(zip(t.column("key").to_pylist(), t.column("id").to_pylist()))
     rows: dict[str, list] = {name: [] for name in clusters_schema(ks).names}
@@ -79,8 +80,8 @@ def cluster_drop(lake_root: str | Path, drop_id: str, kcfg: KMeansConfig, scfg: 
     rows["dup_group"] = [keys[int(g)] for g in split.dup_group]
     rows["split"] = [str(s) for s in split.split]
     table = pa.Table.from_pydict(rows, schema=clusters_schema(ks))
-    with publish.publish(Lake(lake_root).partition(lake.Stage.CLUSTERS, drop_id)) as stage:
-        lake.write_parquet(table, stage / "clusters.parquet")
+    with publish.publish(lake.partition(Stage.CLUSTERS, drop_id)) as stage:
+        write_parquet(table, stage / "clusters.parquet")
     _, counts = np.unique(split.dup_group, return_counts=True) if len(keys) else (None, np.zeros(0, int))
     return ClusterReport(
         n_stickers=len(keys),

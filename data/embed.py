@@ -28,8 +28,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
-from data import lake, publish
-from data.lake import Lake
+from data import publish
+from data.lake import Lake, Stage, write_json, write_parquet
 from model.clip import ClipSpec, LoadedClip, embed_pixels, load_clip, preprocess_frames, tiny_spec
 
 EMBEDDING_NOT_FINITE = "embedding_not_finite"
@@ -127,7 +127,7 @@ def _write_part(stage: Path, part_name: str, rows: dict, id_of: dict[str, str], 
          pa.array(fidx[keep], pa.int32()), col],
         schema=embeddings_schema(dim),
     )
-    lake.write_parquet(table, stage / part_name)
+    write_parquet(table, stage / part_name)
     return table.num_rows
 
 
@@ -142,13 +142,14 @@ def embed_drop(
     """Embed every frame of an ingested drop. Raises ValueError on an unusable CLIP spec before reading data."""
     settings = settings or EmbedSettings()
     clip = clip or load_clip(settings.clip)  # validates model name / weights path first
-    src = Lake(lake_root).ingest(drop_id)
+    lake = Lake(lake_root)
+    src = lake.ingest(drop_id)
     manifest = pq.read_table(src / "manifest.parquet", columns=["id", "key", "frame_size", "n_frames"]).to_pandas()
     id_of = dict(zip(manifest.key, manifest.id))
     parts = sorted((src / "frames").glob("part-*.parquet"))
     frame_size = int(manifest.frame_size.iloc[0]) if len(manifest) else 0
     report = EmbedReport(drop_id=drop_id, embed_dim=clip.embed_dim, clip=clip.info)
-    with publish.publish(Lake(lake_root).partition(lake.Stage.EMBEDDINGS, drop_id)) as stage:
+    with publish.publish(lake.partition(Stage.EMBEDDINGS, drop_id)) as stage:
         _embed_into(stage, clip, settings, manifest, parts, frame_size, id_of, report, progress)
     return report
 
@@ -182,12 +183,12 @@ def _embed_into(stage: Path, clip: LoadedClip, settings: EmbedSettings, manifest
         report.n_frames += _write_part(stage, parts[pi].name, acc, id_of, clip.embed_dim, quarantine)
     report.n_quarantined = len(quarantine)
     report.n_stickers = len(manifest) - report.n_quarantined
-    lake.write_parquet(pa.Table.from_pylist(quarantine, schema=EMB_QUARANTINE_SCHEMA), stage / "quarantine.parquet")
+    write_parquet(pa.Table.from_pylist(quarantine, schema=EMB_QUARANTINE_SCHEMA), stage / "quarantine.parquet")
     report.wall_s = time.perf_counter() - t0
     report.frames_per_s = report.n_frames / report.wall_s if report.wall_s else 0.0
     report.model_frames_per_s = report.n_frames / report.model_s if report.model_s else 0.0
     stable = {k: v for k, v in report.to_dict().items() if not k.endswith("_s")}
-    lake.write_json(stable, stage / "report.json")
+    write_json(stable, stage / "report.json")
 
 
 

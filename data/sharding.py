@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from data import lake, publish
-from data.lake import Lake
+from data import publish
+from data.lake import Lake, Stage
 from data.shard_reader import make_dataset
 from data.shards import FrameEncoding, ShardSample, shard_urls, write_index, write_shards
 from data.splits import Split
@@ -31,8 +31,9 @@ def _samples(lake_root: str | Path, drop_id: str, split: Split, meta_by_key: dic
 
 def build_shards(lake_root: str | Path, drop_id: str, *, encoding: FrameEncoding, max_count: int, max_bytes: int) -> dict:
     """Write the drop's shards and index; returns the index extras (counts)."""
-    man = Lake(lake_root).manifest(drop_id).set_index("key")
-    cl = pq.read_table(Lake(lake_root).clusters(drop_id)).to_pandas()
+    lake = Lake(lake_root)
+    man = lake.manifest(drop_id).set_index("key")
+    cl = pq.read_table(lake.clusters(drop_id)).to_pandas()
     ks = sorted(int(c.removeprefix("reps_k")) for c in cl.columns if c.startswith("reps_k"))
     meta_by_key, caption_of = {}, {}
     for row in cl.itertuples(index=False):
@@ -46,7 +47,7 @@ def build_shards(lake_root: str | Path, drop_id: str, *, encoding: FrameEncoding
             "reps": {str(k): [int(i) for i in getattr(row, f"reps_k{k}")] for k in ks},
             "semantic_cluster": int(row.semantic_cluster), "dup_group": row.dup_group, "split": row.split,
         }
-    with publish.publish(Lake(lake_root).partition(lake.Stage.SHARDS, drop_id)) as stage:
+    with publish.publish(lake.partition(Stage.SHARDS, drop_id)) as stage:
         infos = []
         for split in (Split.TRAIN, Split.TEST):
             infos += write_shards(_samples(lake_root, drop_id, split, meta_by_key, caption_of), stage, split.value,

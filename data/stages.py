@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data import lake
 from data.clustering import cluster_drop
 from data.drops import refuse_overlap
 from data.embed import EmbedSettings, embed_drop
 from data.ingest import IngestSettings, ingest_drop
 from data.kmeans import KMeansConfig
-from data.lake import Lake
+from data.lake import Lake, Stage
 from data.sharding import build_shards
 from data.shards import FrameEncoding
 from data.splits import SplitConfig
@@ -36,9 +35,10 @@ def run_data_stages(
 ) -> Path:
     """Materialize every per-drop data stage into ``lake_root``; returns the shard ``index.json``."""
     refuse_overlap(drop_url, lake_root, "lake root")
-    ingest_drop(drop_url, Lake(lake_root).partition(lake.Stage.INGEST, drop_id), ingest or IngestSettings(), drop_id=drop_id,
+    lake = Lake(lake_root)
+    ingest_drop(drop_url, lake.partition(Stage.INGEST, drop_id), ingest or IngestSettings(), drop_id=drop_id,
                 progress=progress)
     embed_drop(lake_root, drop_id, embed or EmbedSettings(), progress=progress)
     cluster_drop(lake_root, drop_id, kmeans or KMeansConfig(), split or SplitConfig(), progress=progress)
     build_shards(lake_root, drop_id, encoding=encoding, max_count=max_count, max_bytes=max_bytes)
-    return Lake(lake_root).shards(drop_id) / "index.json"
+    return lake.shards(drop_id) / "index.json"

@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 from dagster import DagsterInstance, SensorResult, build_sensor_context
 
 from data.drops import find_caption_file, join
-from data.lake import Lake
 from data.redact import redact_uri
 from pipelines.resources import PROJECT_ROOT, default_resources, rdtf_home
 
@@ -104,20 +103,20 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
             (m,) = train.asset_materializations_for_node(node)
             emd[node] = {k: v.value for k, v in m.metadata.items()}
 
-    out = Lake(storage.lake_root).ingest(drop_id)
-    man, quar = Lake(storage.lake_root).manifest(drop_id), Lake(storage.lake_root).quarantine(drop_id)
+    out = storage.lake.ingest(drop_id)
+    man, quar = storage.lake.manifest(drop_id), storage.lake.quarantine(drop_id)
     print("\nResults")
     print(f"  ingested stickers : {len(man)} ({int(man.n_frames.sum())} frames) -> {out / 'manifest.parquet'}")
     print(f"  decoded frames    : {out / 'frames'}")
     print(f"  quarantined       : {len(quar)} {quar.reason.value_counts().to_dict()} -> {out / 'quarantine.parquet'}")
-    emb = Lake(storage.lake_root).embeddings(drop_id)
+    emb = storage.lake.embeddings(drop_id)
     emb_rep = json.loads((emb / "report.json").read_text())
     print(f"  CLIP embeddings   : {emb_rep['n_frames']} frames, dim {emb_rep['embed_dim']}, model {emb_rep['clip']['model']} "
           f"(weights={emb_rep['clip']['weights']}) -> {emb}")
-    cl = pq.read_table(Lake(storage.lake_root).clusters(drop_id), columns=["split"]).to_pandas()
-    print(f"  frame clusters    : k=3..8 per sticker, split {cl.split.value_counts().to_dict()} -> {Lake(storage.lake_root).clusters(drop_id)}")
-    index = json.loads((Lake(storage.lake_root).shards(drop_id) / "index.json").read_text())
-    print(f"  WebDataset shards : {len(index['shards'])} shards {index['counts']} {index['brace']} -> {Lake(storage.lake_root).shards(drop_id)}")
+    cl = pq.read_table(storage.lake.clusters(drop_id), columns=["split"]).to_pandas()
+    print(f"  frame clusters    : k=3..8 per sticker, split {cl.split.value_counts().to_dict()} -> {storage.lake.clusters(drop_id)}")
+    index = json.loads((storage.lake.shards(drop_id) / "index.json").read_text())
+    print(f"  WebDataset shards : {len(index['shards'])} shards {index['counts']} {index['brace']} -> {storage.lake.shards(drop_id)}")
     if train_steps > 0:
         losses = {k.removeprefix("loss_"): round(v, 3) for k, v in tmd.items() if k.startswith("loss_")}
         print(f"  trained model     : step {tmd['step']}, final loss {tmd.get('final_loss', float('nan')):.3f} {losses} "
