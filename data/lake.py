@@ -208,7 +208,10 @@ class Lake:
 
     def run(self, area: RunArea, run_name: str) -> Path:
         """``lake/<area>/<run_name>`` with the run name validated, contained and not a reserved shared folder."""
-        area = RunArea(area)
+        try:
+            area = RunArea(area)
+        except ValueError:
+            raise ValueError(f"unknown run area {area!r}; allowed: {[a.value for a in RunArea]}") from None
         validate_id(run_name, "run name")
         if run_name in RESERVED_RUN_NAMES.get(area, ()):
             raise ValueError(f"run name {run_name!r} is reserved under lake/{area.value}/ "

@@ -44,6 +44,8 @@ def test_lake_path_helpers_refuse_hostile_ids(tmp_path, bad):
     with pytest.raises(ValueError, match=r"must match"):
         Lake(tmp_path).evaluation(bad)
     with pytest.raises(ValueError, match=r"must match"):
+        Lake(tmp_path).ablation(bad)
+    with pytest.raises(ValueError, match=r"must match"):
         LakeResource(drops_root=str(tmp_path), lake_root=str(tmp_path)).drop_url(bad)
 
 
@@ -59,6 +61,8 @@ def test_symlinked_partition_escaping_the_lake_is_refused(tmp_path):
 def test_reserved_run_names_cannot_shadow_shared_folders(tmp_path):
     with pytest.raises(ValueError, match="reserved"):
         Lake(tmp_path).evaluation("comparison")
+    with pytest.raises(ValueError, match=r"unknown run area 'checkpoints'; allowed: \['training', 'gallery', 'evaluation'\]"):
+        Lake(tmp_path).run("checkpoints", "r1")
     assert validate_id("run-1.b_2") == "run-1.b_2"
 
 

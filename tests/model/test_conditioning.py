@@ -242,3 +242,21 @@ def test_text_config_for_real_and_random():
     assert tiny_cfg.t5_path is None and tiny_cfg.clip.pretrained is None and tiny_cfg.proj_seed == 3
     real = text_config_for(1024, clip_pretrained="/models/clip.safetensors", t5_path="/models/t5")
     assert (real.embed_dim, real.clip.model, real.clip.pretrained, real.t5_path) == (1024, "ViT-H-14", "/models/clip.safetensors", "/models/t5")
+
+
+def test_downsample_factor_is_read_without_weights_and_a_broken_vae_folder_is_a_clear_error(tmp_path):
+    from model.autoencoder import downsample_factor, pixel_autoencoder_config, sd_vae_config, tiny_kl_config
+
+    assert downsample_factor(pixel_autoencoder_config()) == 1 and downsample_factor(tiny_kl_config()) == 2
+    vae = tmp_path / "vae"
+    vae.mkdir()
+    (vae / "config.json").write_text(json.dumps({"block_out_channels": [128, 256, 512, 512]}))
+    assert downsample_factor(sd_vae_config(str(vae))) == 8  # Table 6: f = 8
+    assert downsample_factor(sd_vae_config(str(vae / "weights.safetensors"))) == 8  # a file beside its config.json
+    for bad in ("", "{not json", json.dumps({"block_out_channels": 4})):
+        (vae / "config.json").write_text(bad)
+        with pytest.raises(ValueError, match="cannot read block_out_channels .* expected a diffusers AutoencoderKL"):
+            downsample_factor(sd_vae_config(str(vae)))
+    with pytest.raises(ValueError, match="cannot read block_out_channels"):
+        downsample_factor(sd_vae_config(str(tmp_path / "missing")))
+
