@@ -5,6 +5,9 @@ indexes): write to a uniquely named temp file in the destination folder, fsync i
 target (atomic within one POSIX/Windows directory) and fsync the folder so the rename survives a power cut.
 Temp files are named ``.<name>.tmp-<12 hex>`` (:func:`temp_name`), so clean-up code can match them exactly.
 
+On an object store (``data.storage.is_remote``) there is no rename: the temp file lives on local scratch disk and
+is uploaded in one (multipart) PUT, which is the store's atomic replace of that key.
+
     with atomic_path(out / "table.parquet") as tmp:
         pq.write_table(table, tmp)
 """
@@ -16,6 +19,8 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from data.storage import LakePath, is_remote, put_file, scratch_dir
 
 
 def temp_name(name: str) -> str:
@@ -39,10 +44,18 @@ def _fsync_file(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success it replaces ``path``, on error it is removed.
+def atomic_path(path: str | LakePath, *, durable: bool = True) -> Iterator[Path]:
+    """Yield a local temp path; on success it replaces ``path`` (local or object store), on error it is removed.
 
     ``durable``: fsync the file and the folder (skip only for files that are cheap to regenerate)."""
+    if not isinstance(path, str) and is_remote(path):
+        tmp = scratch_dir() / temp_name(path.name)
+        try:
+            yield tmp
+            put_file(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(temp_name(path.name))
@@ -57,8 +70,12 @@ def atomic_path(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
         fsync_dir(path.parent)
 
 
-def atomic_write(path: str | Path, data: bytes | str, *, durable: bool = True) -> Path:
+def atomic_write(path: str | LakePath, data: bytes | str, *, durable: bool = True) -> LakePath:
     """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically; returns ``path``."""
+    blob = data.encode() if isinstance(data, str) else data
+    if not isinstance(path, str) and is_remote(path):
+        path.write_bytes(blob)  # one PUT: the object store's atomic replace
+        return path
     with atomic_path(path, durable=durable) as tmp:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        tmp.write_bytes(blob)
     return Path(path)

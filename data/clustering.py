@@ -19,13 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from data import publish
 from data.embed import iter_sticker_embeddings
 from data.kmeans import KMeansConfig, cluster_stickers
-from data.lake import Lake, Stage, write_parquet
+from data.lake import Lake, Stage, read_parquet, write_parquet
 from data.splits import Split, SplitConfig, split_drop
 
 
@@ -53,8 +52,8 @@ def cluster_drop(lake_root: str | Path, drop_id: str, kcfg: KMeansConfig, scfg: 
     ks = range(kcfg.k_min, kcfg.k_max + 1)
     lake = Lake(lake_root)
     id_of = {}
-    for part in sorted(lake.embeddings(drop_id).glob("part-*.parquet")):
-        t = pq.read_table(part, columns=["key", "id"])
+    for part in sorted(lake.embeddings(drop_id).glob("part-*.parquet"), key=lambda p: p.name):
+        t = read_parquet(part, columns=["key", "id"])
         id_of.update(zip(t.column("key").to_pylist(), t.column("id").to_pylist()))
     rows: dict[str, list] = {name: [] for name in clusters_schema(ks).names}
     means = []
@@ -96,7 +95,7 @@ def cluster_drop(lake_root: str | Path, drop_id: str, kcfg: KMeansConfig, scfg: 
 
 def check_leak_free(lake_root: str | Path, drop_id: str) -> tuple[bool, dict]:
     """No sticker id and no near-duplicate group appears in both splits."""
-    df = pq.read_table(Lake(lake_root).clusters(drop_id), columns=["id", "dup_group", "split"]).to_pandas()
+    df = read_parquet(Lake(lake_root).clusters(drop_id), columns=["id", "dup_group", "split"]).to_pandas()
     ids_both = df.groupby("id").split.nunique().gt(1).sum()
     groups_both = df.groupby("dup_group").split.nunique().gt(1).sum()
     return bool(ids_both == 0 and groups_both == 0), {"ids_in_both": int(ids_both), "dup_groups_in_both": int(groups_both)}

@@ -22,13 +22,13 @@ import posixpath
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
 import fsspec
 
 from data import drop_files
 from data.ids import ID_RE, overlaps, within
 from data.rejects import RejectReason, StickerRejected
+from data.storage import is_remote, lake_path
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,21 @@ def url_to_fs(url: str):
         raise ValueError(f"cannot open {scheme}:// URLs: {exc} ({hint})") from None
 
 
-def refuse_overlap(drop_url: str, out: str | Path, what: str = "output") -> None:
+def refuse_overlap(drop_url: str, out, what: str = "output") -> None:
     """``ValueError`` if a local output folder is, contains or lies inside a local drop.
 
     No command may write into (or publish over, and so delete) its own input: ``rdtf ingest DROP --out
     DROP`` once replaced the source drop by its ingest output.
     """
+    out_path = lake_path(out)
+    if is_remote(out_path):  # object keys: compare the normalized URLs (no symlinks to follow)
+        a, b = str(out_path).rstrip("/"), drop_url.rstrip("/")
+        if a == b or a.startswith(b + "/") or b.startswith(a + "/"):
+            raise ValueError(f"{what} {a!r} overlaps the drop {drop_url!r}: outputs must be outside the drop "
+                             f"(and must not contain it)")
+        return
     fs, path = url_to_fs(drop_url)
-    if drop_files.is_local(fs) and overlaps(path, out):
+    if drop_files.is_local(fs) and overlaps(path, out_path):
         raise ValueError(f"{what} {str(out)!r} overlaps the drop {drop_url!r}: outputs must be outside the drop "
                          f"(and must not contain it)")
 

@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from data import publish
-from data.lake import Lake, Stage, write_json, write_parquet
+from data.lake import Lake, Stage, read_parquet, write_json, write_parquet
+from data.storage import open_read
 from model.clip import ClipSpec, LoadedClip, embed_pixels, load_clip, preprocess_frames, tiny_spec
 
 EMBEDDING_NOT_FINITE = "embedding_not_finite"
@@ -89,19 +90,22 @@ class LakeFrames(IterableDataset):
         mine = range(len(self.parts)) if info is None else range(info.id, len(self.parts), info.num_workers)
         S = self.frame_size
         for pi in mine:
-            pf = pq.ParquetFile(self.parts[pi])
-            n_rows, done = pf.metadata.num_rows, 0
-            for batch in pf.iter_batches(batch_size=self.batch_size, columns=["key", "frame_index", "frame"]):
-                raw = batch.column("frame").to_pylist()
-                frames = np.frombuffer(b"".join(raw), np.uint8).reshape(len(raw), S, S, 3)  # (B, S, S, 3)
-                done += len(raw)
-                yield {
-                    "part": pi,
-                    "keys": batch.column("key").to_pylist(),
-                    "frame_index": batch.column("frame_index").to_numpy().copy(),
-                    "pixels": preprocess_frames(torch.from_numpy(frames.copy()), self.image_size, self.mean, self.std),
-                    "last": done >= n_rows,
-                }
+            with open_read(self.parts[pi]) as fh:
+                yield from self._part(pi, pq.ParquetFile(fh), S)
+
+    def _part(self, pi: int, pf: pq.ParquetFile, S: int) -> Iterator[dict]:
+        n_rows, done = pf.metadata.num_rows, 0
+        for batch in pf.iter_batches(batch_size=self.batch_size, columns=["key", "frame_index", "frame"]):
+            raw = batch.column("frame").to_pylist()
+            frames = np.frombuffer(b"".join(raw), np.uint8).reshape(len(raw), S, S, 3)  # (B, S, S, 3)
+            done += len(raw)
+            yield {
+                "part": pi,
+                "keys": batch.column("key").to_pylist(),
+                "frame_index": batch.column("frame_index").to_numpy().copy(),
+                "pixels": preprocess_frames(torch.from_numpy(frames.copy()), self.image_size, self.mean, self.std),
+                "last": done >= n_rows,
+            }
 
 
 def _worker_init(_: int) -> None:
@@ -144,9 +148,9 @@ def embed_drop(
     clip = clip or load_clip(settings.clip)  # validates model name / weights path first
     lake = Lake(lake_root)
     src = lake.ingest(drop_id)
-    manifest = pq.read_table(src / "manifest.parquet", columns=["id", "key", "frame_size", "n_frames"]).to_pandas()
+    manifest = read_parquet(src / "manifest.parquet", columns=["id", "key", "frame_size", "n_frames"]).to_pandas()
     id_of = dict(zip(manifest.key, manifest.id))
-    parts = sorted((src / "frames").glob("part-*.parquet"))
+    parts = sorted((src / "frames").glob("part-*.parquet"), key=lambda p: p.name)
     frame_size = int(manifest.frame_size.iloc[0]) if len(manifest) else 0
     report = EmbedReport(drop_id=drop_id, embed_dim=clip.embed_dim, clip=clip.info)
     with publish.publish(lake.partition(Stage.EMBEDDINGS, drop_id)) as stage:
@@ -195,8 +199,8 @@ def _embed_into(stage: Path, clip: LoadedClip, settings: EmbedSettings, manifest
 
 def iter_sticker_embeddings(lake_root: str | Path, drop_id: str) -> Iterator[tuple[str, list[str], np.ndarray]]:
     """Yield ``(part name, keys, list of (n_i, D) float32 arrays)`` per embeddings part, frames in order."""
-    for part in sorted(Lake(lake_root).embeddings(drop_id).glob("part-*.parquet")):
-        t = pq.read_table(part)
+    for part in sorted(Lake(lake_root).embeddings(drop_id).glob("part-*.parquet"), key=lambda p: p.name):
+        t = read_parquet(part)
         if t.num_rows == 0:
             continue
         keys = t.column("key").to_numpy(zero_copy_only=False)

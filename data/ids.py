@@ -15,6 +15,7 @@ segment without escaping.
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from pathlib import Path
 
@@ -41,14 +42,21 @@ def validate_id(value: object, what: str = "drop id") -> str:
 def within(path: str | Path, root: str | Path) -> bool:
     """``path`` is ``root`` or below it; both must already be resolved (``os.path.realpath``)."""
     path, root = os.fspath(path), os.fspath(root)
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)  # os.sep is "/" on POSIX and for object keys
 
 
-def contained(root: str | Path, *parts: str) -> Path:
+def contained(root, *parts: str):
     """``root/parts...`` resolved, refused (``ValueError``) unless it stays inside the resolved root.
 
-    Symlinks are followed on both sides, so a symlinked sub-folder that points elsewhere is caught too.
+    Symlinks are followed on both sides, so a symlinked sub-folder that points elsewhere is caught too. An
+    object-store root (a ``UPath``; no symlinks exist there) is checked lexically on the normalized key.
     """
+    if hasattr(root, "fs") and not isinstance(root, Path):
+        base_key = posixpath.normpath(root.path)
+        target_key = posixpath.normpath(posixpath.join(base_key, *parts))
+        if any(p in ("", ".", "..") or "/" in p for p in parts) or not within(target_key, base_key):
+            raise ValueError(f"path {'/'.join(parts)!r} escapes its root {str(root)!r}")
+        return root.joinpath(*parts)
     base = Path(os.path.realpath(root))
     target = Path(os.path.realpath(base.joinpath(*parts)))
     if not within(target, base):

@@ -50,6 +50,7 @@ from data.drops import (
 from data.ids import validate_id
 from data.media import DecodeLimits, Resample, decode_sticker
 from data.rejects import RejectReason, StickerRejected
+from data.storage import lake_path
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +325,7 @@ def ingest_drop(
     quarantined instead of raised.
     """
     settings = settings or IngestSettings()
-    out_dir = Path(out_dir)
+    out_dir = lake_path(out_dir)
     drop_id = validate_id(drop_id or out_dir.name, "drop id")
     refuse_overlap(drop_url, out_dir, "output folder")
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """The data lake: its layout (the :class:`Lake` object), Parquet schemas and the frame-part writer.
 
-Layout under ``lake_root`` (a local directory; object stores are reached by syncing it, see README)::
+Layout under ``lake_root`` (a local folder or any fsspec URL such as ``s3://bucket/lake``, see ``data.storage``)::
 
     ingest/<drop_id>/manifest.parquet      one row per kept sticker (MANIFEST_SCHEMA)
     ingest/<drop_id>/quarantine.parquet    one row per rejected sticker or caption row (QUARANTINE_SCHEMA)
@@ -31,8 +31,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data import publish
-from data.atomic import atomic_path, atomic_write
+from data.atomic import atomic_path, atomic_write, temp_name
 from data.ids import contained, is_valid_id, validate_id
+from data.storage import LakePath, is_remote, lake_path, open_read, put_file, scratch_dir
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -77,7 +78,19 @@ FRAMES_SCHEMA = pa.schema(
 )
 
 
-def write_parquet(table: pa.Table, path: str | Path) -> None:
+def read_parquet(path: LakePath, columns: list[str] | None = None) -> pa.Table:
+    """A Parquet table from the lake (local file or object), all of it or ``columns``."""
+    with open_read(path) as fh:
+        return pq.read_table(fh, columns=columns)
+
+
+def parquet_rows(path: LakePath) -> int:
+    """Row count from the Parquet footer (no data read)."""
+    with open_read(path) as fh:
+        return pq.read_metadata(fh).num_rows
+
+
+def write_parquet(table: pa.Table, path: str | LakePath) -> None:
     """Write a Parquet file atomically (temp file + rename); deterministic bytes for equal input."""
     with atomic_path(path) as tmp:
         pq.write_table(
@@ -90,7 +103,7 @@ def write_parquet(table: pa.Table, path: str | Path) -> None:
         )
 
 
-def write_json(obj: object, path: str | Path) -> None:
+def write_json(obj: object, path: str | LakePath) -> None:
     """Write JSON atomically."""
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
@@ -126,20 +139,20 @@ class Lake:
         lake.run(RunArea.TRAINING, "nightly")      # lake/training/nightly
     """
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | LakePath):
+        self.root = lake_path(root)
 
     def __repr__(self) -> str:
         return f"Lake({str(self.root)!r})"
 
     # ------------------------------------------------------------------ per-drop stages
 
-    def partition(self, stage: Stage, drop_id: str) -> Path:
+    def partition(self, stage: Stage, drop_id: str) -> LakePath:
         """The partition folder of ``drop_id`` in ``stage`` (validated id, resolved inside the lake)."""
         validate_id(drop_id, "drop id")
         return contained(self.root, Stage(stage).value, drop_id)
 
-    def published(self, stage: Stage, drop_id: str) -> Path:
+    def published(self, stage: Stage, drop_id: str) -> LakePath:
         """The committed version folder of a partition; ``FileNotFoundError`` naming the stage if none."""
         found = publish.current_or_none(self.partition(stage, drop_id))
         if found is None:
@@ -155,19 +168,19 @@ class Lake:
         return [p.name for p in sorted(root.iterdir())
                 if is_valid_id(p.name) and p.is_dir() and not p.is_symlink() and publish.current_or_none(p) is not None]
 
-    def ingest(self, drop_id: str) -> Path:
+    def ingest(self, drop_id: str) -> LakePath:
         """Published ingest output of a drop (manifest, quarantine, frames)."""
         return self.published(Stage.INGEST, drop_id)
 
-    def embeddings(self, drop_id: str) -> Path:
+    def embeddings(self, drop_id: str) -> LakePath:
         """Published embeddings of a drop (``part-*.parquet``, quarantine, report)."""
         return self.published(Stage.EMBEDDINGS, drop_id)
 
-    def clusters(self, drop_id: str) -> Path:
+    def clusters(self, drop_id: str) -> LakePath:
         """The published cluster/split table of a drop."""
         return self.published(Stage.CLUSTERS, drop_id) / "clusters.parquet"
 
-    def shards(self, drop_id: str) -> Path:
+    def shards(self, drop_id: str) -> LakePath:
         """The published shards of a drop (tars + ``index.json``)."""
         return self.published(Stage.SHARDS, drop_id)
 
@@ -177,11 +190,11 @@ class Lake:
 
     def manifest(self, drop_id: str):
         """The drop's manifest as a pandas DataFrame."""
-        return pq.read_table(self.ingest(drop_id) / "manifest.parquet").to_pandas()
+        return read_parquet(self.ingest(drop_id) / "manifest.parquet").to_pandas()
 
     def quarantine(self, drop_id: str):
         """The drop's quarantine table (rejected stickers and caption rows) as a pandas DataFrame."""
-        return pq.read_table(self.ingest(drop_id) / "quarantine.parquet").to_pandas()
+        return read_parquet(self.ingest(drop_id) / "quarantine.parquet").to_pandas()
 
     def sticker_frames(self, drop_id: str) -> Iterator[tuple[str, np.ndarray, list[int]]]:
         """Yield ``(key, frames (F, S, S, 3) uint8, durations_ms)`` per sticker, part by part.
@@ -189,24 +202,25 @@ class Lake:
         Memory is bounded by one row group (rows of one sticker are contiguous and in frame order).
         """
         root = self.ingest(drop_id)
-        size = int(pq.read_table(root / "manifest.parquet", columns=["frame_size"])["frame_size"][0].as_py())
-        for part in sorted((root / "frames").glob("part-*.parquet")):
+        size = int(read_parquet(root / "manifest.parquet", columns=["frame_size"])["frame_size"][0].as_py())
+        for part in sorted((root / "frames").glob("part-*.parquet"), key=lambda p: p.name):
             key, frames, durs = None, [], []
-            for batch in pq.ParquetFile(part).iter_batches(batch_size=256):
-                for k, d, f in zip(batch.column("key").to_pylist(), batch.column("duration_ms").to_pylist(),
-                                   batch.column("frame").to_pylist()):
-                    if k != key and key is not None:
-                        yield key, np.stack(frames), durs
-                        frames, durs = [], []
-                    key = k
-                    frames.append(np.frombuffer(f, np.uint8).reshape(size, size, 3))
-                    durs.append(d)
+            with open_read(part) as fh:  # streamed row group by row group, also from an object store
+                for batch in pq.ParquetFile(fh).iter_batches(batch_size=256):
+                    for k, d, f in zip(batch.column("key").to_pylist(), batch.column("duration_ms").to_pylist(),
+                                       batch.column("frame").to_pylist()):
+                        if k != key and key is not None:
+                            yield key, np.stack(frames), durs
+                            frames, durs = [], []
+                        key = k
+                        frames.append(np.frombuffer(f, np.uint8).reshape(size, size, 3))
+                        durs.append(d)
             if key is not None:
                 yield key, np.stack(frames), durs
 
     # ------------------------------------------------------------------ per-run areas
 
-    def run(self, area: RunArea, run_name: str) -> Path:
+    def run(self, area: RunArea, run_name: str) -> LakePath:
         """``lake/<area>/<run_name>`` with the run name validated, contained and not a reserved shared folder."""
         try:
             area = RunArea(area)
@@ -218,24 +232,24 @@ class Lake:
                              f"(used by {sorted(RESERVED_RUN_NAMES[area])})")
         return contained(self.root, area.value, run_name)
 
-    def training(self, run_name: str) -> Path:
+    def training(self, run_name: str) -> LakePath:
         return self.run(RunArea.TRAINING, run_name)
 
-    def gallery(self, run_name: str) -> Path:
+    def gallery(self, run_name: str) -> LakePath:
         return self.run(RunArea.GALLERY, run_name)
 
-    def evaluation(self, run_name: str) -> Path:
+    def evaluation(self, run_name: str) -> LakePath:
         return self.run(RunArea.EVALUATION, run_name)
 
-    def fvd_real_stats(self) -> Path:
+    def fvd_real_stats(self) -> LakePath:
         """Test-set I3D statistics, shared by every evaluated checkpoint."""
         return self.root / RunArea.EVALUATION.value / "fvd_real_stats"
 
-    def comparison(self) -> Path:
+    def comparison(self) -> LakePath:
         """The cross-run comparison table and chart."""
         return self.root / RunArea.EVALUATION.value / "comparison"
 
-    def ablation(self, mode: str) -> Path:
+    def ablation(self, mode: str) -> LakePath:
         """``lake/ablation/<mode>`` (quick, standard, ...)."""
         validate_id(mode, "ablation mode")
         return contained(self.root, "ablation", mode)
@@ -247,12 +261,15 @@ class FramePartWriter:
     Frames are buffered up to ``row_group_frames`` and written as one row group; a new part file
     starts once the current one holds ``part_max_bytes`` of raw frame data. Stickers never straddle
     two parts (a part is closed only between stickers), so the manifest can name one part each.
-    Files are written under temporary names and renamed on close (atomic per part).
+    Files are written under temporary names and renamed on close (atomic per part); on an object store the
+    temp file is on local scratch disk and uploaded on close (one PUT per part, see ``data.storage``).
     """
 
-    def __init__(self, frames_dir: str | Path, part_max_bytes: int, row_group_frames: int = 64):
-        self.dir = Path(frames_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, frames_dir: str | LakePath, part_max_bytes: int, row_group_frames: int = 64):
+        self.dir = lake_path(frames_dir) if isinstance(frames_dir, str) else frames_dir
+        self.remote = is_remote(self.dir)
+        if not self.remote:
+            self.dir.mkdir(parents=True, exist_ok=True)
         self.part_max_bytes, self.row_group_frames = part_max_bytes, row_group_frames
         self.index, self.part_bytes = 0, 0
         self._writer: pq.ParquetWriter | None = None
@@ -287,7 +304,8 @@ class FramePartWriter:
         if not self._buf:
             return
         if self._writer is None:
-            self._tmp = self.dir / f".part-{self.index:05d}.tmp-{uuid.uuid4().hex[:8]}"
+            name = f".part-{self.index:05d}.tmp-{uuid.uuid4().hex[:8]}"
+            self._tmp = scratch_dir() / temp_name(name) if self.remote else self.dir / name
             self._writer = pq.ParquetWriter(self._tmp, FRAMES_SCHEMA, compression="zstd",
                                             use_dictionary=["key"], write_statistics=["key", "frame_index", "duration_ms"])
         keys, idx, durs = [], [], []
@@ -313,7 +331,12 @@ class FramePartWriter:
         self._write_buf()
         if self._writer is not None:
             self._writer.close()
-            os.replace(self._tmp, self.dir / f"part-{self.index:05d}.parquet")
+            final = self.dir / f"part-{self.index:05d}.parquet"
+            if self.remote:
+                put_file(self._tmp, final)
+                self._tmp.unlink()
+            else:
+                os.replace(self._tmp, final)
             self._writer, self._tmp = None, None
             self.index += 1
             self.n_parts += 1

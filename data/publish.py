@@ -24,6 +24,10 @@ staging folder of ``d1-x``. Here:
   version is kept so a reader that resolved the pointer just before a commit can finish.
 * **Readers resolve through the pointer** (:func:`current`). A partition written by the former layout
   (files directly in ``P``, no ``CURRENT``) is read as it is.
+* **On an object store** (``data.storage``) the protocol is the same with the store's primitives: the lock is a
+  lease object created by an exclusive PUT (``data.object_lock``), each file of the version is one PUT, a
+  ``.version.json`` marker is written last into the version (a prefix exists only while it holds objects), and
+  the commit is the PUT of ``CURRENT``. Nothing is renamed; GC deletes prefixes.
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import time
 import uuid
@@ -44,12 +47,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from data.atomic import atomic_write, fsync_dir
+from data.object_lock import ObjectLease
+from data.storage import LakePath, is_remote, lake_path, remove_tree
 
 log = logging.getLogger(__name__)
 
 POINTER = "CURRENT"
 VERSIONS = "versions"
 LOCK = ".lock"
+MARKER = ".version.json"  # last object of a version on an object store (see module doc)
 VERSION_RE = re.compile(r"^v\d{8}T\d{6}\d{6}Z-[0-9a-f]{12}$")  # sortable by time; exact, so GC owns only these
 _POINTER_TMP_RE = re.compile(rf"^\.{POINTER}\.tmp-[0-9a-f]{{12}}$")
 DEFAULT_LOCK_TIMEOUT_S = float(os.environ.get("RDTF_LOCK_TIMEOUT_S", 6 * 3600))  # a drop's ingest can take hours
@@ -72,20 +78,25 @@ def _fsync_tree(root: Path) -> None:
         fsync_dir(Path(dirpath))
 
 
-def read_pointer(partition: str | Path) -> dict | None:
+def _path(partition: str | LakePath) -> LakePath:
+    return lake_path(partition) if isinstance(partition, str) else partition
+
+
+def read_pointer(partition: str | LakePath) -> dict | None:
     """The partition's committed pointer, or None if it has never been published in this layout."""
+    partition = _path(partition)
     try:
-        doc = json.loads((Path(partition) / POINTER).read_text())
+        doc = json.loads((partition / POINTER).read_text())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{Path(partition) / POINTER}: unreadable pointer ({exc}); re-materialize the partition") from None
+        raise ValueError(f"{partition / POINTER}: unreadable pointer ({exc}); re-materialize the partition") from None
     if not isinstance(doc, dict) or not VERSION_RE.match(str(doc.get("version", ""))):
-        raise ValueError(f"{Path(partition) / POINTER}: not a valid pointer: {str(doc)[:200]}")
+        raise ValueError(f"{partition / POINTER}: not a valid pointer: {str(doc)[:200]}")
     return doc
 
 
-def current(partition: str | Path) -> Path:
+def current(partition: str | LakePath) -> LakePath:
     """Folder of the partition's committed version. ``FileNotFoundError`` when nothing is published."""
     found = current_or_none(partition)
     if found is None:
@@ -93,15 +104,18 @@ def current(partition: str | Path) -> Path:
     return found
 
 
-def current_or_none(partition: str | Path) -> Path | None:
+def current_or_none(partition: str | LakePath) -> LakePath | None:
     """Like :func:`current`, but None when nothing is published."""
-    partition = Path(partition)
+    partition = _path(partition)
     doc = read_pointer(partition)
     if doc is not None:
         path = partition / VERSIONS / doc["version"]
-        if not path.is_dir():
+        complete = (path / MARKER).is_file() if is_remote(path) else path.is_dir()
+        if not complete:
             raise FileNotFoundError(f"{partition / POINTER} names {doc['version']}, which is missing")
         return path
+    if is_remote(partition):
+        return None  # the former layout never existed on object stores
     if partition.is_dir() and not (partition / VERSIONS).exists() and any(
         p.name != LOCK for p in partition.iterdir()
     ):
@@ -155,17 +169,17 @@ class PartitionLock:
             self._fd = None
 
 
-def _commit(partition: Path, version: str, previous: str | None) -> None:
+def _commit(partition: LakePath, version: str, previous: str | None) -> None:
     doc = {"version": version, "previous": previous, "committed_utc": f"{dt.datetime.now(dt.UTC):%Y-%m-%dT%H:%M:%SZ}"}
     atomic_write(partition / POINTER, json.dumps(doc, indent=2, sort_keys=True))  # the commit point
 
 
-def collect_garbage(partition: str | Path) -> list[str]:
+def collect_garbage(partition: str | LakePath) -> list[str]:
     """Remove versions no pointer references and dead writers' temp pointers; call under the lock.
 
     Returns the removed names. Entries that do not have this module's exact name formats are left alone.
     """
-    partition = Path(partition)
+    partition = _path(partition)
     doc = read_pointer(partition) or {}
     keep = {doc.get("version"), doc.get("previous")}
     removed = []
@@ -173,7 +187,7 @@ def collect_garbage(partition: str | Path) -> list[str]:
     if vdir.is_dir():
         for p in sorted(vdir.iterdir()):
             if VERSION_RE.match(p.name) and p.name not in keep:
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+                remove_tree(p)
                 removed.append(p.name)
     for p in partition.iterdir() if partition.is_dir() else ():
         if _POINTER_TMP_RE.match(p.name):
@@ -183,28 +197,35 @@ def collect_garbage(partition: str | Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def publish(partition: str | Path, *, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> Iterator[Path]:
+def publish(partition: str | LakePath, *, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> Iterator[LakePath]:
     """Write a new version of ``partition`` inside the ``with`` block; it is committed when the block exits cleanly.
 
     Yields the fresh, empty version folder. On an exception the folder is removed and the pointer is
     untouched (readers keep the last good version). A kill at any point leaves the last committed version
     readable; the next writer removes the leftovers.
     """
-    partition = Path(partition)
-    partition.mkdir(parents=True, exist_ok=True)
-    with PartitionLock(partition, lock_timeout_s):
+    partition = _path(partition)
+    remote = is_remote(partition)
+    if not remote:
+        partition.mkdir(parents=True, exist_ok=True)
+    lock = ObjectLease(partition, lock_timeout_s, PartitionBusy) if remote else PartitionLock(partition, lock_timeout_s)
+    with lock:
         leftovers = collect_garbage(partition)
         if leftovers:
             log.info("%s: removed %d unreferenced version(s) of earlier runs: %s", partition, len(leftovers), leftovers)
         previous = (read_pointer(partition) or {}).get("version")
         version = _new_version()
         out = partition / VERSIONS / version
-        out.mkdir(parents=True)
+        if not remote:
+            out.mkdir(parents=True)
         try:
             yield out
-            _fsync_tree(out)
+            if remote:
+                atomic_write(out / MARKER, json.dumps({"version": version, "previous": previous}))
+            else:
+                _fsync_tree(out)
             _commit(partition, version, previous)
         except BaseException:
-            shutil.rmtree(out, ignore_errors=True)
+            remove_tree(out)
             raise
         collect_garbage(partition)

@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from data import publish
-from data.lake import Lake, Stage
+from data.lake import Lake, Stage, read_parquet
 from data.shard_reader import make_dataset
 from data.shards import FrameEncoding, ShardSample, shard_urls, write_index, write_shards
 from data.splits import Split
@@ -33,7 +32,7 @@ def build_shards(lake_root: str | Path, drop_id: str, *, encoding: FrameEncoding
     """Write the drop's shards and index; returns the index extras (counts)."""
     lake = Lake(lake_root)
     man = lake.manifest(drop_id).set_index("key")
-    cl = pq.read_table(lake.clusters(drop_id)).to_pandas()
+    cl = read_parquet(lake.clusters(drop_id)).to_pandas()
     ks = sorted(int(c.removeprefix("reps_k")) for c in cl.columns if c.startswith("reps_k"))
     meta_by_key, caption_of = {}, {}
     for row in cl.itertuples(index=False):

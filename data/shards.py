@@ -83,7 +83,8 @@ from typing import Any
 
 import numpy as np
 
-from data.atomic import atomic_write, fsync_dir
+from data.atomic import atomic_write, fsync_dir, temp_name
+from data.storage import LakePath, is_remote, lake_path, open_read, put_file, scratch_dir
 
 SPLITS = ("train", "test")
 INDEX_NAME = "index.json"
@@ -256,9 +257,12 @@ class _OpenShard:
     pax extended header to every member -- more than a compressed 256^2 frame strip.
     """
 
-    def __init__(self, out_dir: Path, split: str, number: int, mtime: float):
+    def __init__(self, out_dir: LakePath, split: str, number: int, mtime: float):
         self.name = f"{split}-{number:06d}.tar"
-        self.final, self.tmp = out_dir / self.name, out_dir / f".{self.name}.tmp"
+        self.remote = is_remote(out_dir)
+        # on an object store the tar is staged on local scratch disk and uploaded in one PUT on close
+        self.final = out_dir / self.name
+        self.tmp = scratch_dir() / temp_name(self.name) if self.remote else out_dir / f".{self.name}.tmp"
         self.split, self.count, self.payload, self.mtime = split, 0, 0, int(mtime)
         self.first = self.last = ""
         self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
@@ -282,7 +286,11 @@ class _OpenShard:
         self.file.flush()
         os.fsync(self.file.fileno())  # data on disk before the name says "complete"
         self.file.close()
-        os.replace(self.tmp, self.final)
+        if self.remote:
+            put_file(self.tmp, self.final)
+            self.tmp.unlink()
+        else:
+            os.replace(self.tmp, self.final)
         digest = self.hashing.h.hexdigest()
         return ShardInfo(self.name, self.split, self.count, self.hashing.n, digest, self.first, self.last)
 
@@ -315,10 +323,11 @@ def write_shards(
         raise ValueError(f"max_count and max_bytes must be positive, got {max_count}, {max_bytes}")
     if not 0 <= mtime < 8**11:
         raise ValueError(f"mtime must fit a ustar header (0 <= mtime < 8**11), got {mtime}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(f".{split}-*.tar.tmp"):  # a killed run's partial shard
-        stale.unlink(missing_ok=True)
+    out = lake_path(out_dir)
+    if not is_remote(out):
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(f".{split}-*.tar.tmp"):  # a killed run's partial shard
+            stale.unlink(missing_ok=True)
 
     infos: list[ShardInfo] = []
     seen: set[str] = set()
@@ -349,11 +358,12 @@ def write_shards(
         m = _SHARD_RE.match(path.name)
         if m and int(m.group(2)) >= len(infos):
             path.unlink(missing_ok=True)
-    fsync_dir(out)
+    if not is_remote(out):
+        fsync_dir(out)
     return infos
 
 
-def write_index(infos: list[ShardInfo], out_dir: str | Path, *, extra: dict | None = None) -> Path:
+def write_index(infos: list[ShardInfo], out_dir: str | LakePath, *, extra: dict | None = None) -> LakePath:
     """Write ``out_dir/index.json`` atomically; shards of each split must be numbered 0..n-1."""
     shards = sorted(infos, key=lambda i: (i.split, i.name))
     brace: dict[str, str] = {}
@@ -372,15 +382,15 @@ def write_index(infos: list[ShardInfo], out_dir: str | Path, *, extra: dict | No
     if clash:
         raise ValueError(f"extra index fields clash with reserved ones: {sorted(clash)}")
     doc.update(extra or {})
-    return atomic_write(Path(out_dir) / INDEX_NAME, json.dumps(doc, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return atomic_write(lake_path(out_dir) / INDEX_NAME, json.dumps(doc, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
-def _index_file(path: str | Path) -> Path:
-    p = Path(path)
-    return p / INDEX_NAME if p.is_dir() else p
+def _index_file(path: str | LakePath) -> LakePath:
+    p = lake_path(path)
+    return p if p.name == INDEX_NAME else p / INDEX_NAME if p.is_dir() else p
 
 
-def read_index(path: str | Path) -> dict:
+def read_index(path: str | LakePath) -> dict:
     """Load an index.json (or the index.json inside a directory)."""
     p = _index_file(path)
     doc = json.loads(p.read_text())
@@ -389,17 +399,19 @@ def read_index(path: str | Path) -> dict:
     return doc
 
 
-def shard_urls(index_paths: Iterable[str | Path], split: str) -> list[str]:
-    """Absolute shard paths of ``split`` over many drops' indexes: indexes by path, shards by name."""
+def shard_urls(index_paths: Iterable[str | LakePath], split: str) -> list[str]:
+    """Absolute shard paths (or fsspec URLs) of ``split`` over many drops' indexes: indexes by path, shards by name."""
     _check_split(split)
     urls: list[str] = []
-    for index in sorted({_index_file(p).resolve() for p in index_paths}):
+    found = {_index_file(p) for p in index_paths}
+    resolved = {p.resolve() if isinstance(p, Path) else p for p in found}
+    for index in sorted(resolved, key=str):
         doc = read_index(index)
         urls += sorted(str(index.parent / s["name"]) for s in doc["shards"] if s["split"] == split)
     return urls
 
 
-def _scan(path: Path) -> tuple[list[str], list[str]]:
+def _scan(path: LakePath) -> tuple[list[str], list[str]]:
     """Keys of the samples in a tar (in order) and problems found decoding them."""
     keys: list[str] = []
     problems: list[str] = []
@@ -414,7 +426,7 @@ def _scan(path: Path) -> tuple[list[str], list[str]]:
             current.clear()
 
     try:
-        with tarfile.open(path, "r:") as tar:
+        with open_read(path) as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
             for member in tar:
                 if not member.isfile() or "." not in member.name:
                     problems.append(f"{path.name}: unexpected member {member.name!r}")
@@ -433,7 +445,7 @@ def _scan(path: Path) -> tuple[list[str], list[str]]:
     return keys, problems
 
 
-def verify_shards(index_path: str | Path) -> list[str]:
+def verify_shards(index_path: str | LakePath) -> list[str]:
     """Re-open every shard in an index; return human-readable problems (empty list = all good)."""
     index = _index_file(index_path)
     try:
@@ -451,7 +463,7 @@ def verify_shards(index_path: str | Path) -> list[str]:
         size = path.stat().st_size
         if size != s["bytes"]:
             problems.append(f"{s['name']}: size {size} != index {s['bytes']}")
-        with open(path, "rb") as f:
+        with open_read(path) as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
         if digest != s["sha256"]:
             problems.append(f"{s['name']}: sha256 mismatch")

@@ -1,0 +1,122 @@
+"""Where the lake lives: a local folder or any fsspec URL (``s3://``, ``gs://``, ``az://``, ``memory://``).
+
+Why a module: the lake used to be a local path, so a multi-node training needed one ReadWriteMany volume
+mounted everywhere. Now :func:`lake_path` turns ``RDTF_LAKE_ROOT`` into
+
+* a plain :class:`pathlib.Path` for local roots (``/data/lake``, ``file:///data/lake``) -- every local code path,
+  ``flock``, ``os.replace`` and ``fsync`` included, is exactly what it was, and
+* a :class:`upath.UPath` (pathlib's API over fsspec: ``/``, ``open``, ``glob``, ``exists`` ...) for object stores.
+
+Code that needs more than that API asks :func:`is_remote` and uses the helpers here (:func:`open_read`,
+:func:`put_file`, :func:`remove_tree`, :func:`fetch`). How the object store differs, and what the lake relies on:
+
+* **No renames, no folders.** Each object is written once and becomes visible whole when its (multipart) PUT
+  completes, so "temp file + rename" becomes "stage the bytes in a local temp file, then one PUT"
+  (``data.atomic``); the bytes stream from disk, never held whole in memory. A killed upload leaves no object
+  (an incomplete multipart upload is invisible; a bucket lifecycle rule reaps it). Publication is a pointer PUT
+  (``data.publish``).
+* **Credentials and endpoints come from the environment**, never from configs or code: for S3 the standard
+  ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` / ``AWS_DEFAULT_REGION`` / ``AWS_ENDPOINT_URL`` (MinIO,
+  on-prem, the loopback test server), read by botocore in every process -- Dagster run workers, torchrun
+  ranks -- so a Kubernetes Secret mounted as env (``deploy/k8s``) is all a pod needs. fsspec's own
+  ``FSSPEC_<PROTOCOL>_<OPTION>`` variables work as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from upath import UPath
+
+LakePath = Path | UPath  # what every lake path is: local Path, or an fsspec-backed UPath
+
+# protocol -> the optional extra that installs its fsspec backend (pyproject.toml [project.optional-dependencies])
+EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure"}
+ALLOWED_PROTOCOLS = ("file", "memory", *EXTRAS)  # what a lake root may use
+
+
+def scratch_dir() -> Path:
+    """Node-local disk for staged uploads and downloaded copies (``RDTF_SCRATCH``, default the temp dir)."""
+    return Path(os.environ.get("RDTF_SCRATCH") or tempfile.gettempdir())
+
+
+def _check_backend(protocol: str, url: str) -> None:
+    import fsspec
+
+    if protocol not in ALLOWED_PROTOCOLS:
+        raise ValueError(f"lake root {url!r}: unsupported protocol {protocol!r}; allowed: a local path or "
+                         f"{', '.join(p + '://' for p in ALLOWED_PROTOCOLS)}")
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        extra = EXTRAS.get(protocol, protocol)
+        raise ValueError(f"lake root {url!r} needs the fsspec backend for {protocol}://, which is not installed: "
+                         f"pip install 'rdtf-stickers[{extra}]' ({exc})") from None
+
+
+def lake_path(root: str | os.PathLike) -> LakePath:
+    """The lake root (or any path inside it) as a :class:`Path` (local) or :class:`UPath` (object store).
+
+    ``ValueError`` naming the allowed protocols for an unknown one, and the pip extra for a missing backend.
+    """
+    if isinstance(root, UPath) and not isinstance(root, Path):
+        return root
+    if isinstance(root, os.PathLike):
+        return Path(root)
+    if not isinstance(root, str) or not root:
+        raise ValueError(f"lake root must be a non-empty path or URL, got {root!r}")
+    if "://" not in root:
+        return Path(root)
+    protocol = root.split("://", 1)[0].lower()
+    if protocol == "file":
+        return Path(unquote(urlsplit(root).path))
+    _check_backend(protocol, root)
+    return UPath(root)
+
+
+def is_remote(path: LakePath) -> bool:
+    """True for object-store paths (no local filesystem semantics: no rename, flock, fsync, symlinks)."""
+    return not isinstance(path, Path)
+
+
+def url_of(path: LakePath) -> str:
+    """A string that names ``path`` for every process: an absolute local path, or the fsspec URL."""
+    return str(path)
+
+
+def open_read(path: LakePath):
+    """Binary reader of ``path`` (local file or object); pyarrow, tarfile, PIL and json all take it."""
+    return open(path, "rb") if isinstance(path, Path) else path.open("rb")
+
+
+def put_file(local: str | os.PathLike, dest: UPath) -> None:
+    """Upload a local file to ``dest`` in one (multipart) PUT: the object appears whole or not at all."""
+    dest.fs.put_file(os.fspath(local), dest.path)
+
+
+def remove_tree(path: LakePath) -> None:
+    """Delete a folder (or prefix) and everything under it; missing is fine."""
+    if isinstance(path, Path):
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        path.fs.rm(path.path, recursive=True)
+
+
+def fetch(path: LakePath, dest: Path) -> Path:
+    """A local copy of file or folder ``path`` at ``dest`` (libraries that need a real file: safetensors mmap,
+    ``torch.load(mmap=True)``). Local paths are returned as they are; folders are copied recursively."""
+    if isinstance(path, Path):
+        return path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        path.fs.get(path.path.rstrip("/") + "/", os.fspath(dest) + "/", recursive=True)
+    else:
+        path.fs.get_file(path.path, os.fspath(dest))
+    return dest
