@@ -31,7 +31,9 @@ from pydantic import Field
 
 from assets.resources import LakeResource, MlflowResource
 from assets.shards import SHARD_ASSET
+from data.atomic import atomic_write
 from data.redact import redact_uri
+from data.storage import is_remote
 from training.launch import LOCAL_TORCHRUN_ENV, local_torchrun_command
 
 TRAIN_ASSET = "trained_model"
@@ -109,12 +111,13 @@ def trained_model(
                                                              "--resume", "latest"])
     except ValueError as e:
         raise config_error(context, str(e)) from None
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if not is_remote(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
     try:
         mlflow.ensure_experiment()  # artifacts go to the configured store, not ./mlruns
     except Exception as e:  # noqa: BLE001 - an unreachable tracking server must not block training (it buffers)
         context.log.warning(f"MLflow at {redact_uri(mlflow.tracking_uri)} unreachable ({e}); training buffers its logging")
-    cfg_path.write_text(json.dumps(train_cfg, indent=2))
+    atomic_write(cfg_path, json.dumps(train_cfg, indent=2))
     context.log.info(f"launching {' '.join(cmd)} on {len(indexes)} drop(s)")
     env = {"PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // config.nproc_per_node)))}

@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data.storage import lake_path
+
 PRESETS = ("paper", "paper_3dconv", "tiny", "tiny_pixel", "micro_pixel")  # model.unet.PRESETS
 NAMED_AUTOENCODERS = ("pixel", "tiny_kl")  # anything else must be a local AutoencoderKL folder
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -222,8 +224,9 @@ def resolve_grad_accum(cfg: TrainConfig, world: int) -> int:
 
 
 def load_config_file(path: str | Path) -> dict:
-    """A training config file -> dict: JSON (``.json``) or YAML (``.yaml``/``.yml``, safe loader: no objects)."""
-    p = Path(path)
+    """A training config file (local path or fsspec URL) -> dict: JSON (``.json``) or YAML (``.yaml``/``.yml``,
+    safe loader: no objects)."""
+    p = lake_path(path)
     text = p.read_text()
     if p.suffix.lower() in (".yaml", ".yml"):
         import yaml

@@ -66,6 +66,7 @@ from training import checkpointing as ckpts
 from training.config import TrainConfig, resolve_grad_accum  # noqa: F401 - re-exported: training.trainer.TrainConfig
 from training.curriculum import Curriculum, CurriculumConfig, CurriculumMode
 from training.launch import init_process_group
+from training.run_mirror import RunMirror, latest_checkpoint
 
 log = logging.getLogger("rdtf.train")
 
@@ -94,17 +95,10 @@ def _atomic_json(obj, path: Path) -> None:
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    marker = Path(out_dir) / "checkpoints" / "latest"
-    if not marker.exists():
-        return None
-    path = marker.parent / marker.read_text().strip()
-    return path if (path / "trainer.json").exists() else None
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig):
         self.cfg = cfg
+        self.mirror: RunMirror | None = None  # set by main() when out_dir is on an object store (push after each save)
         self.rank, self.world, local = _dist()
         self.grad_accum = resolve_grad_accum(cfg, self.world)  # global_batch -> micro-batches per step on this world
         if self.rank == 0:  # first: what killed saves left (GBs each at the paper preset), see training.checkpointing
@@ -224,6 +218,8 @@ class Trainer:
         ckpts.publish(tmp, final)
         ckpts.write_latest(root, name)  # the marker moves only after the folder is complete
         ckpts.rotate(root, self.cfg.keep_ckpts, final)
+        if self.mirror is not None:
+            self.mirror.push_checkpoint(final)
         return final
 
     def verify_checkpoint(self, path: Path) -> dict:
@@ -390,11 +386,15 @@ class Trainer:
         ckpt = latest_checkpoint(cfg.out_dir)
         if mlf:
             mlf.finish(ckpt)
+        if ckpt is not None and self.mirror is not None:
+            ckpt = self.mirror.remote_of(ckpt)
         summary = {"step": self.step, "final_loss": last.get("loss"), "checkpoint": str(ckpt) if ckpt else None,
                    "mlflow_run_id": self.mlflow_run_id, "weights": self.weights_tag,
                    **{k: v for k, v in last.items() if k.startswith("loss_")}}
         if self.rank == 0:
             _atomic_json(summary, Path(cfg.out_dir) / "summary.json")
+            if self.mirror is not None:
+                self.mirror.push_run_files()
         return summary
 
 
@@ -488,7 +488,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rank%(rank)s %(message)s".replace("%(rank)s", os.environ.get("RANK", "0")))
     cfg = TrainConfig.from_json(args.config)
+    mirror = RunMirror.for_out_dir(cfg.out_dir)  # object-store out_dir: work in a node-local copy (training.run_mirror)
+    if mirror is not None:
+        mirror.pull()
+        log.info("out_dir %s: working copy %s", cfg.out_dir, mirror.local)
+        cfg = dataclasses.replace(cfg, out_dir=str(mirror.local))
     trainer = Trainer(cfg)
+    trainer.mirror = mirror
     if args.resume:  # the newest valid checkpoint; rank 0 chooses, all ranks load the same (training.checkpointing)
         path = ckpts.resume(args.resume, cfg.out_dir, verify=trainer.verify_checkpoint, read=trainer._read_meta,
                             apply=trainer._apply, rank=trainer.rank, world=trainer.world)
