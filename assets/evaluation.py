@@ -29,6 +29,8 @@ from pydantic import Field
 
 from assets.resources import ClipResource, EvalModelsResource, LakeResource, MlflowResource
 from assets.training import TRAIN_ASSET
+from data.storage import local_input, local_output
+from training.run_mirror import latest_checkpoint, local_checkpoint
 
 SAMPLES_ASSET = "evaluation_samples"
 FVD_ASSET, VQA_ASSET, CLIP_ASSET, RECON_ASSET = "fvd", "vqa", "clip_similarity", "reconstruction_metrics"
@@ -80,16 +82,20 @@ def evaluation_samples(context: AssetExecutionContext, config: EvaluationSamples
 
     run_name = config.run_name or latest_training_run(context)
     run_dir = storage.lake.training(run_name)
-    pipe = RDTFPipeline.from_pretrained(run_dir, device=evaluators.torch_device())
-    ckpt = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise ValueError(f"no complete checkpoint in {run_dir}/checkpoints: materialize {TRAIN_ASSET} first")
+    # an object-store checkpoint is loaded from a cached local copy (safetensors memory-maps real files)
+    pipe = RDTFPipeline.from_pretrained(local_checkpoint(ckpt), device=evaluators.torch_device())
     cfg = EvalSamplesConfig(tasks=tuple(config.tasks), n_videos=config.n_videos, steps=config.steps,
                             seed=config.seed, batch_size=config.batch_size)
     summary = _training_summary(run_dir)
     out = storage.lake.evaluation(run_name) / "samples"
-    manifest = generate_eval_samples(
-        pipe, iter_test_samples(storage.lake.shard_indexes()), cfg, out, checkpoint=ckpt,
-        extra={"run_name": run_name, "mlflow_run_id": summary.get("mlflow_run_id"), "step": summary.get("step"),
-               "model_weights": summary.get("weights", "unknown")})
+    with local_output(out, last=("manifest.json",), pull=True) as work:  # the lake itself when local
+        manifest = generate_eval_samples(
+            pipe, iter_test_samples(storage.lake.shard_indexes()), cfg, work, checkpoint=ckpt,
+            extra={"run_name": run_name, "mlflow_run_id": summary.get("mlflow_run_id"), "step": summary.get("step"),
+                   "model_weights": summary.get("weights", "unknown")})
     return MaterializeResult(metadata={
         "run_name": run_name, "samples_dir": MetadataValue.path(str(out)), "n_videos": manifest["n_videos"],
         "tasks": MetadataValue.json(manifest["tasks"]), "checkpoint": str(ckpt), "steps": config.steps,
@@ -104,7 +110,7 @@ def _samples(context: AssetExecutionContext, storage: LakeResource):
     run_name = _latest_metadata(context, SAMPLES_ASSET).get("run_name")
     if not run_name:
         raise ValueError("no evaluation_samples materialization found: materialize evaluation_samples first")
-    return load_eval_samples(storage.lake.evaluation(run_name) / "samples")
+    return load_eval_samples(local_input(storage.lake.evaluation(run_name) / "samples"))
 
 
 def _finish(context: AssetExecutionContext, report, samples, storage: LakeResource,
@@ -149,7 +155,9 @@ def fvd(context: AssetExecutionContext, config: FvdAssetConfig, storage: LakeRes
     cfg = FVDConfig(num_frames=config.num_frames, upsample=TemporalUpsample(config.upsample),
                     covariance=Covariance(config.covariance), batch_size=config.batch_size,
                     weights=evaluators.i3d_weights, seed=evaluators.init_seed, device=evaluators.torch_device())
-    return _finish(context, run_fvd(samples, cfg, cache_dir=storage.lake.fvd_real_stats()), samples, storage, mlflow)
+    with local_output(storage.lake.fvd_real_stats(), pull=True) as cache:  # test-set I3D statistics, shared
+        report = run_fvd(samples, cfg, cache_dir=cache)
+    return _finish(context, report, samples, storage, mlflow)
 
 
 class VqaAssetConfig(Config):
@@ -217,14 +225,15 @@ def model_comparison(context: AssetExecutionContext, storage: LakeResource, mlfl
     mlflow.ensure_experiment()
     runs = collect_runs(mlflow.tracking_uri, mlflow.experiment)
     out = storage.lake.comparison()
-    paths = write_report(runs, out, experiment=mlflow.experiment)
-    run_id = log_comparison(mlflow.tracking_uri, mlflow.experiment, paths, artifact_location=mlflow.artifact_location)
+    with local_output(out) as work:
+        paths = write_report(runs, work, experiment=mlflow.experiment)
+        run_id = log_comparison(mlflow.tracking_uri, mlflow.experiment, paths, artifact_location=mlflow.artifact_location)
+        png = base64.b64encode(paths["png"].read_bytes()).decode()
     i2v = task_table(runs, "i2v") if len(runs) else None
     md = to_markdown(i2v, "I&T→V (paper Tables 1, 3, 4)") if i2v is not None and len(i2v) else "no evaluated runs"
-    png = base64.b64encode(paths["png"].read_bytes()).decode()
     return MaterializeResult(metadata={
-        "n_runs": len(runs), "table": MetadataValue.md(md), "report": MetadataValue.path(str(paths["md"])),
-        "csv": MetadataValue.path(str(paths["csv"])), "chart": MetadataValue.md(f"![chart](data:image/png;base64,{png})"),
+        "n_runs": len(runs), "table": MetadataValue.md(md), "report": MetadataValue.path(str(out / paths["md"].name)),
+        "csv": MetadataValue.path(str(out / paths["csv"].name)), "chart": MetadataValue.md(f"![chart](data:image/png;base64,{png})"),
         "mlflow_run_id": run_id,
     })
 

@@ -27,7 +27,9 @@ from assets.training import TRAIN_ASSET
 from data.export import contact_sheet, save_animation
 from data.lake import Lake
 from data.sharding import iter_test_samples
+from data.storage import local_output
 from model.masks import SamplingTask
+from training.run_mirror import latest_checkpoint, local_checkpoint
 
 GALLERY_ASSET = "sample_gallery"
 GALLERY_TASKS = {"generate_text": SamplingTask.GENERATE, "generate_image": SamplingTask.GENERATE,  # file label: task
@@ -79,35 +81,37 @@ def sample_gallery(context: AssetExecutionContext, config: GalleryConfig, storag
 
     run_name = config.run_name or latest_training_run(context)
     run_dir = storage.lake.training(run_name)
-    pipe = RDTFPipeline.from_pretrained(run_dir)  # its latest checkpoint; clear ValueError if none
+    ckpt = latest_checkpoint(run_dir)
+    # its latest checkpoint (an object-store one from a cached local copy); clear ValueError if none
+    pipe = RDTFPipeline.from_pretrained(local_checkpoint(ckpt) if ckpt is not None else run_dir)
     out = storage.lake.gallery(run_name)
-    out.mkdir(parents=True, exist_ok=True)
     F, S = pipe.num_frames, pipe.image_size
     previews, files = [], []
-    for i, sample in enumerate(_test_samples(storage.lake_root, config.n_stickers)):
-        frames = [_resize(f, S) for f in sample["frames"]]
-        known = {"generate_text": [], "generate_image": frames[:1], "interpolate": [frames[0], frames[-1]],
-                 "predict_forward": frames[: min(3, len(frames) - 1)]}
-        for task, sampling_task in GALLERY_TASKS.items():
-            images = known[task]
-            if sampling_task is SamplingTask.INTERPOLATE and len(frames) < 2:
-                continue
-            res = pipe(sample["caption"], images=images, task=sampling_task,
-                       num_inference_steps=config.steps, text_guidance_scale=config.text_scale,
-                       image_guidance_scale=config.image_scale, seed=config.seed, progress=False)
-            gif = save_animation(res.frames, res.durations_ms, out / f"{i:02d}-{task}.gif")
-            sheet = contact_sheet(res.frames, out / f"{i:02d}-{task}.png", label=f"{task}: {sample['caption'][:60]}")
-            files += [gif, sheet]
-            previews.append((task, sample["caption"], sheet))
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     run_id = summary.get("mlflow_run_id")
-    if run_id:
-        import mlflow as mlf
+    with local_output(out) as work:  # the lake folder itself when local; uploaded when on an object store
+        for i, sample in enumerate(_test_samples(storage.lake_root, config.n_stickers)):
+            frames = [_resize(f, S) for f in sample["frames"]]
+            known = {"generate_text": [], "generate_image": frames[:1], "interpolate": [frames[0], frames[-1]],
+                     "predict_forward": frames[: min(3, len(frames) - 1)]}
+            for task, sampling_task in GALLERY_TASKS.items():
+                images = known[task]
+                if sampling_task is SamplingTask.INTERPOLATE and len(frames) < 2:
+                    continue
+                res = pipe(sample["caption"], images=images, task=sampling_task,
+                           num_inference_steps=config.steps, text_guidance_scale=config.text_scale,
+                           image_guidance_scale=config.image_scale, seed=config.seed, progress=False)
+                gif = save_animation(res.frames, res.durations_ms, work / f"{i:02d}-{task}.gif")
+                sheet = contact_sheet(res.frames, work / f"{i:02d}-{task}.png", label=f"{task}: {sample['caption'][:60]}")
+                files += [gif, sheet]
+                previews.append((task, sample["caption"], sheet))
+        if run_id:
+            import mlflow as mlf
 
-        mlf.MlflowClient(tracking_uri=mlflow.tracking_uri).log_artifacts(run_id, str(out), artifact_path="gallery")
-    md = "\n\n".join(f"**{task}** — {caption[:80]}\n\n![{task}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
-                     for task, caption, p in previews[:8])
+            mlf.MlflowClient(tracking_uri=mlflow.tracking_uri).log_artifacts(run_id, str(work), artifact_path="gallery")
+        md = "\n\n".join(f"**{task}** — {caption[:80]}\n\n![{task}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
+                         for task, caption, p in previews[:8])
     return MaterializeResult(metadata={
         "n_gifs": len(previews), "steps": config.steps, "frames_per_gif": F, "frame_size": S,
         "mlflow_run_id": run_id or "", "gallery_dir": MetadataValue.path(str(out)), "preview": MetadataValue.md(md),

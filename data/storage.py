@@ -120,3 +120,44 @@ def fetch(path: LakePath, dest: Path) -> Path:
     else:
         path.fs.get_file(path.path, os.fspath(dest))
     return dest
+
+
+def upload_tree(local: Path, dest: UPath, *, last: tuple[str, ...] = ()) -> int:
+    """Upload every file under ``local`` to ``dest`` (one PUT each); names in ``last`` go last (commit records
+    such as ``manifest.json``, so a reader that sees them sees everything they name). Returns the file count."""
+    files = sorted((p for p in local.rglob("*") if p.is_file() and not p.is_symlink()),
+                   key=lambda p: (p.name in last, str(p)))
+    for f in files:
+        put_file(f, dest.joinpath(*f.relative_to(local).parts))
+    return len(files)
+
+
+@contextlib.contextmanager
+def local_output(dest: LakePath, *, last: tuple[str, ...] = (), pull: bool = False):
+    """A local folder to write an output folder into, for code that needs real files (``np.save``, PIL, plots).
+
+    Local ``dest``: yields ``dest`` itself (created). Object store: yields a scratch folder -- pre-filled with the
+    current content of ``dest`` when ``pull`` (caches such as FVD statistics) -- uploaded to ``dest`` when the
+    block succeeds (``last`` files last), and removed either way; on an error nothing is uploaded.
+    """
+    if not is_remote(dest):
+        dest.mkdir(parents=True, exist_ok=True)
+        yield dest
+        return
+    work = Path(tempfile.mkdtemp(prefix="rdtf-out-", dir=scratch_dir()))
+    try:
+        if pull and dest.exists():
+            fetch(dest, work)
+        yield work
+        upload_tree(work, dest, last=last)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def local_input(src: LakePath) -> Path:
+    """A local copy of folder ``src`` (itself when local): a fresh download into scratch for object stores.
+
+    The copy is the caller's to keep for the process lifetime (readers may memory-map it)."""
+    if not is_remote(src):
+        return src
+    return fetch(src, Path(tempfile.mkdtemp(prefix="rdtf-in-", dir=scratch_dir())) / src.name)

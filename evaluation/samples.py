@@ -43,6 +43,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from data.atomic import atomic_path, atomic_write
+from data.storage import lake_path
 from model.masks import SamplingTask
 
 log = logging.getLogger(__name__)
@@ -155,11 +156,13 @@ def _atomic_json(path: Path, obj: dict) -> None:
 
 def checkpoint_fingerprint(ckpt_dir: str | Path) -> str:
     """Identifies the weights a sample set came from (path + trainer step + EMA file size/mtime)."""
-    ckpt = Path(ckpt_dir)
+    ckpt = lake_path(ckpt_dir)  # local folder or object-store URL (then: size + the store's modification time)
     meta = (ckpt / "trainer.json").read_text() if (ckpt / "trainer.json").exists() else ""
     ema = ckpt / "ema.safetensors"
-    stat = f"{ema.stat().st_size}:{ema.stat().st_mtime_ns}" if ema.exists() else ""
-    return hashlib.sha256(f"{ckpt.resolve()}|{meta}|{stat}".encode()).hexdigest()[:16]
+    st = ema.stat() if ema.exists() else None
+    stat = f"{st.st_size}:{getattr(st, 'st_mtime_ns', None) or st.st_mtime}" if st is not None else ""
+    where = ckpt.resolve() if isinstance(ckpt, Path) else ckpt
+    return hashlib.sha256(f"{where}|{meta}|{stat}".encode()).hexdigest()[:16]
 
 
 @dataclass
