@@ -76,7 +76,32 @@ def lake_path(root: str | os.PathLike) -> LakePath:
     if protocol == "file":
         return Path(unquote(urlsplit(root).path))
     _check_backend(protocol, root)
-    return UPath(root)
+    return UPath(root, **storage_options(protocol))
+
+
+def storage_options(protocol: str) -> dict:
+    """fsspec options of a lake protocol, from the environment (see module doc).
+
+    Why explicit rather than left to botocore: fsspec caches filesystem instances by their options, so an endpoint
+    read only from the environment would outlive a change of ``AWS_ENDPOINT_URL`` in the same process; and the
+    directory-listing cache is off because other processes (ranks, run workers) write the same prefixes.
+    """
+    if protocol in ("s3", "s3a"):
+        opts: dict = {"use_listings_cache": False}
+        if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
+            opts["endpoint_url"] = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ["AWS_ENDPOINT_URL"]
+        return opts
+    if protocol in ("gs", "gcs", "az", "abfs", "abfss"):
+        return {"use_listings_cache": False}
+    return {}
+
+
+def url_fs(url: str):
+    """``(filesystem, path)`` of any fsspec URL with the lake's options (:func:`storage_options`)."""
+    import fsspec
+
+    protocol = url.split("://", 1)[0].lower() if "://" in url else "file"
+    return fsspec.core.url_to_fs(url, **storage_options(protocol))
 
 
 def is_remote(path: LakePath) -> bool:

@@ -15,10 +15,10 @@ import shutil
 import sys
 import time
 
-import pyarrow.parquet as pq
 from dagster import DagsterInstance, SensorResult, build_sensor_context
 
 from data.drops import find_caption_file, join
+from data.lake import read_parquet
 from data.redact import redact_uri
 from pipelines.resources import PROJECT_ROOT, default_resources, rdtf_home
 
@@ -113,7 +113,7 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
     emb_rep = json.loads((emb / "report.json").read_text())
     print(f"  CLIP embeddings   : {emb_rep['n_frames']} frames, dim {emb_rep['embed_dim']}, model {emb_rep['clip']['model']} "
           f"(weights={emb_rep['clip']['weights']}) -> {emb}")
-    cl = pq.read_table(storage.lake.clusters(drop_id), columns=["split"]).to_pandas()
+    cl = read_parquet(storage.lake.clusters(drop_id), columns=["split"]).to_pandas()
     print(f"  frame clusters    : k=3..8 per sticker, split {cl.split.value_counts().to_dict()} -> {storage.lake.clusters(drop_id)}")
     index = json.loads((storage.lake.shards(drop_id) / "index.json").read_text())
     print(f"  WebDataset shards : {len(index['shards'])} shards {index['counts']} {index['brace']} -> {storage.lake.shards(drop_id)}")
@@ -144,8 +144,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=120, help="stickers in the synthetic drop")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-steps", type=int, default=200, help="DFGN tiny training steps (0 = skip training)")
+    p.add_argument("--s3", action="store_true", default=os.environ.get("RDTF_DEMO_S3", "") not in ("", "0"),
+                   help="start a loopback S3 API server (moto, 127.0.0.1) and run with RDTF_DROPS_ROOT=s3://rdtf/drops "
+                        "and RDTF_LAKE_ROOT=s3://rdtf/lake: drops, every stage, checkpoints and evaluation on the "
+                        "object store (also: RDTF_DEMO_S3=1)")
     args = p.parse_args(argv)
-    return run_demo(n=args.n, seed=args.seed, train_steps=args.train_steps)
+    if not args.s3:
+        return run_demo(n=args.n, seed=args.seed, train_steps=args.train_steps)
+    from pipelines.s3_server import start_s3_server
+
+    with start_s3_server(bucket="rdtf") as s3:
+        saved = {k: os.environ.get(k) for k in (*s3.env(), "RDTF_LAKE_ROOT", "RDTF_DROPS_ROOT")}
+        os.environ.update(s3.env(), RDTF_LAKE_ROOT=s3.url("lake"), RDTF_DROPS_ROOT=s3.url("drops"))
+        print(f"[s3] loopback S3 API server {s3.endpoint}: drops {s3.url('drops')}, lake {s3.url('lake')} "
+              "(gone when the demo exits; the Dagster and MLflow stores stay local)")
+        try:
+            return run_demo(n=args.n, seed=args.seed, train_steps=args.train_steps)
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 if __name__ == "__main__":

@@ -79,3 +79,22 @@ def _restore_http_env():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """The loopback S3 API server (moto, 127.0.0.1) of the session; ``AWS_*`` point every process at it.
+
+    Tests take a fresh prefix each (``s3_server.url(<unique>)``) rather than a server each: fsspec caches
+    filesystem instances, and one endpoint per session keeps them valid.
+    """
+    from pipelines.s3_server import start_s3_server
+
+    with start_s3_server(bucket="rdtf-test") as s3:
+        saved = {k: os.environ.get(k) for k in s3.env()}
+        os.environ.update(s3.env())
+        try:
+            yield s3
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)

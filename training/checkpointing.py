@@ -197,7 +197,9 @@ def resume(spec: str, out_dir: str | Path, *, verify: Callable[[Path], object], 
                 cand, nxt = cands[nxt], nxt + 1
                 try:
                     verify(cand)
-                    choice = ("path", str(cand))
+                    # relative to out_dir unless explicit: on an object-store run every node has its own working
+                    # copy (training.run_mirror), so rank 0's absolute path need not exist on the other nodes
+                    choice = ("path", str(cand) if explicit else os.path.relpath(cand, out_dir))
                     break
                 except CheckpointError as exc:
                     _report_skip(cand, exc.problem, skipped)
@@ -214,7 +216,7 @@ def resume(spec: str, out_dir: str | Path, *, verify: Callable[[Path], object], 
                 raise RuntimeError(f"no loadable checkpoint left in {Path(out_dir) / 'checkpoints'} after a partial "
                                    f"load; skipped: {skipped}. Move the broken checkpoints away and resume again")
             return None
-        path, stage = Path(value), "read"
+        path, stage = Path(value) if explicit else Path(out_dir) / value, "read"
         try:
             loaded = read(path)
             stage = "apply"
