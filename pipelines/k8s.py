@@ -22,10 +22,11 @@ each pod passes its own DNS name and the head's ``<group>-head`` sorts before ``
 rank 0 — the rank that reports the materialization through Pipes — always runs in the Pipes pod, whose log
 the Dagster run reads. Worker pods get no Pipes context (``training.trainer`` then skips reporting).
 
-The lake must be the *same path* in every pod (the training config lists absolute shard-index paths and the
-output folder): mount one ReadWriteMany volume (NFS / EFS / Filestore / CephFS) at ``/lake`` everywhere and
-set ``RDTF_LAKE_ROOT=/lake``. Drops may come from object storage (``RDTF_DROPS_ROOT=s3://...``); the lake
-itself is a local-filesystem path in the current code.
+The lake must be the *same root* in every pod (the training config lists absolute shard-index paths and the
+output folder). ``PodResources.lake_root`` decides how it gets there (``pipelines.k8s_lake``): an object-store
+URL (``s3://bucket/lake``) needs no volume, only credentials from the Secret ``rdtf-object-store``
+(``envFrom``); a local/NFS path is one ReadWriteMany claim mounted at that path everywhere. Every training pod
+also gets a node-local scratch ``emptyDir`` at ``/scratch`` (``RDTF_SCRATCH``) for checkpoint staging.
 """
 
 from __future__ import annotations
@@ -37,12 +38,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.k8s_lake import LAKE_MOUNT, OBJECT_STORE_SECRET, SCRATCH_MOUNT, lake_storage
 from training.launch import LOCAL_RDZV_ARGS, LOCAL_TORCHRUN_ENV
 
 DEPLOY_DIR = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
 LAUNCHERS = ("local", "k8s")
+# Cluster versions the manifests are checked against (Kubernetes API OpenAPI schemas through kubernetes-validate,
+# strict: tests/pipelines/test_k8s_schema.py): the three newest minor versions the installed validator ships.
+SUPPORTED_K8S_VERSIONS = ("1.35", "1.36", "1.37")
 RDZV_PORT = 29400
-LAKE_MOUNT = "/lake"
 CONTAINER_NAME = "rdtf-train"
 APP_LABEL = "rdtf-stickers"
 GROUP_LABEL = "rdtf.io/train-group"
@@ -172,8 +176,13 @@ def training_env(
     nccl_socket_ifname: str | None = "eth0",
     nccl_debug: str = "WARN",
     extra: Mapping[str, str] | None = None,
+    scratch: str | None = SCRATCH_MOUNT,
 ) -> dict[str, str]:
-    """Plain environment of every training container (secrets come in through ``envFrom``)."""
+    """Plain environment of every training container (secrets come in through ``envFrom``).
+
+    ``lake_root`` must match the pods' ``PodResources.lake_root`` (``training_launch`` checks it); ``scratch``
+    is the node-local staging directory (``RDTF_SCRATCH``; None leaves it unset).
+    """
     env = {
         "RDTF_LAKE_ROOT": lake_root,
         "PYTHONUNBUFFERED": "1",  # Pipes messages and logs reach the pod log at once
@@ -183,6 +192,8 @@ def training_env(
     }
     if nccl_socket_ifname:
         env["NCCL_SOCKET_IFNAME"] = nccl_socket_ifname  # the pod network interface for NCCL's bootstrap/TCP
+    if scratch:
+        env["RDTF_SCRATCH"] = scratch
     if mlflow_tracking_uri:
         env["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
     env.update(extra or {})
@@ -199,13 +210,19 @@ class PodResources:
     cpu: str = "16"
     memory: str = "200Gi"
     shm: str = "64Gi"
-    lake_pvc: str = "rdtf-lake"  # ReadWriteMany claim mounted at /lake in every pod
+    lake_pvc: str = "rdtf-lake"  # ReadWriteMany claim mounted at lake_root, only when that is a local/NFS path
     models_pvc: str | None = None  # optional read-only weights (CLIP, T5, VAE) mounted at /models
     env_secrets: tuple[str, ...] = ("rdtf-secrets",)  # MLFLOW_TRACKING_URI, object-store credentials, ...
     service_account: str | None = None
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"},)
     termination_grace_s: int = 300  # SIGTERM -> training.trainer writes a checkpoint and exits
+    # the lake as every pod sees it: a path (lake_pvc mounted there) or an object-store URL (no volume)
+    lake_root: str = LAKE_MOUNT
+    # Secret with the object-store credentials (envFrom) for an object-store lake_root; None: the platform
+    # provides them (IRSA / Workload Identity), no Secret
+    object_store_secret: str | None = OBJECT_STORE_SECRET
+    scratch_size: str | None = "100Gi"  # node-local /scratch emptyDir (checkpoint staging); None: unbounded
 
 
 def pod_labels(group: str, role: str) -> dict[str, str]:
@@ -228,7 +245,8 @@ def training_pod_spec(
     ``role="head"``: node 0, ``hostname: <group>-head``; the command is left to ``PipesK8sClient.run(command=)``
     unless given. ``role="worker"``: template of the Indexed Job's pods (hostname ``<group>-worker-<index>``,
     set by Kubernetes), with ``RDTF_NODE_INDEX`` from the completion index. Both carry ``subdomain: <group>``
-    (DNS through the headless Service), GPU limits, a memory-backed /dev/shm, the lake volume, and pod
+    (DNS through the headless Service), GPU limits, a memory-backed /dev/shm, node-local /scratch, the lake
+    (``resources.lake_root``: a PVC for a path, nothing but the credentials Secret for an object store), and pod
     anti-affinity so that two nodes of one training never share a machine.
     """
     _check_group(group)
@@ -244,9 +262,13 @@ def training_pod_spec(
     limits: dict[str, str] = {"cpu": r.cpu, "memory": r.memory}
     if gpus_per_node:
         limits[GPU_RESOURCE] = str(gpus_per_node)
-    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "lake", "mountPath": LAKE_MOUNT}]
+    lake = lake_storage(r.lake_root, lake_pvc=r.lake_pvc, object_store_secret=r.object_store_secret,
+                        scratch_size=r.scratch_size)
+    mounts = [{"name": "dshm", "mountPath": "/dev/shm"}, *lake.volume_mounts]
     volumes: list[dict[str, Any]] = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": r.shm}},
-                                     {"name": "lake", "persistentVolumeClaim": {"claimName": r.lake_pvc}}]
+                                     *lake.volumes]
+    env_from = [{"secretRef": {"name": s}} for s in r.env_secrets]
+    env_from += [e for e in lake.env_from if e not in env_from]  # one Secret named twice: list it once
     if r.models_pvc:
         mounts.append({"name": "models", "mountPath": "/models", "readOnly": True})
         volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": r.models_pvc, "readOnly": True}})
@@ -254,7 +276,7 @@ def training_pod_spec(
         "name": CONTAINER_NAME,
         "image": image,
         "env": env_list,
-        "envFrom": [{"secretRef": {"name": s}} for s in r.env_secrets],
+        "envFrom": env_from,
         "resources": {"limits": limits, "requests": dict(limits)},
         "volumeMounts": mounts,
         "ports": [{"name": "c10d", "containerPort": RDZV_PORT}],
@@ -376,9 +398,18 @@ def training_launch(
     python: str = "python",
     resume: str | None = "latest",
 ) -> TrainingLaunch:
-    """The head pod (through Pipes) and, for ``nnodes > 1``, the rendezvous Service and the worker Job."""
+    """The head pod (through Pipes) and, for ``nnodes > 1``, the rendezvous Service and the worker Job.
+
+    ``env`` (default ``training_env`` for ``resources.lake_root``) gets ``RDTF_LAKE_ROOT`` / ``RDTF_SCRATCH`` if
+    it lacks them; a ``RDTF_LAKE_ROOT`` that differs from ``resources.lake_root`` is refused, because the pods
+    would then write the lake somewhere no volume or bucket is (the container's own, lost filesystem).
+    """
     _check_group(group)
-    env = dict(training_env() if env is None else env)
+    env = dict(training_env(lake_root=resources.lake_root) if env is None else env)
+    if env.setdefault("RDTF_LAKE_ROOT", resources.lake_root) != resources.lake_root:
+        raise ValueError(f"env RDTF_LAKE_ROOT={env['RDTF_LAKE_ROOT']!r} but the pods' lake is "
+                         f"PodResources(lake_root={resources.lake_root!r}): pass the same lake to both")
+    env.setdefault("RDTF_SCRATCH", SCRATCH_MOUNT)  # the scratch emptyDir is in every training pod
     if nnodes == 1:
         env |= LOCAL_TORCHRUN_ENV  # with LOCAL_RDZV_ARGS: nothing of the pod's torchrun listens beyond loopback
         command = torchrun_command(1, gpus_per_node, None, config_path, max_restarts=max_restarts, python=python,
@@ -403,13 +434,21 @@ def training_launch(
 # ----------------------------------------------------------------------------------------------- example
 
 
+EXAMPLE_LAKE = "s3://rdtf-lake/lake"  # the bucket of the deploy/k8s examples
+EXAMPLES = {"train-pod.yaml": EXAMPLE_LAKE, "train-pod-nfs.yaml": LAKE_MOUNT}  # file -> its lake root
+
+
 def render_example(nnodes: int = 2, gpus_per_node: int = 8, namespace: str = "rdtf",
-                   image: str = "registry.example.com/rdtf-stickers:latest") -> list[dict[str, Any]]:
-    """The objects of one ``nnodes`` x ``gpus_per_node`` training (``deploy/k8s/train-pod.yaml``): the rendezvous
-    Service, the worker Job and the head Pod as ``PipesK8sClient`` creates it (before it adds the Pipes env)."""
+                   image: str = "registry.example.com/rdtf-stickers:latest", *,
+                   lake_root: str = EXAMPLE_LAKE) -> list[dict[str, Any]]:
+    """The objects of one ``nnodes`` x ``gpus_per_node`` training (``deploy/k8s/train-pod.yaml`` for the object-store
+    lake, ``train-pod-nfs.yaml`` for a PVC at /lake): the rendezvous Service, the worker Job and the head Pod as
+    ``PipesK8sClient`` creates it (before it adds the Pipes env)."""
     group = group_name("default", "0123abcd")
-    launch = training_launch(image, nnodes, gpus_per_node, f"{LAKE_MOUNT}/training/default/train.json", group=group,
-                             namespace=namespace, env=training_env(mlflow_tracking_uri=None))
+    resources = PodResources(lake_root=lake_root)
+    launch = training_launch(image, nnodes, gpus_per_node, f"{lake_root.rstrip('/')}/training/default/train.json",
+                             group=group, namespace=namespace, resources=resources,
+                             env=training_env(lake_root=lake_root, mlflow_tracking_uri=None))
     head_spec = dict(launch.base_pod_spec)
     head_spec["containers"] = [{**head_spec["containers"][0], "command": launch.command,
                                 "env": [{"name": k, "value": v} for k, v in launch.env.items()]}]
@@ -419,16 +458,28 @@ def render_example(nnodes: int = 2, gpus_per_node: int = 8, namespace: str = "rd
     return [d for d in (launch.service, launch.worker_job, head) if d is not None]
 
 
-def main() -> None:
-    import sys
-
+def render_example_file(name: str) -> str:
+    """The text of ``deploy/k8s/<name>`` (one of ``EXAMPLES``), header included."""
     import yaml
 
-    header = ("# Generated by `python -m pipelines.k8s > deploy/k8s/train-pod.yaml` (tests/pipelines/test_k8s.py checks it is\n"
-              "# current): one 2-node x 8-GPU training. assets/training.py creates the first two objects with\n"
-              "# pipelines.k8s_client.training_workers() and the head pod with PipesK8sClient.run(), which names it and adds\n"
-              "# the Dagster Pipes environment. Not meant for `kubectl apply` as is (the pod name is a placeholder).\n")
-    sys.stdout.write(header + yaml.safe_dump_all(render_example(), sort_keys=False, width=120))
+    lake = EXAMPLES[name]
+    header = (f"# Generated by `python -m pipelines.k8s {name} > deploy/k8s/{name}` (tests/pipelines/test_k8s.py checks it\n"
+              f"# is current): one 2-node x 8-GPU training with the lake at {lake}. assets/training.py creates the\n"
+              "# first two objects with pipelines.k8s_client.training_workers() and the head pod with PipesK8sClient.run(),\n"
+              "# which names it and adds the Dagster Pipes environment. Not meant for `kubectl apply` as is (the pod name is\n"
+              "# a placeholder).\n")
+    return header + yaml.safe_dump_all(render_example(lake_root=lake), sort_keys=False, width=120)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m pipelines.k8s [train-pod.yaml | train-pod-nfs.yaml]``: print that example file."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    name = args[0] if args else "train-pod.yaml"
+    if name not in EXAMPLES:
+        raise SystemExit(f"usage: python -m pipelines.k8s [{' | '.join(EXAMPLES)}]")
+    sys.stdout.write(render_example_file(name))
 
 
 if __name__ == "__main__":

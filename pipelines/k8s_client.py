@@ -80,7 +80,8 @@ class TorchrunK8sPipesClient(PipesK8sClient):
         self.image = image
         self.nnodes = nnodes
         self.pod_resources = pod_resources
-        self.train_env = dict(training_env() if train_env is None else train_env)
+        # the pods' RDTF_LAKE_ROOT follows their lake (volume or bucket), not this process's environment
+        self.train_env = dict(training_env(lake_root=pod_resources.lake_root) if train_env is None else train_env)
         self.max_restarts = max_restarts
         self._apis = (core_api, batch_api)
 
@@ -148,11 +149,17 @@ def k8s_pipes_client(
 def k8s_pipes_client_from_env() -> TorchrunK8sPipesClient:
     """``pipelines/resources.py`` with ``RDTF_LAUNCHER=k8s``: namespace, image, node count and pod shape from
     ``RDTF_K8S_NAMESPACE``, ``RDTF_IMAGE``, ``RDTF_TRAIN_NNODES`` (1), ``RDTF_TRAIN_CPU`` / ``RDTF_TRAIN_MEMORY``
-    / ``RDTF_TRAIN_SHM``, ``RDTF_LAKE_PVC`` (rdtf-lake), ``RDTF_MODELS_PVC`` (none)."""
+    / ``RDTF_TRAIN_SHM``, ``RDTF_LAKE_PVC`` (rdtf-lake), ``RDTF_MODELS_PVC`` (none), and the lake: the training
+    pods use the code server's own ``RDTF_LAKE_ROOT`` (/lake), so an ``s3://`` lake there means no volume in
+    them, with credentials from the Secret ``RDTF_OBJECT_STORE_SECRET`` (rdtf-object-store; empty: none, for
+    IRSA / Workload Identity), and ``RDTF_TRAIN_SCRATCH`` sizes their /scratch (100Gi)."""
     e = os.environ.get
     d = PodResources()
     res = PodResources(cpu=e("RDTF_TRAIN_CPU", d.cpu), memory=e("RDTF_TRAIN_MEMORY", d.memory), shm=e("RDTF_TRAIN_SHM", d.shm),
-                       lake_pvc=e("RDTF_LAKE_PVC", d.lake_pvc), models_pvc=e("RDTF_MODELS_PVC") or None)
+                       lake_pvc=e("RDTF_LAKE_PVC", d.lake_pvc), models_pvc=e("RDTF_MODELS_PVC") or None,
+                       lake_root=e("RDTF_LAKE_ROOT") or d.lake_root,
+                       object_store_secret=e("RDTF_OBJECT_STORE_SECRET", d.object_store_secret or "") or None,
+                       scratch_size=e("RDTF_TRAIN_SCRATCH", d.scratch_size or "") or None)
     return k8s_pipes_client(e("RDTF_K8S_NAMESPACE") or None, image=e("RDTF_IMAGE") or None,
                             nnodes=int(e("RDTF_TRAIN_NNODES", "1")), pod_resources=res)
 

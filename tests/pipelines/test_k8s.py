@@ -45,8 +45,8 @@ def test_run_launcher_config_validates_against_k8s_run_launcher_schema(monkeypat
     res = process_config(Shape(K8sRunLauncher.config_type()), launcher["config"])
     assert res.success, res.errors
     cfg = res.value
-    assert cfg["job_namespace"] == "rdtf" and cfg["env_secrets"] == ["rdtf-secrets"]
-    assert cfg["volume_mounts"] == [{"name": "lake", "mountPath": "/lake"}]
+    assert cfg["job_namespace"] == "rdtf" and cfg["env_secrets"] == ["rdtf-secrets", "rdtf-object-store"]
+    assert not cfg.get("volume_mounts") and not cfg.get("volumes")  # the lake is in object storage: no shared volume
 
     # a wrong key is caught: the check above is a real schema check
     bad = process_config(Shape(K8sRunLauncher.config_type()), {**launcher["config"], "job_namepsace": "x"})
@@ -144,7 +144,9 @@ def test_helm_values_use_chart_fields_and_match_the_instance_file():
     assert k["jobNamespace"] == "rdtf"
     assert [s["name"] for s in k["envSecrets"]] == inst["env_secrets"]
     assert [c["name"] for c in k["envConfigMaps"]] == inst["env_config_maps"]
-    assert k["volumes"] == inst["volumes"] and k["volumeMounts"] == inst["volume_mounts"]
+    assert k.get("volumes") == inst.get("volumes") and k.get("volumeMounts") == inst.get("volume_mounts")
+    lake = next(e["value"] for e in dep["env"] if e["name"] == "RDTF_LAKE_ROOT")
+    assert lake.startswith("s3://") and not dep.get("volumes")  # the code server (and so the training pods) too
     assert k["resources"] == inst["resources"]
     conc = _load("dagster.yaml")["concurrency"]
     assert values["concurrency"]["runs"]["maxConcurrentRuns"] == conc["runs"]["max_concurrent_runs"]
@@ -414,9 +416,12 @@ def test_training_workers_creates_and_always_deletes():
     assert single == []
 
 
-def test_train_pod_example_file_is_current():
-    docs = list(yaml.safe_load_all((DEPLOY / "train-pod.yaml").read_text()))
-    assert docs == k8s.render_example()
+@pytest.mark.parametrize("name", sorted(k8s.EXAMPLES))
+def test_train_pod_example_files_are_current(name):
+    """deploy/k8s/train-pod.yaml (object-store lake) and train-pod-nfs.yaml: `python -m pipelines.k8s NAME`."""
+    assert (DEPLOY / name).read_text() == k8s.render_example_file(name)
+    docs = list(yaml.safe_load_all((DEPLOY / name).read_text()))
+    assert docs == k8s.render_example(lake_root=k8s.EXAMPLES[name])
     assert [d["kind"] for d in docs] == ["Service", "Job", "Pod"]
 
 
