@@ -75,6 +75,7 @@ def _check_request(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.duration_ms is not None and args.duration_ms <= 0:
         raise ValueError(f"--duration-ms must be positive, got {args.duration_ms}")
+    args.checkpoint = _local_checkpoint(args.checkpoint)
     if Path(args.checkpoint).is_file():
         raise ValueError(f"checkpoint {args.checkpoint} is a file, not a checkpoint folder "
                          "(give …/checkpoints/step-N or the training run folder)")
@@ -82,6 +83,20 @@ def _check_request(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"checkpoint folder {args.checkpoint} does not exist")
     _refuse_writing_inputs(args, paths)
     return paths
+
+
+def _local_checkpoint(spec: str) -> str:
+    """An object-store checkpoint or run folder (``s3://…/training/<run>``) as a cached local copy; local as given."""
+    from data.storage import is_remote, lake_path
+    from training.run_mirror import latest_checkpoint, local_checkpoint
+
+    path = lake_path(spec)  # ValueError naming the allowed protocols / the missing extra
+    if not is_remote(path):
+        return spec
+    ckpt = latest_checkpoint(path) or (path if (path / "trainer.json").exists() else None)
+    if ckpt is None:
+        raise ValueError(f"no checkpoint at {spec} (expected a run folder with checkpoints/latest, or a step-N folder)")
+    return str(local_checkpoint(ckpt))
 
 
 def _refuse_writing_inputs(args: argparse.Namespace, inputs: list[str]) -> None:
@@ -137,8 +152,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``generate`` on an ``add_subparsers()`` object; returns the sub-parser."""
     g = subparsers.add_parser("generate", help="sample an animated sticker from a trained checkpoint")
-    g.add_argument("--checkpoint", required=True, metavar="DIR",
-                   help="checkpoint folder (…/checkpoints/step-N) or a training run folder (uses its latest)")
+    g.add_argument("--checkpoint", required=True, metavar="DIR|URL",
+                   help="checkpoint folder (…/checkpoints/step-N) or a training run folder (uses its latest); local or "
+                        "an object-store URL (s3://bucket/lake/training/<run>, downloaded once to $RDTF_SCRATCH)")
     g.add_argument("--prompt", default="", help="text prompt (empty = unconditional on text)")
     g.add_argument("--task", choices=TASKS, default="generate",
                    help="generate: text (and optionally --image) -> sticker; generate_image: --image only, no text "
