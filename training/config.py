@@ -27,6 +27,7 @@ PRESETS = ("paper", "paper_3dconv", "tiny", "tiny_pixel", "micro_pixel")  # mode
 NAMED_AUTOENCODERS = ("pixel", "tiny_kl")  # anything else must be a local AutoencoderKL folder
 PRECISIONS = ("auto", "fp32", "bf16")
 FRAME_EXTRACTIONS = ("cluster", "uniform")  # data.loader.FrameExtraction
+SHARD_SAMPLINGS = ("resample", "split")  # data.loader.ShardSampling
 TEMPORAL_LAYERS = ("sti", "conv3d", "none")  # model.unet.TemporalLayer
 LOSS_MASKS = ("first_k", "targets")  # model.masks.LossMask
 # fields renamed since, read from older train.json / trainer.json files: old name -> (new name, value map)
@@ -70,6 +71,9 @@ class TrainConfig:
     loss_mask: str = "first_k"  # first_k (paper: every valid frame, conditioned included) | targets (generated only)
     dual_mask: bool = True  # DDU (Table 3); False = fixed I&T->V condition + fixed k = F frames (see _data_cfg, train_step)
     frame_extraction: str = "cluster"  # cluster (DDU, Fig. 3) | uniform (equal intervals; stickers < F frames unused)
+    shard_sampling: str = "resample"  # resample (shards with replacement per rank) | split (each shard once per epoch)
+    shard_cache_dir: str = ""  # node-local folder caching object-store shards after their first read ("" = none)
+    read_block_bytes: int = 8 << 20  # object-store shard reads: bytes per ranged GET (read-ahead)
     temporal_layer: str | None = None  # override the preset's temporal layer: sti | conv3d | none (Table 3 "3D-Conv")
     mlflow_uri: str | None = None  # None: no MLflow logging
     mlflow_experiment: str = "rdtf-stickers"
@@ -195,6 +199,11 @@ def validate_train_config(cfg: TrainConfig) -> None:
     _choice(cfg, "precision", PRECISIONS)
     _choice(cfg, "loss_mask", LOSS_MASKS)
     _choice(cfg, "frame_extraction", FRAME_EXTRACTIONS)
+    _choice(cfg, "shard_sampling", SHARD_SAMPLINGS)
+    if not isinstance(cfg.shard_cache_dir, str) or "://" in cfg.shard_cache_dir:
+        raise _bad("shard_cache_dir", "must be a local folder or '' (no cache)", cfg.shard_cache_dir)
+    if isinstance(cfg.read_block_bytes, bool) or not isinstance(cfg.read_block_bytes, int) or cfg.read_block_bytes < 1:
+        raise _bad("read_block_bytes", "must be an integer >= 1 (bytes)", cfg.read_block_bytes)
     _choice(cfg, "temporal_layer", TEMPORAL_LAYERS, optional=True)
     for name in ("mlflow_uri", "mlflow_artifact_location", "run_name", "text_clip_model", "text_clip_pretrained",
                  "text_t5_path"):

@@ -157,7 +157,8 @@ class Trainer:
         size = self.mcfg.sample_size * downsample_factor(self._ae_cfg())  # frames are decoded at the VAE's input size
         return DataConfig(index_paths=tuple(self.cfg.index_paths), num_frames=self.mcfg.num_frames, image_size=size,
                           batch_size=self.cfg.batch_size, num_workers=self.cfg.num_workers, seed=self.cfg.seed,
-                          frame_extraction=self.cfg.frame_extraction,
+                          frame_extraction=self.cfg.frame_extraction, shard_sampling=self.cfg.shard_sampling,
+                          cache_dir=self.cfg.shard_cache_dir, read_block_bytes=self.cfg.read_block_bytes,
                           # without DDU: no random k, always the k = F representatives (see ablation.variants)
                           **({} if self.cfg.dual_mask else {"k_min": self.mcfg.num_frames, "k_max": self.mcfg.num_frames}))
 

@@ -98,7 +98,7 @@ def test_allowed_names_mirror_the_model_enums():
     """The light module lists names so the Dagster process need not import torch; they must not drift."""
     import dataclasses
 
-    from data.loader import FrameExtraction
+    from data.loader import FrameExtraction, ShardSampling
     from model.diffusion import DiffusionConfig
     from model.masks import LossMask
     from model.unet import PRESETS, TemporalLayer
@@ -107,6 +107,7 @@ def test_allowed_names_mirror_the_model_enums():
     assert set(tc.PRESETS) == set(PRESETS)
     assert set(tc.TEMPORAL_LAYERS) == {t.value for t in TemporalLayer}
     assert set(tc.FRAME_EXTRACTIONS) == {f.value for f in FrameExtraction}
+    assert set(tc.SHARD_SAMPLINGS) == {s.value for s in ShardSampling}
     assert set(tc.LOSS_MASKS) == {m.value for m in LossMask}
     assert set(tc.DIFFUSION_FIELDS) == {f.name for f in dataclasses.fields(DiffusionConfig)}
 
@@ -122,3 +123,15 @@ def test_the_paper_loss_mask_is_the_default_and_older_configs_keep_their_behavio
         TrainConfig.from_dict(base | {"include_conditioned_in_loss": True, "loss_mask": "targets"})
     with pytest.raises(ValueError, match="include_conditioned_in_loss"):
         TrainConfig.from_dict(base | {"include_conditioned_in_loss": "yes"})
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("shard_sampling", "random", "resample"), ("shard_cache_dir", "s3://b/cache", "local folder"),
+    ("read_block_bytes", 0, ">= 1"), ("read_block_bytes", True, ">= 1"),
+])
+def test_shard_streaming_options_are_validated(field, value, match):
+    from training.config import TrainConfig
+
+    with pytest.raises(ValueError, match=match):
+        TrainConfig.from_dict({"index_paths": ["s3://b/lake/shards/d0/index.json"], "out_dir": "s3://b/lake/training/r",
+                               field: value})
