@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,11 +57,12 @@ class S3Server:
         return "/".join([f"s3://{self.bucket}", *parts])
 
 
-def _wait_up(port: int, proc: subprocess.Popen, timeout_s: float) -> None:
+def _wait_up(port: int, proc: subprocess.Popen, timeout_s: float, log: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"moto server exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
+            with open(log, errors="replace") as fh:
+                raise RuntimeError(f"moto server exited with {proc.returncode}: {fh.read()[-2000:]}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
         time.sleep(0.1)
@@ -71,10 +73,12 @@ def _wait_up(port: int, proc: subprocess.Popen, timeout_s: float) -> None:
 def start_s3_server(bucket: str = "rdtf", *, port: int | None = None, timeout_s: float = 60) -> Iterator[S3Server]:
     """Start ``moto`` in server mode on 127.0.0.1, create ``bucket``, yield the server; stop it on exit."""
     port = port or _free_port()
+    # the request log goes to a file: a pipe nobody drains fills up and then blocks every request
+    log = tempfile.NamedTemporaryFile(prefix="rdtf-moto-", suffix=".log", delete=False)  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
     try:
-        _wait_up(port, proc, timeout_s)
+        _wait_up(port, proc, timeout_s, log.name)
         server = S3Server(f"http://127.0.0.1:{port}", bucket, proc.pid)
         import boto3
 
@@ -85,4 +89,5 @@ def start_s3_server(bucket: str = "rdtf", *, port: int | None = None, timeout_s:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-        proc.stderr.close()
+        log.close()
+        os.unlink(log.name)
