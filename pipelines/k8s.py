@@ -189,6 +189,10 @@ def training_env(
         "OMP_NUM_THREADS": str(omp_threads),
         "NCCL_DEBUG": nccl_debug,
         "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",  # a dead peer raises instead of hanging the collective
+        # after an elastic restart with a replaced node, the agent store shared from the first rendezvous round
+        # left the second round waiting for MASTER_ADDR forever (tests/integration/test_multinode.py); without
+        # sharing, every round publishes a fresh MASTER_ADDR/PORT for the workers
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
     }
     if nccl_socket_ifname:
         env["NCCL_SOCKET_IFNAME"] = nccl_socket_ifname  # the pod network interface for NCCL's bootstrap/TCP

@@ -12,7 +12,6 @@ pull the latest checkpoint from S3 and finish. The final weights, EMA, optimizer
 data position must equal those of an uninterrupted two-node run bit for bit.
 """
 
-from __future__ import annotations
 
 import json
 import os
@@ -27,15 +26,17 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+from dagster import AssetExecutionContext, PipesSubprocessClient, asset, materialize
 from safetensors.torch import load
 
-from pipelines.k8s import torchrun_command
+from pipelines.k8s import torchrun_command, training_env
 from tests.helpers import TRAIN_DEFAULTS
 from tests.ui_servers import free_port
 
 pytestmark = pytest.mark.slow
 
 STEPS = 10
+REPLACEMENT_DELAY_S = 20  # > the rendezvous keep-alive timeout of the dead node (3 missed 5 s heartbeats)
 
 
 def _lake_with_shards(s3_server, tiny_shards: Path) -> str:
@@ -68,7 +69,9 @@ def _node_cmd(cfg_url: str, port: int, node: int, run: str) -> list[str]:
 
 def _env(scratch: Path) -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[2])
-    return os.environ | {"RDTF_SCRATCH": str(scratch), "OMP_NUM_THREADS": "1", "PYTHONPATH": root}
+    pod = training_env(lake_root="s3://unused", nccl_socket_ifname=None, scratch=str(scratch))  # the pods' env
+    keep = {k: v for k, v in pod.items() if k.startswith(("TORCH", "RDTF_SCRATCH"))}
+    return os.environ | keep | {"OMP_NUM_THREADS": "1", "PYTHONPATH": root}
 
 
 def _start(cmd: list[str], scratch: Path, log: Path) -> subprocess.Popen:
@@ -116,8 +119,6 @@ def _run_two_nodes(cfg_url: str, run: str, tmp: Path) -> None:
 
 
 def test_two_node_elastic_restart_resumes_bit_identically_from_s3(s3_server, tiny_shards, tmp_path):
-    from dagster import AssetExecutionContext, PipesSubprocessClient, asset, materialize
-
     index_url, lake, fs = _lake_with_shards(s3_server, tiny_shards)
 
     # the reference: two nodes, no fault
@@ -138,7 +139,9 @@ def test_two_node_elastic_restart_resumes_bit_identically_from_s3(s3_server, tin
         events["killed_at"] = fs.cat_file(latest).decode().strip() if fs.exists(latest) else None
         events["running_when_killed"] = p.poll() is None
         _kill_tree(p)
-        # the replacement pod: a fresh, empty node-local disk
+        # the replacement pod, a while later (a pod is rescheduled in seconds, not instantly: by then node 0's agent
+        # has seen its worker fail, restarted it and is waiting in the next rendezvous round), on an empty disk
+        time.sleep(REPLACEMENT_DELAY_S)
         p2 = _start(_node_cmd(cfg_url, port, 1, "elastic"), tmp_path / "scratch1-replacement", log)
         events["replacement_rc"] = p2.wait(timeout=400)
 
