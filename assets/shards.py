@@ -1,7 +1,7 @@
 """Stage 2c: ``webdataset_shards`` — the asset over ``data.sharding`` (everything training reads, as WebDataset
 tars + ``index.json``), with the check that the shards match their index and the cluster table."""
 
-import pyarrow.parquet as pq
+
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -18,6 +18,7 @@ from pydantic import Field
 from assets.clusters import CLUSTER_ASSET
 from assets.partitions import drop_id_of, drop_partitions
 from assets.resources import LakeResource
+from data.lake import parquet_rows
 from data.sharding import build_shards
 from data.shards import FrameEncoding, verify_shards
 
@@ -49,7 +50,7 @@ def webdataset_shards(context: AssetExecutionContext, config: ShardConfig, stora
     res = build_shards(storage.lake_root, drop_id, encoding=config.encoding, max_count=config.max_count,
                        max_bytes=config.max_bytes)
     problems = verify_shards(storage.lake.shards(drop_id) / "index.json")
-    n_clustered = pq.read_metadata(storage.lake.clusters(drop_id)).num_rows
+    n_clustered = parquet_rows(storage.lake.clusters(drop_id))
     if sum(res["counts"].values()) != n_clustered:
         problems.append(f"{sum(res['counts'].values())} samples in shards, {n_clustered} stickers in frame_clusters")
     return MaterializeResult(

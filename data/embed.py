@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from data import publish
 from data.lake import Lake, Stage, read_parquet, write_json, write_parquet
-from data.storage import open_read
+from data.storage import lake_path, open_read
 from model.clip import ClipSpec, LoadedClip, embed_pixels, load_clip, preprocess_frames, tiny_spec
 
 EMBEDDING_NOT_FINITE = "embedding_not_finite"
@@ -81,8 +81,9 @@ class EmbedReport:
 class LakeFrames(IterableDataset):
     """Batches of preprocessed frames, read part by part from the ingest lake (one part per worker)."""
 
-    def __init__(self, parts: list[Path], frame_size: int, image_size: int, mean, std, batch_size: int):
-        self.parts, self.frame_size, self.image_size = parts, frame_size, image_size
+    def __init__(self, parts: list, frame_size: int, image_size: int, mean, std, batch_size: int):
+        # URLs, re-opened in each worker: an fsspec filesystem (s3fs's event loop) created before the fork is not fork-safe
+        self.parts, self.frame_size, self.image_size = [str(p) for p in parts], frame_size, image_size
         self.mean, self.std, self.batch_size = mean, std, batch_size
 
     def __iter__(self) -> Iterator[dict]:
@@ -90,7 +91,7 @@ class LakeFrames(IterableDataset):
         mine = range(len(self.parts)) if info is None else range(info.id, len(self.parts), info.num_workers)
         S = self.frame_size
         for pi in mine:
-            with open_read(self.parts[pi]) as fh:
+            with open_read(lake_path(self.parts[pi])) as fh:
                 yield from self._part(pi, pq.ParquetFile(fh), S)
 
     def _part(self, pi: int, pf: pq.ParquetFile, S: int) -> Iterator[dict]:

@@ -110,7 +110,9 @@ def current_or_none(partition: str | LakePath) -> LakePath | None:
     doc = read_pointer(partition)
     if doc is not None:
         path = partition / VERSIONS / doc["version"]
-        complete = (path / MARKER).is_file() if is_remote(path) else path.is_dir()
+        # on an object store a prefix "exists" only while it holds objects; the marker covers an empty version, and
+        # a lake copied from a local one (``aws s3 sync``; no markers) still reads
+        complete = ((path / MARKER).is_file() or path.is_dir()) if is_remote(path) else path.is_dir()
         if not complete:
             raise FileNotFoundError(f"{partition / POINTER} names {doc['version']}, which is missing")
         return path

@@ -19,7 +19,7 @@ from data import publish
 from data.atomic import atomic_path, atomic_write
 from data.lake import Lake
 from data.object_lock import ObjectLease
-from data.storage import is_remote, lake_path, local_output
+from data.storage import is_remote, lake_path, local_output, remove_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,7 +83,7 @@ def test_pointer_naming_an_incomplete_version_is_an_error():
     part = lake_path(_memory_root()) / "ingest" / "d1"
     with publish.publish(part) as v:
         atomic_write(v / "a.json", "{}")
-    (v / publish.MARKER).unlink()  # as if the version's last PUT never happened
+    remove_tree(v)  # as if the version's objects were deleted behind the pointer's back
     with pytest.raises(FileNotFoundError, match="missing"):
         publish.current(part)
 
