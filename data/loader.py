@@ -9,29 +9,42 @@ the clustering stage), so a training sample is: draw k ~ U[k_min, k_max], take t
 the clip to ``num_frames`` and mark the first ``k_eff`` frames valid (``k_eff < k`` when a sticker
 has fewer frames or fewer distinct representatives than k).
 
-Stream (per rank r and worker stream o of W, see Resume; all RNGs are numpy generators seeded with
-``(seed, r, o, purpose)``):
+Stream (per rank r and worker stream o of W, see Resume), a webdataset pipeline (``data.shard_reader``):
 
-    shard = uniform choice over every train shard of every index, *with replacement*
-      -> raw samples of that tar in order (bytes; nothing decoded)
-      -> shuffle buffer of ``shuffle_buffer`` raw samples
+    shard urls (``shard_sampling``):
+      resample (default): ``wds.ResampledShards`` over every train shard of every index, *with replacement*,
+                          forever, seeded with (seed, r, o)
+      split:              epoch e: all shards in an order shuffled with (seed, e) -- the same in every rank and
+                          stream -- then shard j of it goes to rank j % world_size (``split_by_node``
+                          semantics) and, of that rank's list, shard i to stream i % W; epochs repeat forever
+      -> open: local paths / ``pipe:`` by wds ``gopen``, object-store URLs (``s3://``, ``gs://`` ...) by fsspec
+         with ``read_block_bytes`` read-ahead; with ``cache_dir``, wds ``FileCache`` copies each object-store
+         shard there on first read and re-reads the copy
+      -> wds ``tar_file_expander`` + ``group_by_keys``: raw samples (suffix -> bytes; nothing decoded); a shard
+         that fails to open or breaks mid-way is counted in ``n_skipped`` and skipped
+      -> wds ``shuffle`` buffer of ``shuffle_buffer`` raw samples, ``random.Random`` seeded with (seed, r, o)
       -> cheap probe (json, reps, image headers; no pixels): a bad sample is skipped + counted
       -> groups of ``batch_size`` probed samples = this worker's batches
-      -> decode, k draw (RNG seeded by the sample's position in the worker's stream), resize, collate
+      -> decode, k draw (numpy RNG seeded by (seed, r, o, the sample's position in the stream)), resize, collate
 
-Every rank and worker thus reads a different, reproducible stream; with resampling several ranks
-may read the same shard at the same time and "epochs" are not defined (the number of steps is).
-The stream of a rank is a deterministic function of (cfg, rank) -- ``num_workers`` included,
-since each worker owns a stream and the DataLoader interleaves them. ``world_size`` only bounds
-``rank``.
+Every rank and worker thus reads a different, reproducible stream. With resampling several ranks may read
+the same shard at the same time and "epochs" are not defined (the number of steps is); with ``split`` each
+shard is read by exactly one (rank, stream) per epoch -- streams count their epochs independently (one with
+fewer shards cycles faster), and every stream needs a shard: ``world_size * max(1, num_workers)`` <= shards.
+The stream of a rank is a deterministic function of (cfg, rank) -- ``num_workers`` included, since each
+worker owns a stream and the DataLoader interleaves them -- and of ``world_size`` for ``split``
+(with ``resample`` it only bounds ``rank``). Where the bytes come from (local, object store, cache) does
+not change it either, as long as reads succeed: fsspec/botocore retry a failed request, but a read that still
+fails breaks that shard like a truncated tar does (counted, skipped), and the stream differs from there on.
 
 Resume: ``start_batch`` = batches this rank has already consumed. Batch i of the rank is batch
 i // W of stream i % W. The DataLoader always takes its first batch from worker 0, so a resumed
 worker w plays stream o = (start_batch + w) % W (o = w when start_batch = 0 or W = 1). Stream o
 produced batches o, o + W, ... < start_batch, i.e. ceil((start_batch - o) / W) of them, and the
 worker drops that many batches of *probed raw samples* before yielding. The skip reads tar bytes
-and parses image headers (~0.1 ms per sample) but decodes no pixels, draws no k (k is seeded by
-position) and resizes nothing; it is exact because batch membership is decided by the probe alone.
+(from disk, the object store or ``cache_dir``) and parses image headers (~0.1 ms per sample) but decodes
+no pixels, draws no k (k is seeded by position) and resizes nothing; it is exact because batch
+membership is decided by the probe alone.
 Caveat: a sample whose headers are fine but whose pixel data fails to decode is only caught in the
 decode step and replaced by the next sample, so a resume that skips past it is one sample off from
 the uninterrupted stream. ``data.shards.verify_shards`` decodes every sample, so verified shards
@@ -44,21 +57,24 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
+import os
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
+from itertools import count, islice
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from data.shard_reader import ShardOpener, read_shards, uses_fsspec
 from data.shards import INDEX_NAME, SPLITS, FrameEncoding, decode_sample, read_index, shard_urls
+from data.storage import LakePath, is_remote, lake_path
 
 _MAX_BAD_IN_A_ROW = 10_000  # consecutive unusable samples/shards before a worker gives up (all data corrupt?)
-_SHARD, _SHUFFLE, _K = 1, 2, 3  # RNG purposes: the element after (seed, rank, stream) in each seed
+_SHARD, _SHUFFLE, _K, _EPOCH = 1, 2, 3, 4  # RNG purposes: the element after (seed, rank, stream) in each seed
 
 
 class _Tally:
@@ -66,6 +82,13 @@ class _Tally:
 
     def __init__(self) -> None:
         self.n = 0
+
+
+class ShardSampling(StrEnum):
+    """Which shards each (rank, worker stream) reads; see the module doc."""
+
+    RESAMPLE = "resample"  # with replacement, forever, seeded per (seed, rank, stream): no epochs, ranks may overlap
+    SPLIT = "split"  # per epoch every shard read by exactly one (rank, stream); order reshuffled every epoch
 
 
 class FrameExtraction(StrEnum):
@@ -94,14 +117,24 @@ class DataConfig:
     shuffle_buffer: int = 64  # raw samples held for shuffling (<= 1: shard order only)
     seed: int = 0  # base seed of shard choice, shuffle and k draws
     frame_extraction: FrameExtraction = FrameExtraction.CLUSTER  # cluster (DDU) | uniform (equal intervals, k = F)
+    shard_sampling: ShardSampling = ShardSampling.RESAMPLE  # resample (with replacement) | split (disjoint epochs)
+    cache_dir: str = ""  # local folder: object-store shards copied there on first read, re-read from it ("" = none)
+    read_block_bytes: int = 8 << 20  # object-store reads: bytes per ranged GET (fsspec block size / read-ahead)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index_paths", tuple(str(p) for p in self.index_paths))
-        try:
-            object.__setattr__(self, "frame_extraction", FrameExtraction(self.frame_extraction))
-        except ValueError:
-            raise ValueError(f"DataConfig.frame_extraction must be one of {[m.value for m in FrameExtraction]}, "
-                             f"got {self.frame_extraction!r}") from None
+        for name, enum in (("frame_extraction", FrameExtraction), ("shard_sampling", ShardSampling)):
+            try:
+                object.__setattr__(self, name, enum(getattr(self, name)))
+            except ValueError:
+                raise ValueError(f"DataConfig.{name} must be one of {[m.value for m in enum]}, "
+                                 f"got {getattr(self, name)!r}") from None
+        cache = self.cache_dir
+        if not isinstance(cache, str | os.PathLike) or uses_fsspec(str(cache)):
+            raise ValueError(f"DataConfig.cache_dir must be a local folder, or '' for no cache, got {cache!r}")
+        object.__setattr__(self, "cache_dir", str(cache))
+        if not isinstance(self.read_block_bytes, int) or self.read_block_bytes < 1:
+            raise ValueError(f"DataConfig.read_block_bytes must be an integer >= 1 (bytes), got {self.read_block_bytes!r}")
         if self.split not in SPLITS:
             raise ValueError(f"DataConfig.split must be one of {SPLITS}, got {self.split!r}")
         if not 1 <= self.k_min <= self.k_max <= self.num_frames:
@@ -114,17 +147,47 @@ class DataConfig:
                 raise ValueError(f"DataConfig.{name} must be >= 0, got {getattr(self, name)}")
 
 
+def _file_sizes(paths: list[LakePath]) -> dict[str, int | None]:
+    """Size of each file by ``str(path)`` (None: missing or not a file). Locally one stat per file; on an
+    object store one listing per folder -- a HEAD per shard would make every rank's start-up cost one
+    round trip per shard (thousands, on a real lake)."""
+    out: dict[str, int | None] = {}
+    folders: dict[str, list[LakePath]] = {}
+    for p in paths:
+        if is_remote(p):
+            folders.setdefault(str(p.parent), []).append(p)
+        else:
+            out[str(p)] = p.stat().st_size if p.is_file() else None
+    for members in folders.values():
+        folder = members[0].parent
+        folder.fs.invalidate_cache(folder.path)  # listings are cached per filesystem instance: ask the store
+        try:
+            entries = folder.fs.ls(folder.path, detail=True)
+        except FileNotFoundError:
+            entries = []
+        sizes = {e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e["size"]) for e in entries if e.get("type") == "file"}
+        out.update((str(p), sizes.get(p.name)) for p in members)
+    return out
+
+
 def validate_indexes(cfg: DataConfig) -> list[str]:
-    """Shard urls of ``cfg.split`` over all indexes; ValueError naming the problem otherwise.
+    """Shard urls of ``cfg.split`` over all indexes (local paths or fsspec URLs); ValueError naming the problem otherwise.
 
     Call it before launching ranks: it checks that indexes exist and parse, that each lists at least
     one shard of the split, that every listed shard exists with the indexed size, and that the
-    index's k range (when recorded) covers [k_min, k_max].
+    index's k range (when recorded) covers [k_min, k_max]. An index entry's name may be a brace
+    pattern (``train-{000000..000003}.tar``, as webdataset writes shard sets; e.g. a hand-written index
+    of external shards): it is expanded the way webdataset expands URLs, and its ``bytes`` is then
+    the list of the shards' sizes in expansion order. The returned urls are expanded.
     """
+    from braceexpand import braceexpand  # webdataset's own url expansion (wds.shardlists.expand_urls)
+
     if not cfg.index_paths:
         raise ValueError("DataConfig.index_paths is empty: pass at least one shard index.json")
     for raw in cfg.index_paths:
-        path = Path(raw) / INDEX_NAME if Path(raw).is_dir() else Path(raw)
+        path = lake_path(raw)  # ValueError naming the allowed protocols for an unknown one
+        if path.name != INDEX_NAME and path.is_dir():
+            path = path / INDEX_NAME
         if not path.is_file():
             raise ValueError(f"shard index not found: {raw}")
         try:
@@ -134,16 +197,24 @@ def validate_indexes(cfg: DataConfig) -> list[str]:
         listed = [s for s in doc.get("shards", []) if s.get("split") == cfg.split]
         if not listed:
             raise ValueError(f"shard index {path} lists no {cfg.split!r} shard")
+        expected: list[tuple[LakePath, int]] = []
         for s in listed:
-            shard = path.parent / s["name"]
-            if not shard.is_file():
+            names = list(braceexpand(s["name"]))
+            sizes = s["bytes"] if isinstance(s["bytes"], list) else [s["bytes"]]
+            if len(sizes) != len(names):
+                raise ValueError(f"{path}: entry {s['name']!r} names {len(names)} shard(s) but gives {len(sizes)} size(s)")
+            expected += [(path.parent / name, size) for name, size in zip(names, sizes, strict=True)]
+        found = _file_sizes([shard for shard, _ in expected])
+        for shard, size in expected:
+            got = found[str(shard)]
+            if got is None:
                 raise ValueError(f"shard {shard} listed in {path} is missing")
-            if shard.stat().st_size != s["bytes"]:
-                raise ValueError(f"shard {shard} has {shard.stat().st_size} bytes, {path} says {s['bytes']} (rewritten?)")
+            if got != size:
+                raise ValueError(f"shard {shard} has {got} bytes, {path} says {size} (rewritten?)")
         k_range = doc.get("k_range")
         if k_range and not (k_range[0] <= cfg.k_min and cfg.k_max <= k_range[1]):
             raise ValueError(f"{path} has representatives for k in {k_range}, config asks for [{cfg.k_min}, {cfg.k_max}]")
-    return shard_urls(cfg.index_paths, cfg.split)
+    return [u for url in shard_urls(cfg.index_paths, cfg.split) for u in braceexpand(url)]
 
 
 def select_frames(
@@ -239,49 +310,63 @@ class TrainStream(IterableDataset):
             raise ValueError(f"start_batch must be >= 0, got {start_batch}")
         self.cfg, self.rank, self.world_size, self.start_batch = cfg, rank, world_size, start_batch
         self.urls = validate_indexes(cfg)
+        streams = world_size * max(1, cfg.num_workers)
+        if cfg.shard_sampling is ShardSampling.SPLIT and len(self.urls) < streams:
+            raise ValueError(f"shard_sampling=split gives every shard to one (rank, worker) per epoch: {len(self.urls)} "
+                             f"{cfg.split} shard(s) cannot feed world_size x num_workers = {streams} streams; "
+                             "use shard_sampling=resample, fewer workers, or more shards")
 
     def _rng(self, stream: int, *purpose: int) -> np.random.Generator:
         return np.random.default_rng([self.cfg.seed, self.rank, stream, *purpose])
 
-    def _raw(self, rng: np.random.Generator, tally: _Tally) -> Iterator[dict]:
-        """Raw samples (suffix -> bytes, "__key__") of shards drawn with replacement, forever."""
-        barren = 0  # shards in a row that gave no sample
-        while True:
-            url = self.urls[int(rng.integers(len(self.urls)))]
-            got, cur = 0, {}
-            try:
-                with tarfile.open(url, "r|") as tar:  # stream mode: sequential reads only
-                    for m in tar:
-                        if not m.isfile() or "." not in m.name:
-                            continue
-                        key, suffix = m.name.split(".", 1)  # webdataset convention: first dot
-                        if cur and cur["__key__"] != key:
-                            yield cur
-                            got, cur = got + 1, {}
-                        cur["__key__"] = key
-                        cur[suffix.lower()] = tar.extractfile(m).read()
-                if cur:
-                    yield cur
-                    got += 1
-            except (OSError, EOFError, tarfile.TarError):
-                tally.n += 1  # the sample being read when the shard broke (rest of the shard is lost)
-            barren = 0 if got else barren + 1
-            if barren > _MAX_BAD_IN_A_ROW:
-                raise RuntimeError(f"rank {self.rank}: {barren} shards in a row gave no sample (last {url})")
+    def _seed(self, *key: int) -> int:
+        """A 32-bit seed of ``key`` under ``cfg.seed`` for webdataset's ``random.Random`` stages."""
+        return int(np.random.SeedSequence([self.cfg.seed, *key]).generate_state(1)[0])
 
-    def _shuffled(self, src: Iterator[dict], rng: np.random.Generator) -> Iterator[dict]:
+    def _shards(self, o: int, n_streams: int) -> Iterator[dict]:
+        """``{"url": ...}`` of the shards stream ``o`` of ``n_streams`` reads, forever (module doc)."""
+        import webdataset as wds
+
+        if self.cfg.shard_sampling is ShardSampling.RESAMPLE:
+            seed = self._seed(self.rank, o, _SHARD)
+            # worker_seed keyed by the resume stream o: wds' default (pytorch_worker_seed) uses the physical
+            # worker id, which after a resume plays another stream
+            return iter(wds.ResampledShards(self.urls, seed=self.cfg.seed, worker_seed=lambda: seed, deterministic=True))
+        return self._split_epochs(o, n_streams)
+
+    def _split_epochs(self, o: int, n_streams: int) -> Iterator[dict]:
+        import webdataset as wds
+
+        for epoch in count():
+            # one order for every rank and stream (seeded without them), so the slices below partition it
+            order = wds.SimpleShardList(self.urls, seed=self._seed(_EPOCH, epoch))
+            # wds.split_by_node / split_by_worker do these same islices, but take rank and worker id from the
+            # environment / torch.distributed and get_worker_info(): here the rank is this stream's argument and
+            # the worker split goes by resume stream o (physical worker w plays o = (start_batch + w) % W)
+            mine = islice(islice(order, self.rank, None, self.world_size), o, None, n_streams)
+            n = 0
+            for item in mine:
+                n += 1
+                yield item
+            if not n:
+                raise RuntimeError(f"shard_sampling=split: rank {self.rank} stream {o} of {n_streams} gets none of the "
+                                   f"{len(self.urls)} shards (world_size x workers = {self.world_size * n_streams})")
+
+    def _raw(self, o: int, n_streams: int, tally: _Tally) -> Iterator[dict]:
+        """Shuffled raw samples (suffix -> bytes, "__key__", "__url__") of stream ``o``: the webdataset pipeline."""
+        import webdataset as wds
+
+        def broken() -> None:
+            tally.n += 1  # a shard that failed to open or broke mid-way (its last, maybe partial, sample is lost)
+
         size = self.cfg.shuffle_buffer
-        if size <= 1:
-            yield from src
-            return
-        buf: list[dict] = []
-        for item in src:
-            if len(buf) < size:
-                buf.append(item)
-                continue
-            i = int(rng.integers(size))
-            buf[i], item = item, buf[i]
-            yield item
+        opener = ShardOpener(self.cfg.read_block_bytes, self.cfg.cache_dir)
+        pipeline = wds.DataPipeline(
+            lambda: self._shards(o, n_streams),
+            lambda shards: read_shards(shards, opener, broken, _MAX_BAD_IN_A_ROW),
+            wds.shuffle(size, initial=size, rng=random.Random(self._seed(self.rank, o, _SHUFFLE))) if size > 1 else None,
+        )
+        return iter(pipeline)
 
     def _probed(self, src: Iterator[dict], tally: _Tally) -> Iterator[dict]:
         bad = short = 0
@@ -330,7 +415,7 @@ class TrainStream(IterableDataset):
         o = (self.start_batch + w) % n_workers
         B = self.cfg.batch_size
         tally = _Tally()
-        probed = self._probed(self._shuffled(self._raw(self._rng(o, _SHARD), tally), self._rng(o, _SHUFFLE)), tally)
+        probed = self._probed(self._raw(o, n_workers, tally), tally)
         skip = -(-(self.start_batch - o) // n_workers) if self.start_batch > o else 0  # stream o's batches < start_batch
         pos = 0  # position in this worker's probed stream: seeds the sample's k draw
         for _ in range(skip * B):  # resume: cheap, no pixel decoding (see module doc)

@@ -1,10 +1,32 @@
-"""Reading shards for training and evaluation: the webdataset pipeline over shard URLs (node/worker split,
-deterministic shard and sample shuffle), yielding ``data.shards.decode_sample`` dicts."""
+"""Reading shards for training and evaluation, all through webdataset.
+
+* :func:`make_dataset` (evaluation, ablation summaries): the stock ``wds.WebDataset`` pipeline over shard URLs
+  (node/worker split, deterministic shard and sample shuffle), yielding ``data.shards.decode_sample`` dicts.
+* :class:`ShardOpener` + :func:`read_shards`: the raw-sample stages of the training stream
+  (``data.loader.TrainStream``), which brings its own shard order and shuffle (keyed by resume stream, not by
+  webdataset's worker id) and must count -- never raise on -- broken shards.
+
+Opening a shard URL: local paths, ``file://`` and ``pipe:`` go through webdataset's ``gopen``; every other URL
+(``s3://``, ``gs://``, ``az://``, ``memory://``, anything fsspec knows) through fsspec, because the lake is an
+fsspec URL (``data.storage``) and gopen would shell out to CLIs (``gsutil``, ``curl``) that neither take the
+lake's ``AWS_*`` environment nor exist in the training image. Object reads use fsspec's read-ahead cache: the tar
+reader asks for 10 KiB records, each miss fetches ``block_bytes`` in one ranged GET.
+
+With a cache folder, webdataset's ``FileCache`` copies each object-store shard there on its first read
+(download to a temp name, then ``os.rename``: concurrent workers never see a partial copy) and every later read
+of that URL opens the local copy. Shard URLs name immutable bytes (``data.publish`` writes each version to a
+fresh ``versions/<v>/`` folder), so the URL alone is the cache key; local shards are read in place.
+"""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO
+from urllib.parse import urlsplit
 
 from data.shards import decode_sample
 
@@ -32,8 +54,6 @@ class _SampleShuffle:
             yield item
         rng.shuffle(buf)
         yield from buf
-
-
 def make_dataset(
     urls: list[str],
     *,
@@ -69,3 +89,118 @@ def make_dataset(
     if shuffle > 0:
         ds = ds.compose(_SampleShuffle(shuffle, seed))
     return ds.map(decode_sample)
+
+
+# --- training stream: opening shards and expanding them into raw samples -----------------------------------------
+
+
+def uses_fsspec(url: str) -> bool:
+    """True for URLs opened by fsspec (object stores); local paths, ``file://`` and ``pipe:`` go to gopen."""
+    return "://" in url and not url.lower().startswith("file://")
+
+
+def _open_fsspec(url: str, block_bytes: int) -> IO[bytes]:
+    import fsspec
+
+    # url_to_fs, not fsspec.open(url, block_size=...): fsspec.open hands extra kwargs to the filesystem
+    # constructor (s3fs would pass them on to botocore), fs.open to the file
+    fs, path = fsspec.core.url_to_fs(url)
+    return fs.open(path, "rb", block_size=block_bytes, cache_type="readahead")
+
+
+def _gopen_fsspec(url: str, mode: str = "rb", bufsize: int = 8192, *, block_bytes: int, **_: object) -> IO[bytes]:
+    """gopen handler for object-store schemes (``FileCache`` downloads through ``gopen.gopen``)."""
+    if mode != "rb":
+        raise ValueError(f"{url}: shards are read-only here (mode {mode!r})")
+    return _open_fsspec(url, block_bytes)
+
+
+def cache_name(url: str) -> str:
+    """Flat, unique file name of ``url``'s cached copy: many drops and versions all hold ``train-000000.tar``
+    (webdataset's default name, the URL's last path part, would make them collide)."""
+    base = os.path.basename(urlsplit(url).path) or "shard"
+    return f"{hashlib.sha256(url.encode()).hexdigest()[:20]}-{base}"
+
+
+class ShardOpener:
+    """``url -> {"url", "stream"[, "local_path"]}`` for ``tar_file_expander``; see module doc."""
+
+    def __init__(self, block_bytes: int, cache_dir: str = ""):
+        self.block_bytes = block_bytes
+        self.cache = None
+        if cache_dir:
+            from webdataset.cache import FileCache
+
+            os.makedirs(cache_dir, exist_ok=True)
+            # validator=None: a shard's bytes are checked by the tar reader, which counts a broken one and goes on;
+            # the copy is byte-identical to the object, so a bad copy can only mirror a bad object
+            self.cache = FileCache(cache_dir, url_to_name=cache_name, validator=None)
+
+    def __call__(self, url: str) -> dict:
+        if self.cache is not None:
+            if uses_fsspec(url):
+                from webdataset.gopen import gopen_schemes
+
+                # FileCache downloads with gopen.gopen(url): route this scheme to fsspec (process-global; every
+                # opener of a process registers the same function, only the read-ahead size may differ)
+                scheme = url.split("://", 1)[0].lower()
+                gopen_schemes[scheme] = functools.partial(_gopen_fsspec, block_bytes=self.block_bytes)
+            local = self.cache.get_file(url)  # local urls: their own path, nothing copied
+            return {"url": url, "stream": open(local, "rb"), "local_path": local}  # noqa: SIM115 - closed by read_shards
+        if uses_fsspec(url):
+            return {"url": url, "stream": _open_fsspec(url, self.block_bytes)}
+        from webdataset.gopen import gopen
+
+        return {"url": url, "stream": gopen(url, "rb")}
+
+
+class _Errors(list):
+    """A webdataset handler that records the error and tells the stage to go on."""
+
+    def __call__(self, exn: Exception) -> bool:
+        self.append(exn)
+        return True
+
+
+def read_shards(
+    shards: Iterable[dict],
+    open_shard: Callable[[str], dict],
+    on_broken: Callable[[], None],
+    max_barren: int,
+) -> Iterator[dict]:
+    """Raw samples (``__key__``, ``__url__``, lower-cased suffix -> bytes) of each ``{"url": ...}`` in ``shards``.
+
+    webdataset's ``tar_file_expander`` + ``group_by_keys`` (key = member name up to the first dot), one shard at
+    a time so that a shard that fails to open or breaks mid-way is counted once (``on_broken``) and skipped:
+    its last sample (maybe partial) is dropped, the samples before it are kept. ``RuntimeError`` after more
+    than ``max_barren`` shards in a row gave no sample (all data corrupt or unreachable?).
+    """
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    barren = 0
+    for item in shards:
+        url = item["url"]
+        errors, got = _Errors(), 0
+        try:
+            source = open_shard(url)
+        except Exception as exn:  # noqa: BLE001 - an unreadable shard is skipped and counted, never fatal
+            errors(exn)
+        else:
+            try:
+                files = tar_file_expander(iter([source]), handler=errors, eof_value=None)
+                held = None  # one sample behind: the last one is only known complete once the shard ends cleanly
+                for sample in group_by_keys(files, handler=errors):
+                    if held is not None:
+                        yield held
+                        got += 1
+                    held = sample
+                if held is not None and not errors:
+                    yield held
+                    got += 1
+            finally:
+                source["stream"].close()
+        if errors:
+            on_broken()
+        barren = 0 if got else barren + 1
+        if barren > max_barren:
+            raise RuntimeError(f"{barren} shards in a row gave no sample (last {url}: {errors[-1] if errors else 'empty'})")

@@ -233,3 +233,129 @@ def test_pixel_decode_failure_behind_valid_headers_is_skipped(index, originals, 
     monkeypatch.setattr(data, "decode_sample", flaky)
     batches = _take(TrainStream(_cfg(index, batch_size=4)), 6)
     assert batches[-1]["n_skipped"] >= 1 and all(victim not in b["key"] for b in batches)
+
+
+# --- webdataset source: shard sampling, brace patterns, broken shards, new config fields -----------------------------
+
+
+def _copy(index: Path, dest: Path, *, truncate: str | None = None) -> Path:
+    """A copy of ``index``'s folder; ``truncate``: that shard cut to half its size, the index agreeing (a shard
+    broken at write time, which validate_indexes cannot see)."""
+    shutil.copytree(index.parent, dest)
+    if truncate:
+        victim = dest / truncate
+        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+        doc = json.loads((dest / "index.json").read_text())
+        for s in doc["shards"]:
+            if s["name"] == truncate:
+                s["bytes"] = victim.stat().st_size
+        (dest / "index.json").write_text(json.dumps(doc))
+    return dest / "index.json"
+
+
+def _epoch_urls(stream: TrainStream, o: int, n_streams: int, epochs: int = 1) -> list[list[str]]:
+    """The shard urls of each of the first ``epochs`` split-mode epochs of stream ``o`` of ``n_streams``."""
+    it = stream._shards(o, n_streams)
+    per_epoch = len(range(stream.rank + stream.world_size * o, len(stream.urls), stream.world_size * n_streams))
+    return [[next(it)["url"] for _ in range(per_epoch)] for _ in range(epochs)]
+
+
+def test_new_config_fields_are_validated_naming_allowed_values(index):
+    with pytest.raises(ValueError, match=r"shard_sampling must be one of \['resample', 'split'\]"):
+        _cfg(index, shard_sampling="epochs")
+    with pytest.raises(ValueError, match="cache_dir must be a local folder, or '' for no cache"):
+        _cfg(index, cache_dir="s3://bucket/cache")
+    with pytest.raises(ValueError, match="read_block_bytes must be an integer >= 1"):
+        _cfg(index, read_block_bytes=0)
+    assert _cfg(index, shard_sampling="split").shard_sampling is data.ShardSampling.SPLIT
+    with pytest.raises(ValueError, match="cannot feed world_size x num_workers = 4 streams"):
+        TrainStream(_cfg(index, shard_sampling="split", num_workers=2), rank=0, world_size=2)  # 3 train shards
+
+
+def test_split_gives_every_shard_to_one_rank_and_stream_per_epoch(index):
+    cfg = _cfg(index, shard_sampling="split", shuffle_buffer=0)
+    urls = set(shard_urls([index], "train"))
+    for world, n_streams in ((1, 3), (3, 1), (1, 2)):
+        epochs = [_epoch_urls(TrainStream(cfg, r, world), o, n_streams, epochs=4) for r in range(world) for o in range(n_streams)]
+        for e in range(4):
+            got = [u for part in epochs for u in part[e]]
+            assert sorted(got) == sorted(urls)  # disjoint, and together every shard, in every epoch
+    orders = [tuple(e) for e in _epoch_urls(TrainStream(cfg), 0, 1, epochs=6)]
+    assert len(set(orders)) > 1  # reshuffled per epoch, deterministically:
+    assert orders == [tuple(e) for e in _epoch_urls(TrainStream(cfg), 0, 1, epochs=6)]
+
+    # one epoch of raw samples of the whole rank = every train sample exactly once
+    tally = data._Tally()
+    n = sum(s["count"] for s in json.loads(index.read_text())["shards"] if s["split"] == "train")
+    keys = [next(raw)["__key__"] for raw in [TrainStream(cfg)._raw(0, 1, tally)] for _ in range(n)]
+    assert len(set(keys)) == n and tally.n == 0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_split_mode_resume_is_exact(index, workers):
+    cfg = _cfg(index, shard_sampling="split", num_workers=workers)
+    full = _take(make_loader(cfg), 7)
+    resumed = _take(make_loader(cfg, start_batch=3), 4)
+    assert all(_same(a, b) for a, b in zip(full[3:], resumed, strict=True))
+    assert not all(_same(a, b) for a, b in zip(full, _take(make_loader(_cfg(index, num_workers=workers)), 7)))
+
+
+def test_brace_pattern_entries_are_expanded_and_checked(index, tmp_path):
+    path = _copy(index, tmp_path / "brace")
+    doc = json.loads(path.read_text())
+    train = sorted((s for s in doc["shards"] if s["split"] == "train"), key=lambda s: s["name"])
+    pattern = {**train[0], "name": doc["brace"]["train"], "bytes": [s["bytes"] for s in train]}
+    assert "{" in pattern["name"]
+    (path.parent / "plain.json").write_text(path.read_text())
+    path.write_text(json.dumps({**doc, "shards": [s for s in doc["shards"] if s["split"] != "train"] + [pattern]}))
+    plain = path.parent / "plain.json"
+    expanded = validate_indexes(_cfg(path))
+    assert expanded == shard_urls([plain], "train") and len(expanded) == len(train)
+    cfg_brace, cfg_plain = _cfg(path), _cfg(plain)
+    assert all(_same(a, b) for a, b in zip(_take(TrainStream(cfg_brace), 4), _take(TrainStream(cfg_plain), 4)))
+
+    path.write_text(json.dumps({**doc, "shards": [{**pattern, "bytes": pattern["bytes"][:-1]}]}))
+    with pytest.raises(ValueError, match=r"names 3 shard\(s\) but gives 2 size\(s\)"):
+        validate_indexes(_cfg(path))
+    path.write_text(json.dumps({**doc, "shards": [{**pattern, "bytes": [1, *pattern["bytes"][1:]]}]}))
+    with pytest.raises(ValueError, match="train-000000.tar has .* bytes, .* says 1"):
+        validate_indexes(_cfg(path))
+
+
+def test_truncated_shard_is_counted_and_skipped_and_resume_stays_exact(index, tmp_path):
+    path = _copy(index, tmp_path / "trunc", truncate="train-000001.tar")
+    cfg = _cfg(path, shard_sampling="split", batch_size=3)
+    full = _take(TrainStream(cfg), 8)  # 24 clips = > 2 epochs of the 9-10 readable samples
+    assert full[-1]["n_skipped"] >= 2  # the broken shard, once per epoch
+    resumed = _take(TrainStream(cfg, start_batch=5), 3)
+    assert all(_same(a, b) for a, b in zip(full[5:], resumed, strict=True))
+
+
+def test_all_shards_broken_ends_the_stream(index, tmp_path, monkeypatch):
+    path = _copy(index, tmp_path / "garbage")
+    for tar in path.parent.glob("train-*.tar"):
+        tar.write_bytes(b"\x01not a tar" * (tar.stat().st_size // 10) + b"\x01" * (tar.stat().st_size % 10))
+    monkeypatch.setattr(data, "_MAX_BAD_IN_A_ROW", 5)
+    with pytest.raises(RuntimeError, match="6 shards in a row gave no sample"):
+        _take(TrainStream(_cfg(path)), 1)
+
+
+def test_cache_dir_leaves_local_shards_in_place(index, tmp_path):
+    cached = _cfg(index, cache_dir=str(tmp_path / "cache"))
+    assert all(_same(a, b) for a, b in zip(_take(TrainStream(cached), 3), _take(TrainStream(_cfg(index)), 3)))
+    assert not any((tmp_path / "cache").iterdir())  # local shards are read where they are: nothing copied
+
+
+def test_memory_url_lake_streams_like_local(index):
+    from upath import UPath
+
+    dest = UPath("memory://loader-test/shards/d")
+    for f in sorted(index.parent.iterdir()):
+        (dest / f.name).write_bytes(f.read_bytes())
+    try:
+        remote = _cfg(str(dest / "index.json"), shard_sampling="split", read_block_bytes=1000)
+        assert validate_indexes(remote) == [str(dest / Path(u).name) for u in shard_urls([index], "train")]
+        local = _take(TrainStream(_cfg(index, shard_sampling="split")), 6)
+        assert all(_same(a, b) for a, b in zip(_take(TrainStream(remote), 6), local, strict=True))
+    finally:
+        dest.fs.rm("/loader-test", recursive=True)
