@@ -29,6 +29,7 @@ from typing import IO
 from urllib.parse import urlsplit
 
 from data.shards import decode_sample
+from data.storage import url_fs
 
 
 class _SampleShuffle:
@@ -77,6 +78,7 @@ def make_dataset(
     urls = list(urls)
     if not urls:
         raise ValueError("make_dataset: no shard urls (empty split or no indexes?)")
+    register_fsspec_schemes(urls)  # object-store shards (evaluation reads the lake's test split from there too)
     ds = wds.WebDataset(
         urls,
         shardshuffle=len(urls) if shuffle > 0 else False,
@@ -94,17 +96,23 @@ def make_dataset(
 # --- training stream: opening shards and expanding them into raw samples -----------------------------------------
 
 
+def register_fsspec_schemes(urls: Iterable[str], block_bytes: int = 8 << 20) -> None:
+    """Route webdataset's ``gopen`` for the object-store schemes among ``urls`` to fsspec (process-global)."""
+    from webdataset.gopen import gopen_schemes
+
+    for scheme in {u.split("://", 1)[0].lower() for u in urls if uses_fsspec(u)}:
+        gopen_schemes[scheme] = functools.partial(_gopen_fsspec, block_bytes=block_bytes)
+
+
 def uses_fsspec(url: str) -> bool:
     """True for URLs opened by fsspec (object stores); local paths, ``file://`` and ``pipe:`` go to gopen."""
     return "://" in url and not url.lower().startswith("file://")
 
 
 def _open_fsspec(url: str, block_bytes: int) -> IO[bytes]:
-    import fsspec
-
-    # url_to_fs, not fsspec.open(url, block_size=...): fsspec.open hands extra kwargs to the filesystem
-    # constructor (s3fs would pass them on to botocore), fs.open to the file
-    fs, path = fsspec.core.url_to_fs(url)
+    # url_fs (fsspec.core.url_to_fs with the lake's options), not fsspec.open(url, block_size=...): fsspec.open
+    # hands extra kwargs to the filesystem constructor (s3fs would pass them on to botocore), fs.open to the file
+    fs, path = url_fs(url)
     return fs.open(path, "rb", block_size=block_bytes, cache_type="readahead")
 
 
@@ -139,12 +147,9 @@ class ShardOpener:
     def __call__(self, url: str) -> dict:
         if self.cache is not None:
             if uses_fsspec(url):
-                from webdataset.gopen import gopen_schemes
-
                 # FileCache downloads with gopen.gopen(url): route this scheme to fsspec (process-global; every
                 # opener of a process registers the same function, only the read-ahead size may differ)
-                scheme = url.split("://", 1)[0].lower()
-                gopen_schemes[scheme] = functools.partial(_gopen_fsspec, block_bytes=self.block_bytes)
+                register_fsspec_schemes([url], self.block_bytes)
             local = self.cache.get_file(url)  # local urls: their own path, nothing copied
             return {"url": url, "stream": open(local, "rb"), "local_path": local}  # noqa: SIM115 - closed by read_shards
         if uses_fsspec(url):
