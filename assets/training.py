@@ -51,6 +51,10 @@ class TrainingConfig(Config):
     curriculum_mode: str = Field("adaptive", description="none | linear | adaptive (Table 4).")
     ckpt_every: int = Field(50, description="Steps between checkpoints.")
     num_workers: int = Field(0, description="DataLoader workers per rank.")
+    shard_sampling: str = Field("resample", description="resample (shards drawn with replacement per rank) | "
+                                "split (each shard read once per epoch by one rank and worker).")
+    shard_cache_dir: str = Field("", description="Node-local folder caching object-store shards after their first "
+                                 "read ('' = stream every read).")
     run_name: str = Field("default", description="Training folder under lake/training/ (resumes if it exists).")
     seed: int = Field(0, description="Seed of weights, data order and masks.")
 
@@ -99,7 +103,8 @@ def trained_model(
     train_cfg = {
         "index_paths": indexes, "out_dir": str(out_dir), "preset": config.preset, "autoencoder": config.autoencoder,
         "steps": config.steps, "batch_size": config.batch_size, "lr": config.lr, "ckpt_every": config.ckpt_every,
-        "num_workers": config.num_workers, "seed": config.seed, "curriculum": {"mode": config.curriculum_mode},
+        "num_workers": config.num_workers, "seed": config.seed, "shard_sampling": config.shard_sampling,
+        "shard_cache_dir": config.shard_cache_dir, "curriculum": {"mode": config.curriculum_mode},
         "mlflow_uri": mlflow.tracking_uri, "mlflow_experiment": mlflow.experiment, "run_name": config.run_name,
         "mlflow_artifact_location": mlflow.artifact_location,
     }

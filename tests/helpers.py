@@ -42,3 +42,15 @@ def tiny_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
     (ckpt.parent / "latest").write_text(ckpt.name)
     return ckpt
 
+
+
+def write_kubeconfig(path: Path) -> Path:
+    """A kubeconfig pointing at a cluster that does not exist (builds clients; nothing is ever called)."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "t",
+        "clusters": [{"name": "t", "cluster": {"server": "https://127.0.0.1:6443"}}],
+        "contexts": [{"name": "t", "context": {"cluster": "t", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "x"}}]}))
+    return path

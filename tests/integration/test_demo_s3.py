@@ -24,7 +24,7 @@ def test_demo_runs_end_to_end_on_s3(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RDTF_", "DAGSTER_", "MLFLOW_"))}
     env |= {"RDTF_HOME": str(tmp_path / "home"), "PYTHONPATH": str(ROOT), "RDTF_SCRATCH": str(tmp_path / "scratch")}
     (tmp_path / "scratch").mkdir()
-    p = subprocess.run([sys.executable, "-m", "pipelines.demo", "--s3", "--n", "16", "--train-steps", "4"],
+    p = subprocess.run([sys.executable, "-m", "pipelines.demo", "--s3", "--n", "40", "--train-steps", "4"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     out = p.stdout
     assert p.returncode == 0, (out + p.stderr)[-6000:]

@@ -15,7 +15,6 @@ data position must equal those of an uninterrupted two-node run bit for bit.
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,6 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 from dagster import AssetExecutionContext, PipesSubprocessClient, asset, materialize
@@ -31,6 +29,7 @@ from safetensors.torch import load
 
 from pipelines.k8s import torchrun_command, training_env
 from tests.helpers import TRAIN_DEFAULTS
+from tests.integration.test_fault_tolerance import _kill_tree
 from tests.ui_servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -78,18 +77,6 @@ def _start(cmd: list[str], scratch: Path, log: Path) -> subprocess.Popen:
     scratch.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(cmd, env=_env(scratch), stdout=log.open("ab"), stderr=subprocess.STDOUT,
                             start_new_session=True)
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL an agent and every process under it (a pod disappearing)."""
-    try:
-        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        family = []
-    for p in family:
-        with __import__("contextlib").suppress(psutil.NoSuchProcess):
-            p.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
 
 
 def _final_state(fs, lake: str, run: str) -> dict:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipelines import k8s, k8s_client
-from tests.helpers import ROOT
+from tests.helpers import ROOT, write_kubeconfig
 
 DEPLOY = ROOT / "deploy" / "k8s"
 
@@ -54,11 +54,7 @@ def test_run_launcher_config_validates_against_k8s_run_launcher_schema(monkeypat
 
     # and the launcher builds from it (a kubeconfig file instead of the in-cluster service account)
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "t",
-        "clusters": [{"name": "t", "cluster": {"server": "https://127.0.0.1:6443"}}],
-        "contexts": [{"name": "t", "context": {"cluster": "t", "user": "u"}}],
-        "users": [{"name": "u", "user": {"token": "x"}}]}))
+    write_kubeconfig(kubeconfig)
     built = K8sRunLauncher(**{**cfg, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)})
     assert built.job_namespace == "rdtf" and built.instance_config_map == "dagster-instance"
 

@@ -27,7 +27,7 @@ from kubernetes_validate.utils import VersionNotSupportedError, all_versions, ma
 
 from pipelines import k8s
 from pipelines.k8s import SUPPORTED_K8S_VERSIONS
-from tests.helpers import ROOT
+from tests.helpers import ROOT, write_kubeconfig
 
 DEPLOY = ROOT / "deploy" / "k8s"
 IMAGE = "registry.example.com/rdtf-stickers:1.0"
@@ -165,11 +165,7 @@ def run_launcher(monkeypatch, tmp_path):
 
     monkeypatch.setenv("RDTF_K8S_NAMESPACE", "rdtf")
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "t",
-        "clusters": [{"name": "t", "cluster": {"server": "https://127.0.0.1:6443"}}],
-        "contexts": [{"name": "t", "context": {"cluster": "t", "user": "u"}}],
-        "users": [{"name": "u", "user": {"token": "x"}}]}))
+    write_kubeconfig(kubeconfig)
     raw = yaml.safe_load((DEPLOY / "dagster.yaml").read_text())["run_launcher"]["config"]
     res = process_config(Shape(K8sRunLauncher.config_type()), raw)
     assert res.success, res.errors
