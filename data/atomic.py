@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from data.storage import LakePath, is_remote, put_file, scratch_dir
+from data.storage import LakePath, is_remote, lake_path, put_file, scratch_dir
 
 
 def temp_name(name: str) -> str:
@@ -48,7 +48,8 @@ def atomic_path(path: str | LakePath, *, durable: bool = True) -> Iterator[Path]
     """Yield a local temp path; on success it replaces ``path`` (local or object store), on error it is removed.
 
     ``durable``: fsync the file and the folder (skip only for files that are cheap to regenerate)."""
-    if not isinstance(path, str) and is_remote(path):
+    path = lake_path(path)
+    if is_remote(path):
         tmp = scratch_dir() / temp_name(path.name)
         try:
             yield tmp
@@ -56,7 +57,6 @@ def atomic_path(path: str | LakePath, *, durable: bool = True) -> Iterator[Path]
         finally:
             tmp.unlink(missing_ok=True)
         return
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(temp_name(path.name))
     try:
@@ -73,9 +73,10 @@ def atomic_path(path: str | LakePath, *, durable: bool = True) -> Iterator[Path]
 def atomic_write(path: str | LakePath, data: bytes | str, *, durable: bool = True) -> LakePath:
     """Write ``data`` (bytes, or text as UTF-8) to ``path`` atomically; returns ``path``."""
     blob = data.encode() if isinstance(data, str) else data
-    if not isinstance(path, str) and is_remote(path):
+    path = lake_path(path)
+    if is_remote(path):
         path.write_bytes(blob)  # one PUT: the object store's atomic replace
         return path
     with atomic_path(path, durable=durable) as tmp:
         tmp.write_bytes(blob)
-    return Path(path)
+    return path

@@ -266,7 +266,7 @@ class FramePartWriter:
     """
 
     def __init__(self, frames_dir: str | LakePath, part_max_bytes: int, row_group_frames: int = 64):
-        self.dir = lake_path(frames_dir) if isinstance(frames_dir, str) else frames_dir
+        self.dir = lake_path(frames_dir)
         self.remote = is_remote(self.dir)
         if not self.remote:
             self.dir.mkdir(parents=True, exist_ok=True)

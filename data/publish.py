@@ -78,13 +78,9 @@ def _fsync_tree(root: Path) -> None:
         fsync_dir(Path(dirpath))
 
 
-def _path(partition: str | LakePath) -> LakePath:
-    return lake_path(partition) if isinstance(partition, str) else partition
-
-
 def read_pointer(partition: str | LakePath) -> dict | None:
     """The partition's committed pointer, or None if it has never been published in this layout."""
-    partition = _path(partition)
+    partition = lake_path(partition)
     try:
         doc = json.loads((partition / POINTER).read_text())
     except FileNotFoundError:
@@ -106,7 +102,7 @@ def current(partition: str | LakePath) -> LakePath:
 
 def current_or_none(partition: str | LakePath) -> LakePath | None:
     """Like :func:`current`, but None when nothing is published."""
-    partition = _path(partition)
+    partition = lake_path(partition)
     doc = read_pointer(partition)
     if doc is not None:
         path = partition / VERSIONS / doc["version"]
@@ -181,7 +177,7 @@ def collect_garbage(partition: str | LakePath) -> list[str]:
 
     Returns the removed names. Entries that do not have this module's exact name formats are left alone.
     """
-    partition = _path(partition)
+    partition = lake_path(partition)
     doc = read_pointer(partition) or {}
     keep = {doc.get("version"), doc.get("previous")}
     removed = []
@@ -206,7 +202,7 @@ def publish(partition: str | LakePath, *, lock_timeout_s: float = DEFAULT_LOCK_T
     untouched (readers keep the last good version). A kill at any point leaves the last committed version
     readable; the next writer removes the leftovers.
     """
-    partition = _path(partition)
+    partition = lake_path(partition)
     remote = is_remote(partition)
     if not remote:
         partition.mkdir(parents=True, exist_ok=True)

@@ -109,11 +109,6 @@ def is_remote(path: LakePath) -> bool:
     return not isinstance(path, Path)
 
 
-def url_of(path: LakePath) -> str:
-    """A string that names ``path`` for every process: an absolute local path, or the fsspec URL."""
-    return str(path)
-
-
 def open_read(path: LakePath):
     """Binary reader of ``path`` (local file or object); pyarrow, tarfile, PIL and json all take it."""
     return open(path, "rb") if isinstance(path, Path) else path.open("rb")

@@ -153,16 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_demo(n=args.n, seed=args.seed, train_steps=args.train_steps)
     from pipelines.s3_server import start_s3_server
 
-    with start_s3_server(bucket="rdtf") as s3:
-        saved = {k: os.environ.get(k) for k in (*s3.env(), "RDTF_LAKE_ROOT", "RDTF_DROPS_ROOT")}
-        os.environ.update(s3.env(), RDTF_LAKE_ROOT=s3.url("lake"), RDTF_DROPS_ROOT=s3.url("drops"))
+    with start_s3_server(bucket="rdtf") as s3, s3.environment(RDTF_LAKE_ROOT=s3.url("lake"),
+                                                              RDTF_DROPS_ROOT=s3.url("drops")):
         print(f"[s3] loopback S3 API server {s3.endpoint}: drops {s3.url('drops')}, lake {s3.url('lake')} "
               "(gone when the demo exits; the Dagster and MLflow stores stay local)")
-        try:
-            return run_demo(n=args.n, seed=args.seed, train_steps=args.train_steps)
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        return run_demo(n=args.n, seed=args.seed, train_steps=args.train_steps)
 
 
 if __name__ == "__main__":

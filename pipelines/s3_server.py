@@ -4,9 +4,8 @@ Why a real server and not a mocked client: s3fs/botocore then speak real HTTP --
 ``If-None-Match`` conditional PUTs, listings, range reads -- exactly as against AWS or MinIO, from every process
 (Dagster run workers, torchrun ranks), which only see the standard ``AWS_*`` environment (:meth:`S3Server.env`).
 
-    with start_s3_server(bucket="rdtf") as s3:
-        os.environ.update(s3.env())
-        lake_root = s3.url("lake")          # s3://rdtf/lake
+    with start_s3_server(bucket="rdtf") as s3, s3.environment(RDTF_LAKE_ROOT=s3.url("lake")):
+        ...                                  # every process started here uses s3://rdtf/lake
 
 The server runs in its own process group with a parent-death signal, so a killed test leaves nothing behind.
 """
@@ -51,6 +50,18 @@ class S3Server:
         """The environment that points botocore (s3fs, boto3, mlflow) at this server."""
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
                 "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION}
+
+    @contextlib.contextmanager
+    def environment(self, **extra: str) -> Iterator[None]:
+        """Point this process (and its children) at the server: :meth:`env` plus ``extra``, restored on exit."""
+        wanted = self.env() | extra
+        saved = {k: os.environ.get(k) for k in wanted}
+        os.environ.update(wanted)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
     def url(self, *parts: str) -> str:
         """``s3://<bucket>/<parts...>``."""

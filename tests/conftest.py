@@ -90,11 +90,5 @@ def s3_server():
     """
     from pipelines.s3_server import start_s3_server
 
-    with start_s3_server(bucket="rdtf-test") as s3:
-        saved = {k: os.environ.get(k) for k in s3.env()}
-        os.environ.update(s3.env())
-        try:
-            yield s3
-        finally:
-            for k, v in saved.items():
-                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    with start_s3_server(bucket="rdtf-test") as s3, s3.environment():
+        yield s3

@@ -27,7 +27,16 @@ import logging
 import os
 from pathlib import Path
 
-from data.storage import LakePath, is_remote, lake_path, put_file, remove_tree, scratch_dir
+from data.storage import (
+    LakePath,
+    fetch,
+    is_remote,
+    lake_path,
+    put_file,
+    remove_tree,
+    scratch_dir,
+    upload_tree,
+)
 from model.checkpoints import LATEST, STEP_RE, TRAINER
 
 log = logging.getLogger("rdtf.run_mirror")
@@ -99,10 +108,7 @@ class RunMirror:
     def push_checkpoint(self, step_dir: Path) -> str:
         """Upload a published local checkpoint, then move the remote ``latest``; returns its URL."""
         dest = self.remote / CHECKPOINTS / step_dir.name
-        files = _local_files(step_dir)
-        files.sort(key=lambda p: p.name == TRAINER)  # trainer.json last: it marks the folder complete
-        for f in files:
-            put_file(f, dest.joinpath(*f.relative_to(step_dir).parts))
+        upload_tree(step_dir, dest, last=(TRAINER,))  # trainer.json last: it marks the folder complete
         (self.remote / CHECKPOINTS / LATEST).write_text(step_dir.name)  # one PUT: the commit point
         self._drop_rotated()
         self.push_run_files()
@@ -146,16 +152,10 @@ def local_checkpoint(path: str | LakePath) -> Path:
     digest = hashlib.sha256(str(src).encode()).hexdigest()[:16]
     dest = scratch_dir() / "rdtf-checkpoints" / f"{src.name}-{digest}"
     if (dest / TRAINER).is_file():
-        return dest  # complete: trainer.json is downloaded last
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        return dest  # complete: a download appears under dest only by the rename below
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")  # complete only once renamed to dest
     remove_tree(tmp)
-    tmp.mkdir(parents=True)
-    base = src.path.rstrip("/")
-    keys = sorted(src.fs.find(base), key=lambda k: k.endswith("/" + TRAINER))
-    for key in keys:
-        out = tmp.joinpath(*key[len(base):].lstrip("/").split("/"))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        src.fs.get_file(key, os.fspath(out))
+    fetch(src, tmp)
     remove_tree(dest)
     os.replace(tmp, dest)
     return dest
