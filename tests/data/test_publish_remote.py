@@ -17,7 +17,7 @@ import pytest
 
 from data import publish
 from data.atomic import atomic_path, atomic_write
-from data.lake import Lake
+from data.lake import Lake, Stage
 from data.object_lock import ObjectLease
 from data.storage import is_remote, lake_path, local_output, remove_tree
 
@@ -196,3 +196,22 @@ def test_sigkill_mid_publish_on_s3_keeps_the_last_version_and_the_next_writer_cl
     assert (publish.current(part) / "a.json").read_text() == "new"
     left = {p.name for p in (part / "versions").iterdir()}
     assert half not in left and left == {good.name, new.name}  # the dead writer's leftovers are collected
+
+
+@pytest.mark.parametrize("parts", [("..", "etc"), ("a/../../b",), (".",), ("",)])
+def test_object_store_paths_cannot_escape_the_lake(parts):
+    from data.ids import contained
+
+    root = lake_path(_memory_root())
+    with pytest.raises(ValueError, match="escapes its root"):
+        contained(root, *parts)
+    assert str(contained(root, "ingest", "d1")) == f"{root}/ingest/d1"
+
+
+def test_hostile_drop_ids_and_run_names_are_refused_on_an_object_store_lake():
+    lake = Lake(_memory_root())
+    for bad in ("../x", "a/b", ".hidden", "", "x" * 200):
+        with pytest.raises(ValueError, match="invalid drop id"):
+            lake.partition(Stage.SHARDS, bad)
+        with pytest.raises(ValueError, match="invalid run name"):
+            lake.training(bad)

@@ -121,3 +121,34 @@ def test_truncated_ema_through_the_real_command_line(good_run, tmp_path):
     assert p.returncode == 2, p.stderr[-2000:]
     line = _one_error_line(p.stderr, "ema.safetensors is truncated")
     assert str(_step(run)) in line
+
+
+@pytest.mark.parametrize("url,words", [
+    ("s3://rdtf-test/no-such-run", ("no checkpoint at", "no-such-run")),
+    ("ftp://host/run", ("unsupported protocol 'ftp'", "allowed")),
+])
+def test_generate_on_a_missing_or_unsupported_checkpoint_url_exits_2(s3_server, url, words, tmp_path, capsys):
+    from pipelines.cli import main
+
+    assert main(["generate", "--checkpoint", url, "--out", str(tmp_path / "x.gif")]) == 2
+    _one_error_line(capsys.readouterr().err, *words)
+
+
+def test_generate_from_an_s3_run_equals_the_local_run(s3_server, good_run, tmp_path, monkeypatch):
+    """An object-store run folder is downloaded once (RDTF_SCRATCH) and gives the same sticker as the local one."""
+    import uuid
+
+    from pipelines.cli import main
+
+    monkeypatch.setenv("RDTF_SCRATCH", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    url = s3_server.url(f"gen-{uuid.uuid4().hex[:6]}", "training", "run")
+    from data.storage import lake_path
+
+    remote = lake_path(url)
+    remote.fs.put(str(good_run) + "/", remote.path + "/", recursive=True)
+    args = ["--prompt", "a cat", "--steps", "1", "--seed", "3", "--quiet"]
+    assert main(["generate", "--checkpoint", str(good_run), *args, "--out", str(tmp_path / "local.gif")]) == 0
+    assert main(["generate", "--checkpoint", url, *args, "--out", str(tmp_path / "s3.gif")]) == 0
+    assert (tmp_path / "s3.gif").read_bytes() == (tmp_path / "local.gif").read_bytes()
+    assert list((tmp_path / "scratch" / "rdtf-checkpoints").iterdir())  # the cached copy
