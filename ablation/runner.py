@@ -229,7 +229,7 @@ def _evaluate(settings: AblationSettings, index: Path, run_dir: Path, summary: d
     )
     from evaluation.suite import log_report, run_clip_similarity, run_fvd, run_reconstruction, save_report
     from model.diffusion import DiffusionConfig
-    from model.sampling import RDTFPipeline
+    from model.pipeline import RDTFPipeline
 
     ckpt = Path(summary["checkpoint"])
     eval_dir = run_dir / "eval"

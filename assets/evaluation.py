@@ -78,7 +78,7 @@ def evaluation_samples(context: AssetExecutionContext, config: EvaluationSamples
     from assets.gallery import latest_training_run
     from data.sharding import iter_test_samples
     from evaluation.samples import EvalSamplesConfig, generate_eval_samples
-    from model.sampling import RDTFPipeline
+    from model.pipeline import RDTFPipeline
 
     run_name = config.run_name or latest_training_run(context)
     run_dir = storage.lake.training(run_name)

@@ -77,7 +77,7 @@ def _resize(frame: np.ndarray, size: int) -> np.ndarray:
 )
 def sample_gallery(context: AssetExecutionContext, config: GalleryConfig, storage: LakeResource,
                    mlflow: MlflowResource) -> MaterializeResult:
-    from model.sampling import RDTFPipeline
+    from model.pipeline import RDTFPipeline
 
     run_name = config.run_name or latest_training_run(context)
     run_dir = storage.lake.training(run_name)

@@ -23,6 +23,8 @@ from dagster import (
     Backoff,
     Config,
     Failure,
+    MaterializeResult,
+    MetadataValue,
     PipesSubprocessClient,
     RetryPolicy,
     asset,
@@ -128,4 +130,28 @@ def trained_model(
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // config.nproc_per_node)))}
     if isinstance(pipes_subprocess_client, PipesSubprocessClient):  # this machine; the k8s client sets its own
         env |= LOCAL_TORCHRUN_ENV
-    return pipes_subprocess_client.run(command=cmd, context=context, env=env).get_materialize_result()
+    result = pipes_subprocess_client.run(command=cmd, context=context, env=env).get_materialize_result()
+    return _with_lineage(context, result, mlflow, indexes)
+
+
+def _with_lineage(context: AssetExecutionContext, result: MaterializeResult, mlflow: MlflowResource,
+                  indexes: list[str]) -> MaterializeResult:
+    """Log the shard indexes as the run's MLflow dataset inputs and link the run (URL metadata).
+
+    After training, from the asset: the trainer's ranks never need the lineage, and a tracking outage here only
+    costs a warning (the training is done and checkpointed)."""
+    from training import registry as reg
+
+    md = dict(result.metadata or {})
+    run_id = md.get("mlflow_run_id")
+    run_id = getattr(run_id, "value", run_id)
+    if run_id:
+        try:
+            n = reg.log_training_inputs(mlflow.tracking_uri, str(run_id), indexes)
+            exp_id = reg.client(mlflow.tracking_uri).get_run(str(run_id)).info.experiment_id
+            url = reg.run_url(exp_id, str(run_id))
+            md |= {"mlflow_datasets": n, **({"mlflow_run": MetadataValue.url(url)} if url else {})}
+        except Exception as e:  # noqa: BLE001 - lineage is best effort once the model is trained
+            context.log.warning(f"could not log dataset inputs / link of MLflow run {run_id}: {e}")
+    return MaterializeResult(asset_key=result.asset_key, metadata=md, check_results=result.check_results,
+                             data_version=result.data_version, tags=result.tags)

@@ -34,7 +34,7 @@ from data.atomic import atomic_write
 from data.media import MediaFormat
 from data.media_encode import encode_animated
 
-__all__ = ["ALLOWED_SUFFIXES", "contact_sheet", "key_out", "save_animation"]
+__all__ = ["ALLOWED_SUFFIXES", "contact_sheet", "encode_sticker", "key_out", "save_animation"]
 
 ALLOWED_SUFFIXES: dict[str, MediaFormat] = {
     ".gif": MediaFormat.GIF,
@@ -84,6 +84,28 @@ def key_out(frames: np.ndarray, key: Sequence[int], tolerance: int = 8) -> np.nd
     return np.concatenate([arr, alpha], axis=3)
 
 
+def encode_sticker(
+    frames: np.ndarray,
+    durations_ms: Sequence[int] | int,
+    suffix: str,
+    *,
+    transparent_key: tuple[int, int, int] | None = None,
+    tolerance: int = 8,
+    loop: int = 0,
+) -> bytes:
+    """The bytes :func:`save_animation` writes, for a container named by its suffix (``.gif``, ``gif``, ``.webp``…).
+
+    In memory, for callers that answer with bytes (the MLflow model's ``predict``) instead of writing a file.
+    """
+    fmt = ALLOWED_SUFFIXES.get(("." + suffix.lower().lstrip(".")) if suffix else "")
+    if fmt is None:
+        raise ValueError(f"unsupported sticker format {suffix!r}; use one of {', '.join(ALLOWED_SUFFIXES)}")
+    arr = _check_frames(frames)
+    durations = _durations(durations_ms, arr.shape[0], fmt)
+    out = key_out(arr, transparent_key, tolerance) if transparent_key is not None else arr  # (F, H, W, 3|4)
+    return encode_animated(list(out), durations, fmt, loop=loop)
+
+
 def save_animation(
     frames: np.ndarray,
     durations_ms: Sequence[int] | int,
@@ -100,15 +122,8 @@ def save_animation(
     ``tolerance`` of it per channel become fully transparent. ``loop=0`` loops forever. Returns the path.
     """
     path = Path(path)
-    fmt = ALLOWED_SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        raise ValueError(
-            f"unsupported output suffix {path.suffix!r} for {path}; use one of {', '.join(ALLOWED_SUFFIXES)}"
-        )
-    arr = _check_frames(frames)
-    durations = _durations(durations_ms, arr.shape[0], fmt)
-    out = key_out(arr, transparent_key, tolerance) if transparent_key is not None else arr  # (F, H, W, 3|4)
-    atomic_write(path, encode_animated(list(out), durations, fmt, loop=loop))
+    atomic_write(path, encode_sticker(frames, durations_ms, path.suffix, transparent_key=transparent_key,
+                                      tolerance=tolerance, loop=loop))
     return path
 
 

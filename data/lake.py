@@ -123,6 +123,7 @@ class RunArea(StrEnum):
     TRAINING = "training"
     GALLERY = "gallery"
     EVALUATION = "evaluation"
+    MODELS = "models"  # exported model packages (diffusers folders), one per registered checkpoint
 
 
 RESERVED_RUN_NAMES = {RunArea.EVALUATION: frozenset({"comparison", "fvd_real_stats"})}  # shared folders beside runs
@@ -240,6 +241,12 @@ class Lake:
 
     def evaluation(self, run_name: str) -> LakePath:
         return self.run(RunArea.EVALUATION, run_name)
+
+    def model_package(self, run_name: str, step: int) -> LakePath:
+        """``lake/models/<run>/step-NNNNNN``: the diffusers package exported from that checkpoint."""
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be an int >= 0, got {step!r}")
+        return self.run(RunArea.MODELS, run_name) / f"step-{step:06d}"
 
     def fvd_real_stats(self) -> LakePath:
         """Test-set I3D statistics, shared by every evaluated checkpoint."""

@@ -139,7 +139,7 @@ def denoising_loss(model, text_encoder, sched, x0: torch.Tensor, mask_batch: dic
 
 @torch.no_grad()
 def run_heldout_loss(pipe, test_samples: Iterable[dict], cfg: HeldoutConfig, *, diffusion=None) -> MetricReport:
-    """Held-out loss per task for the model of ``pipe`` (:class:`model.sampling.RDTFPipeline`, EMA weights by default).
+    """Held-out loss per task for the model of ``pipe`` (:class:`model.pipeline.RDTFPipeline`, EMA weights by default).
 
     ``diffusion``: the training's :class:`model.diffusion.DiffusionConfig` (default: the paper's schedule).
     """
@@ -152,7 +152,7 @@ def run_heldout_loss(pipe, test_samples: Iterable[dict], cfg: HeldoutConfig, *, 
     data = heldout_clips(test_samples, F, S, cfg.n_videos)
     frames = data["frames"]
     N = len(frames)
-    x0 = torch.cat([pipe.vae.encode(((frames[i: i + cfg.batch_size].to(dev).flatten(0, 1) + 1) / 2).clamp(0, 1))
+    x0 = torch.cat([pipe.autoencoder.encode(((frames[i: i + cfg.batch_size].to(dev).flatten(0, 1) + 1) / 2).clamp(0, 1))
                     for i in range(0, N, cfg.batch_size)])  # (N·F, C, h, w)
     x0 = x0.reshape(N, F, *x0.shape[1:])  # (N, F, C, h, w)
     noises = []
@@ -171,7 +171,7 @@ def run_heldout_loss(pipe, test_samples: Iterable[dict], cfg: HeldoutConfig, *, 
                 idx = keep[b: b + cfg.batch_size]
                 mb = {k: v.to(dev) for k, v in batch_masks([masks[i] for i in idx]).items()}
                 t = torch.full((len(idx),), int(tt), dtype=torch.long, device=dev)
-                loss, n = denoising_loss(pipe.model, pipe.text, sched, x0[idx], mb, [data["captions"][i] if masks[i].text else "" for i in idx],
+                loss, n = denoising_loss(pipe.unet, pipe.encode_prompt, sched, x0[idx], mb, [data["captions"][i] if masks[i].text else "" for i in idx],
                                          noises[j][idx], t, loss_mask=cfg.loss_mask)
                 s_loss += float(loss) * float(n)
                 s_count += float(n)

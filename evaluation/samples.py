@@ -203,7 +203,7 @@ def generate_eval_samples(pipe, test_samples: Iterable[dict], cfg: EvalSamplesCo
                           checkpoint: str | Path, extra: dict | None = None) -> dict:
     """Generate every task for the first ``cfg.n_videos`` test samples; returns the manifest.
 
-    ``pipe`` is a :class:`model.sampling.RDTFPipeline`; ``test_samples`` yields decoded shard samples
+    ``pipe`` is a :class:`model.pipeline.RDTFPipeline`; ``test_samples`` yields decoded shard samples
     ({"key", "frames", "caption", "meta"}). Skips all work when ``out_dir`` already holds a set made
     from the same checkpoint fingerprint and options.
     """

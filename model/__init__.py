@@ -3,3 +3,4 @@ tasks and condition masks, diffusion schedule and the sampling pipeline.
 
 Keep this package import-light (no torch at import time): ``model.masks`` is imported by pure-numpy code.
 """
+

@@ -210,6 +210,38 @@ def _clip_token_states(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     return model.ln_final(x)  # (B, L, W)
 
 
+
+def tokenize_captions(captions: list[str], clip_tok, t5_tok, seq_len: int,
+                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Captions -> CLIP ids (B, L), T5 ids (B, L) and T5 attention mask (B, L); L = seq_len."""
+    if isinstance(captions, str) or len(captions) == 0:
+        raise ValueError("captions must be a non-empty list of strings")
+    captions = list(captions)
+    clip_ids = clip_tok(captions).to(device)  # (B, L)
+    t5_in = t5_tok(captions, padding="max_length", max_length=seq_len, truncation=True, return_tensors="pt")
+    return clip_ids, t5_in["input_ids"].to(device), t5_in["attention_mask"].to(device)  # (B, L) each
+
+
+def fuse_text(clip: nn.Module, t5: nn.Module, clip_proj: nn.Linear, t5_proj: nn.Linear, clip_ids: torch.Tensor,
+              t5_ids: torch.Tensor, t5_mask: torch.Tensor, fusion: TextFusion, dtype: torch.dtype | None) -> torch.Tensor:
+    """Frozen towers -> trainable projections -> fused (B, L, D) or (B, 2L, D) embedding (module docstring).
+
+    Shared by :class:`TextEncoder` (training) and ``model.pipeline.RDTFTextEncoder`` (the packaged model), so
+    both compute exactly the same embedding. ``t5`` is a T5 encoder (``T5EncoderModel`` or its ``T5Stack``).
+    """
+    device = clip_ids.device
+    with torch.no_grad():  # frozen towers: no graph, no activations kept
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            h_clip = _clip_token_states(clip, clip_ids)
+        h_clip = h_clip.float()  # (B, L, Wc)
+        h_t5 = t5(input_ids=t5_ids, attention_mask=t5_mask).last_hidden_state.float()  # (B, L, Dt)
+        h_t5 = h_t5 * t5_mask.unsqueeze(-1).to(h_t5.dtype)  # pad positions carry no caption content
+    e_clip, e_t5 = clip_proj(h_clip), t5_proj(h_t5)  # (B, L, D) each, trainable
+    if fusion == TextFusion.SUM:
+        return e_clip + e_t5  # (B, L, D)
+    return torch.cat([e_clip, e_t5], dim=1)  # (B, 2L, D)
+
+
 class TextEncoder(nn.Module):
     """Frozen CLIP text tower + frozen T5 encoder -> trainable linear maps to a shared D-dim space."""
 
@@ -261,25 +293,10 @@ class TextEncoder(nn.Module):
 
     def forward(self, captions: list[str]) -> torch.Tensor:
         """Captions -> text embedding (B, L, D), L = seq_len (SUM) or 2 * seq_len (CONCAT)."""
-        if isinstance(captions, str) or len(captions) == 0:
-            raise ValueError("captions must be a non-empty list of strings")
-        captions = list(captions)
         device = self.clip_proj.weight.device
-        L = self.cfg.seq_len
-        clip_ids = self._clip_tok(captions).to(device)  # (B, L)
-        t5_in = self._t5_tok(captions, padding="max_length", max_length=L, truncation=True, return_tensors="pt")
-        t5_ids, t5_mask = t5_in["input_ids"].to(device), t5_in["attention_mask"].to(device)  # (B, L)
-        dtype = autocast_dtype(self.cfg.clip, device)
-        with torch.no_grad():  # frozen towers: no graph, no activations kept
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                h_clip = _clip_token_states(self._frozen["clip"], clip_ids)
-            h_clip = h_clip.float()  # (B, L, Wc)
-            h_t5 = self._frozen["t5"](input_ids=t5_ids, attention_mask=t5_mask).last_hidden_state.float()  # (B, L, Dt)
-            h_t5 = h_t5 * t5_mask.unsqueeze(-1).to(h_t5.dtype)  # pad positions carry no caption content
-        e_clip, e_t5 = self.clip_proj(h_clip), self.t5_proj(h_t5)  # (B, L, D) each, trainable
-        if self.cfg.fusion == TextFusion.SUM:
-            return e_clip + e_t5  # (B, L, D)
-        return torch.cat([e_clip, e_t5], dim=1)  # (B, 2L, D)
+        clip_ids, t5_ids, t5_mask = tokenize_captions(captions, self._clip_tok, self._t5_tok, self.cfg.seq_len, device)
+        return fuse_text(self._frozen["clip"], self._frozen["t5"], self.clip_proj, self.t5_proj, clip_ids, t5_ids, t5_mask,
+                         TextFusion(self.cfg.fusion), autocast_dtype(self.cfg.clip, device))
 
     def null_embedding(self, batch: int) -> torch.Tensor:
         """Embedding of the empty caption, (batch, L, D): the "drop text" input of classifier-free guidance.

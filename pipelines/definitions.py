@@ -10,6 +10,7 @@ from assets.embeddings import frame_embeddings
 from assets.evaluation import EVALUATION_ASSETS
 from assets.gallery import sample_gallery
 from assets.ingest import ingested_stickers
+from assets.registry import REGISTRY_ASSETS
 from assets.shards import webdataset_shards
 from assets.training import trained_model
 from pipelines.jobs import ablation_job, ablation_report_job, drop_data_job, evaluate_job, train_job
@@ -29,7 +30,7 @@ def _executor():
 
 defs = Definitions(
     assets=[ingested_stickers, frame_embeddings, frame_clusters, webdataset_shards, trained_model, sample_gallery,
-            *EVALUATION_ASSETS, *ABLATION_ASSETS],
+            *EVALUATION_ASSETS, *REGISTRY_ASSETS, *ABLATION_ASSETS],
     jobs=[drop_data_job, train_job, evaluate_job, ablation_job, ablation_report_job],
     schedules=[retrain_schedule],
     sensors=[new_drop_sensor, automation_sensor],

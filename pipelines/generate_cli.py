@@ -4,6 +4,7 @@
     rdtf generate --checkpoint DIR --prompt "..." --image first.png [--position 0] --out x.webp
     rdtf generate --checkpoint DIR --task generate_image --image first.png --out x.gif   # image only, no text
     rdtf generate --checkpoint DIR --task interpolate --frames a.png,b.png [--positions 0,7] --out x.png
+    rdtf generate --model models:/rdtf-dfgn@champion --prompt "a cat waving" --out cat.gif   # from the registry
 
 Why its own module: generation pulls in torch and the model, while the other ``rdtf`` commands are
 data tools; keeping it here means ``pipelines/cli.py`` only needs ``add_generate_parser`` and stays
@@ -75,6 +76,9 @@ def _check_request(args: argparse.Namespace) -> list[str]:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.duration_ms is not None and args.duration_ms <= 0:
         raise ValueError(f"--duration-ms must be positive, got {args.duration_ms}")
+    if args.model is not None:
+        _refuse_writing_inputs(args, paths)
+        return paths
     args.checkpoint = _local_checkpoint(args.checkpoint)
     if Path(args.checkpoint).is_file():
         raise ValueError(f"checkpoint {args.checkpoint} is a file, not a checkpoint folder "
@@ -109,10 +113,22 @@ def _refuse_writing_inputs(args: argparse.Namespace, inputs: list[str]) -> None:
             continue
         if os.path.realpath(out) in sources:
             raise ValueError(f"{flag} {out} is one of the input images: choose another output file")
-        if within(os.path.realpath(os.path.dirname(os.path.abspath(out))), os.path.realpath(args.checkpoint)):
+        if args.checkpoint and within(os.path.realpath(os.path.dirname(os.path.abspath(out))),
+                                      os.path.realpath(args.checkpoint)):
             raise ValueError(f"{flag} {out} is inside the checkpoint folder {args.checkpoint}: write it elsewhere")
     if args.contact_sheet and os.path.realpath(args.contact_sheet) == os.path.realpath(args.out):
         raise ValueError("--contact-sheet and --out name the same file")
+
+
+def _model_package(model_uri: str, tracking_uri: str | None) -> str:
+    """A registered model (``models:/<name>@<alias>`` or ``/<version>``) as a local package folder (cached)."""
+    from data.storage import scratch_dir
+    from training.registry import download_package
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        raise ValueError("--model needs the MLflow tracking URI: --tracking-uri or MLFLOW_TRACKING_URI")
+    return str(download_package(model_uri, uri, scratch_dir()))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -121,9 +137,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from data.export import contact_sheet, save_animation
     from data.media import fit_to_square
-    from model.sampling import RDTFPipeline
+    from model.pipeline import RDTFPipeline
 
-    pipe = RDTFPipeline.from_pretrained(args.checkpoint, device=args.device)
+    source = _model_package(args.model, args.tracking_uri) if args.model is not None else args.checkpoint
+    pipe = RDTFPipeline.from_pretrained(source, device=args.device)
     images = [fit_to_square(im, pipe.image_size, WHITE) for im in raw]  # (S, S, 3) each, aspect kept
     positions = args.positions
     if positions is None and args.image:
@@ -152,9 +169,16 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``generate`` on an ``add_subparsers()`` object; returns the sub-parser."""
     g = subparsers.add_parser("generate", help="sample an animated sticker from a trained checkpoint")
-    g.add_argument("--checkpoint", required=True, metavar="DIR|URL",
-                   help="checkpoint folder (…/checkpoints/step-N) or a training run folder (uses its latest); local or "
-                        "an object-store URL (s3://bucket/lake/training/<run>, downloaded once to $RDTF_SCRATCH)")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", metavar="DIR|URL",
+                     help="checkpoint folder (…/checkpoints/step-N), a training run folder (uses its latest) or an "
+                          "exported model package (model_index.json); local or an object-store URL "
+                          "(s3://bucket/lake/training/<run>, downloaded once to $RDTF_SCRATCH)")
+    src.add_argument("--model", metavar="models:/NAME@ALIAS",
+                     help="a registered MLflow model: models:/rdtf-dfgn@champion, models:/rdtf-dfgn/3 (its package is "
+                          "downloaded once per version to $RDTF_SCRATCH)")
+    g.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking/registry URI for --model (default: $MLFLOW_TRACKING_URI)")
     g.add_argument("--prompt", default="", help="text prompt (empty = unconditional on text)")
     g.add_argument("--task", choices=TASKS, default="generate",
                    help="generate: text (and optionally --image) -> sticker; generate_image: --image only, no text "

@@ -9,6 +9,7 @@ from assets.evaluation import EVALUATION_ASSETS
 from assets.gallery import GALLERY_ASSET
 from assets.ingest import INGEST_ASSET
 from assets.partitions import drop_partitions
+from assets.registry import REGISTRY_ASSETS
 from assets.shards import SHARD_ASSET
 from assets.training import TRAIN_ASSET
 
@@ -20,7 +21,7 @@ drop_data_job = define_asset_job(
     description="Per-drop data stages for a new sticker drop: ingest -> CLIP embeddings -> frame clusters/split -> shards.",
 )
 
-_EVALUATION = AssetSelection.assets(*EVALUATION_ASSETS)
+_EVALUATION = AssetSelection.assets(*EVALUATION_ASSETS, *REGISTRY_ASSETS)  # evaluate, register, gate
 
 # Training on the shards of every materialized drop (torchrun through Dagster Pipes, "gpu" pool), then
 # the gallery and the full evaluation (every training is evaluated and enters the comparison).
@@ -35,7 +36,8 @@ train_job = define_asset_job(
 evaluate_job = define_asset_job(
     "evaluate_job",
     selection=_EVALUATION,
-    description="Evaluation samples -> FVD, VQA, CLIP similarity, PSNR/SSIM -> model comparison (MLflow).",
+    description="Evaluation samples -> FVD, VQA, CLIP similarity, PSNR/SSIM -> model comparison (MLflow) -> "
+                "registered model version (challenger) -> promotion gate (champion).",
 )
 
 # The ablation (paper Tables 3-4 in miniature): one partition per (variant, seed); a backfill over all 15

@@ -64,7 +64,7 @@ PYREQ
 venv="$root/.venv"
 site_rel="lib/python${pyver#py3}"; site_rel="lib/python3.${pyver#py3}/site-packages"
 if [ "$(cat "$venv/.rdtf-deps" 2>/dev/null)" != "$deps" ] || [ ! -x "$venv/bin/python" ] || ! grep -q __main__ "$venv/bin/pytest" 2>/dev/null \
-   || grep -q "from dagster.cli " "$venv/bin/dagster" 2>/dev/null; then
+   || grep -q "from dagster.cli " "$venv/bin/dagster" 2>/dev/null || [ ! -x "$venv/bin/uvicorn" ]; then
   rm -rf "$venv"
   "$py" -m venv --without-pip "$venv"
   dep_site="$deps/$site_rel"
@@ -72,7 +72,8 @@ if [ "$(cat "$venv/.rdtf-deps" 2>/dev/null)" != "$deps" ] || [ ! -x "$venv/bin/p
   echo "$root" >"$venv/$site_rel/rdtf_src.pth"
   # console entry points (the dependency venv's own scripts would run its interpreter, not ours)
   # rdtf is ours; the others reuse the entry point (module, function) of the dependency venv's own script.
-  for name in rdtf dagster dagster-webserver dagster-daemon mlflow pytest ruff; do
+  # uvicorn: `mlflow models serve` execs it from PATH (the MLflow scoring server)
+  for name in rdtf dagster dagster-webserver dagster-daemon mlflow pytest ruff uvicorn; do
     if [ "$name" = ruff ]; then ln -sf "$deps/bin/ruff" "$venv/bin/ruff"; continue; fi
     if [ "$name" = rdtf ]; then set -- pipelines.cli main
     else set -- $(sed -n 's/^from \([A-Za-z0-9_.]*\) import \([A-Za-z0-9_]*\)$/\1 \2/p' "$deps/bin/$name" | head -1); fi

@@ -17,5 +17,8 @@ case "$cmd" in
   ui)    exec .venv/bin/dagster dev -h 127.0.0.1 -p "${PORT:-3000}" -w workspace.yaml ;;
   bench) exec .venv/bin/python -m "benchmarks.$1" "${@:2}" ;;
   rdtf)  exec .venv/bin/rdtf "$@" ;;
-  *) echo "usage: bash scripts/dev.sh {demo|test|lint|ui|bench NAME|rdtf ARGS...}" >&2; exit 2 ;;
+  # the MLflow scoring server for a registered model, e.g. `serve -m models:/rdtf-dfgn@champion -p 5001`
+  serve) export PATH="$root/.venv/bin:$PATH" MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$RDTF_HOME/mlflow.db}
+         exec .venv/bin/mlflow models serve --env-manager local -h 127.0.0.1 "$@" ;;
+  *) echo "usage: bash scripts/dev.sh {demo|test|lint|ui|bench NAME|rdtf ARGS...|serve -m MODEL_URI [-p PORT]}" >&2; exit 2 ;;
 esac

@@ -26,7 +26,7 @@ def tiny_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from model.sampling import text_config_for_model
+    from model.pipeline import text_config_for_model
     from model.text_encoder import TextEncoder
     from model.unet import DFGN, tiny
 

@@ -435,3 +435,24 @@ def screenshot(page, path: Path, *, full_page: bool = False, settle: float = 0.5
 def is_png(path: Path, min_bytes: int = 2000) -> bool:
     p = Path(path)
     return p.is_file() and p.stat().st_size >= min_bytes and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------------------------- MLflow model serving
+
+
+def start_model_server(model_uri: str, tracking_uri: str, log_dir: Path, *, port: int | None = None,
+                       timeout: float = 180.0) -> Server:
+    """``mlflow models serve -m <model_uri> --env-manager local`` on 127.0.0.1, waited on until ``/ping`` answers."""
+    port = port or free_port()
+    env = dict(os.environ, MLFLOW_TRACKING_URI=tracking_uri, MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true",
+               PATH=os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", "")]))  # it execs `uvicorn` from PATH
+    srv = start("mlflow-models-serve",
+                [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+                 "-h", HOST, "-p", str(port), "-w", "1"],
+                url=f"http://{HOST}:{port}", log_dir=log_dir, env=env)
+    try:
+        wait_http(srv, "/ping", timeout=timeout)
+    except BaseException:
+        srv.stop()
+        raise
+    return srv

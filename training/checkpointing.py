@@ -18,7 +18,7 @@ power cuts happen *during* a save, and a run must survive them:
   load that still fails moves every rank to the next candidate (:func:`resume`). Skipped checkpoints are
   logged and printed with the reason. A checkpoint of a *different model config* is not skipped but refused
   (:class:`IncompatibleCheckpointError`): falling back would silently restart the run.
-* **Sampling** (``model.sampling.RDTFPipeline``) raises :class:`CheckpointError` (a ``ValueError`` naming the
+* **Sampling** (``model.pipeline.RDTFPipeline``) raises :class:`CheckpointError` (a ``ValueError`` naming the
   file and the problem) for every corrupt case, so ``rdtf generate`` can report it in one line (exit 2).
 """
 

@@ -362,6 +362,30 @@ class ResilientTracker:
         atomic_write(self.dir / STATE_NAME, json.dumps(self.state, indent=2, sort_keys=True).encode())
 
 
+SYSTEM_METRICS_INTERVAL_ENV = "RDTF_SYSTEM_METRICS_INTERVAL_S"  # seconds between samples (default 10; 0 = off)
+
+
+def start_system_metrics(run_id: str | None, tracking_uri: str, interval_s: float | None = None):
+    """MLflow's system-metrics monitor (CPU, memory, disk, network; GPU with pynvml) on the training run, or None.
+
+    Started on rank 0 only, after the run exists; a tracking outage at start just leaves the run without these
+    charts (``None``), it never stops training. Stop it with ``.finish()``.
+    """
+    if interval_s is None:
+        interval_s = float(os.environ.get(SYSTEM_METRICS_INTERVAL_ENV, "10"))
+    if not run_id or interval_s <= 0:
+        return None
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, resume_logging=True, tracking_uri=tracking_uri)
+        monitor.start()
+        return monitor
+    except Exception as e:  # noqa: BLE001 - optional telemetry: never fail training for it
+        log.warning("MLflow system metrics are off for run %s: %s", run_id, redact_text(str(e))[:200])
+        return None
+
+
 def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())

@@ -406,7 +406,7 @@ class _MlflowLogger:
     ``out_dir/mlflow_buffer.jsonl`` and sent with their original steps/timestamps once it answers again."""
 
     def __init__(self, trainer: Trainer):
-        from training.tracking import ResilientTracker
+        from training.tracking import ResilientTracker, start_system_metrics
 
         self.t, cfg = trainer, trainer.cfg
         self.tracker = ResilientTracker.for_training(cfg.out_dir, cfg.mlflow_uri, cfg.mlflow_experiment, run_name=cfg.run_name,
@@ -420,6 +420,7 @@ class _MlflowLogger:
         self.tracker.set_tags({"weights": trainer.weights_tag, "preset": trainer.cfg.preset, "world_size": trainer.world,
                                "curriculum": trainer.curriculum.cfg.mode.value})
         self._sync_run_id()
+        self.system = start_system_metrics(self.tracker.run_id, cfg.mlflow_uri)  # CPU/GPU/memory charts on the run
 
     def _sync_run_id(self) -> None:  # the run may be created late (server down at start): later checkpoints keep it
         if self.tracker.run_id:
@@ -454,6 +455,8 @@ class _MlflowLogger:
         if ckpt is not None:
             self.tracker.log_artifact(ckpt / "trainer.json", artifact_path="checkpoint")
             self.tracker.set_tags({"checkpoint": str(ckpt)})
+        if self.system is not None:
+            self.system.finish()
         self.tracker.finish()  # FINISHED; warns if entries stay buffered (sent on resume or `training.tracking flush`)
         self._sync_run_id()
 

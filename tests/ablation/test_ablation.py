@@ -160,7 +160,7 @@ def test_heldout_loss_reproduces_the_trainer_loss(tmp_path, tiny_shards):
 def test_heldout_loss_is_deterministic_and_per_task(tmp_path, tiny_shards):
     from data.sharding import iter_test_samples
     from evaluation.heldout import HeldoutConfig, run_heldout_loss
-    from model.sampling import RDTFPipeline
+    from model.pipeline import RDTFPipeline
     from tests.helpers import tiny_checkpoint
 
     ckpt = tiny_checkpoint(tmp_path / "ck", seed=1)

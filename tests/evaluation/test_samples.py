@@ -12,14 +12,14 @@ def test_image_only_task_is_sampled_without_text_and_scored_without_caption(tmp_
     from data.sharding import iter_test_samples
     from evaluation.heldout import HeldoutConfig, run_heldout_loss
     from evaluation.samples import DEFAULT_TASKS, EvalSamplesConfig, EvalTask, generate_eval_samples
-    from model.sampling import RDTFPipeline
+    from model.pipeline import RDTFPipeline
     from tests.helpers import tiny_checkpoint
 
     assert "i2v_image" not in DEFAULT_TASKS and EvalTask.I2V_IMAGE.known_positions(8) == [0]
     ckpt = tiny_checkpoint(tmp_path / "ck", seed=2)
     pipe = RDTFPipeline.from_pretrained(ckpt)
     calls = []
-    hook = pipe.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    hook = pipe.unet.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     cfg = EvalSamplesConfig(tasks=("i2v", "i2v_image"), n_videos=2, steps=2, batch_size=2)
     try:
         man = generate_eval_samples(pipe, iter_test_samples([str(tiny_shards)]), cfg, tmp_path / "s", checkpoint=ckpt)
@@ -49,7 +49,7 @@ def test_uniform_real_set_is_the_no_ddu_training_distribution_and_fvd_reports_bo
     from evaluation.fvd import FVDConfig
     from evaluation.samples import EvalSamplesConfig, generate_eval_samples, load_eval_samples
     from evaluation.suite import run_fvd
-    from model.sampling import RDTFPipeline
+    from model.pipeline import RDTFPipeline
     from tests.helpers import tiny_checkpoint
 
     rng = np.random.default_rng(0)

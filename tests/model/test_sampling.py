@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from model.diffusion import make_ddim_scheduler, make_train_scheduler
+from model.pipeline import RDTFPipeline
 from model.sampling import (
-    RDTFPipeline,
     condition_positions,
     guided_epsilon,
     sample_latents,
@@ -78,7 +78,7 @@ def test_image_only_generation_ignores_the_prompt_and_skips_the_text_pass(pipe):
     """generate_image: no caption condition, s_txt = 0, so the text forward is skipped (2B clips, not 3B)."""
     img = np.random.default_rng(1).integers(0, 255, (pipe.image_size, pipe.image_size, 3), dtype=np.uint8)
     calls = []
-    hook = pipe.model.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    hook = pipe.unet.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     try:
         a = pipe("a cat waving", images=[img], task="generate_image", num_inference_steps=2, progress=False)
         b = pipe("a dog running", images=[img], task="generate_image", num_inference_steps=2, progress=False)

@@ -82,7 +82,7 @@ def test_architecture_values_of_table6_come_from_the_paper_preset(paper_cfg):
 
 
 def test_sampling_values_of_table6_are_the_sampler_defaults():
-    from model.sampling import RDTFPipeline
+    from model.pipeline import RDTFPipeline
 
     d = {k: p.default for k, p in inspect.signature(RDTFPipeline.__call__).parameters.items()}
     assert (d["num_inference_steps"], d["eta"], d["text_guidance_scale"], d["image_guidance_scale"]) == (50, 1.0, 7.5, 7.5)
