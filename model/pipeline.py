@@ -25,7 +25,13 @@ from diffusers import DDIMScheduler, DiffusionPipeline
 from safetensors.torch import load_file
 
 from model import checkpoints as ck
-from model.autoencoder import Autoencoder, AutoencoderConfig, AutoencoderKind, load_autoencoder, tiny_kl_config
+from model.autoencoder import (
+    Autoencoder,
+    AutoencoderConfig,
+    AutoencoderKind,
+    load_autoencoder,
+    tiny_kl_config,
+)
 from model.diffusion import DiffusionConfig, make_ddim_scheduler
 from model.masks import SamplingTask
 from model.pipeline_text_encoder import RDTFTextEncoder
@@ -235,6 +241,7 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, use_em
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
+        _drop_source_paths(tmp)
         if out.exists():  # re-export replaces the old package (rename it away first: os.replace needs an empty target)
             old = tmp.with_name(tmp.name + ".old")
             os.replace(out, old)
@@ -245,6 +252,15 @@ def export_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, use_em
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _drop_source_paths(folder: Path) -> None:
+    """diffusers records where each component was loaded from (``_name_or_path``: an absolute checkpoint path);
+    a package is portable, so the key goes."""
+    for cfg in folder.glob("*/*config.json"):
+        doc = json.loads(cfg.read_text())
+        if isinstance(doc, dict) and doc.pop("_name_or_path", None) is not None:
+            cfg.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 def _check_index(folder: Path) -> None:

@@ -25,7 +25,6 @@ from torch import nn
 from model.clip import ClipSpec, Precision, autocast_dtype, register_presets
 from model.text_encoder import TextEncoder, TextFusion, _clip_tokenizer, fuse_text, tokenize_captions
 
-
 _RANDOM_INIT_NOTE = "No pretrained weights loaded"
 
 

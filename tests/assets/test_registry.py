@@ -18,7 +18,13 @@ from dagster import DagsterInstance, PipesSubprocessClient, materialize
 from PIL import Image, ImageSequence
 
 from assets.evaluation import EVALUATION_ASSETS, SAMPLES_ASSET
-from assets.registry import PROMOTION_ASSET, PROMOTION_CHECK, REGISTER_ASSET, REGISTRY_ASSETS, registered_model
+from assets.registry import (
+    PROMOTION_ASSET,
+    PROMOTION_CHECK,
+    REGISTER_ASSET,
+    REGISTRY_ASSETS,
+    registered_model,
+)
 from assets.resources import ClipResource, EvalModelsResource, LakeResource, MlflowResource
 from assets.training import TRAIN_ASSET, trained_model
 from tests.helpers import ROOT

@@ -61,7 +61,7 @@ def test_symlinked_partition_escaping_the_lake_is_refused(tmp_path):
 def test_reserved_run_names_cannot_shadow_shared_folders(tmp_path):
     with pytest.raises(ValueError, match="reserved"):
         Lake(tmp_path).evaluation("comparison")
-    with pytest.raises(ValueError, match=r"unknown run area 'checkpoints'; allowed: \['training', 'gallery', 'evaluation'\]"):
+    with pytest.raises(ValueError, match=r"unknown run area 'checkpoints'; allowed: \['training', 'gallery', 'evaluation', 'models'\]"):
         Lake(tmp_path).run("checkpoints", "r1")
     assert validate_id("run-1.b_2") == "run-1.b_2"
 
@@ -337,3 +337,12 @@ def test_generate_refuses_to_overwrite_its_input_image_or_write_into_the_checkpo
         rc = rdtf(["generate", "--checkpoint", str(ckpt), "--image", str(img), "--out", str(out), "--quiet"])
         assert rc == 2 and words in capsys.readouterr().err
     assert img.read_bytes() == before and not (ckpt / "x.gif").exists()
+
+
+def test_model_packages_live_under_lake_models_with_validated_names(tmp_path):
+    assert Lake(tmp_path).model_package("nightly", 200) == Lake(tmp_path).root / "models" / "nightly" / "step-000200"
+    for bad in ("../x", "a/b", ""):
+        with pytest.raises(ValueError):
+            Lake(tmp_path).model_package(bad, 1)
+    with pytest.raises(ValueError, match="step must be an int"):
+        Lake(tmp_path).model_package("r", -1)

@@ -17,7 +17,14 @@ from data import publish
 from data.lake import Lake
 from data.shards import verify_shards
 from data.storage import lake_path
-from tests.integration.test_fault_tolerance import _SHARDS_CHILD, ROOT, _copy_inputs, _kill_tree, _sha_tree, _wait
+from tests.integration.test_fault_tolerance import (
+    _SHARDS_CHILD,
+    ROOT,
+    _copy_inputs,
+    _kill_tree,
+    _sha_tree,
+    _wait,
+)
 
 pytestmark = pytest.mark.slow
 

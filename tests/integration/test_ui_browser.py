@@ -281,6 +281,24 @@ def _log_training_run(client, exp_id: str, name: str, curriculum: str, quality: 
     return run_id
 
 
+def _register_tiny_model(tmp_path: Path, uri: str, run_id: str) -> str:
+    """A tiny package logged as the pyfunc model on ``run_id`` and registered as rdtf-dfgn (champion + challenger),
+    through the same code as the registered_model / model_promotion assets."""
+    from model.pipeline import export_checkpoint
+    from tests.helpers import tiny_checkpoint
+    from training import registry as reg
+
+    tiny_checkpoint(tmp_path / "tiny-run")
+    pkg = export_checkpoint(tmp_path / "tiny-run", tmp_path / "tiny-package")
+    model_uri = reg.log_sticker_model(uri, run_id, pkg)
+    v = reg.register_version(uri, reg.REGISTERED_MODEL, model_uri, run_id, {
+        "weights": "random", "drops": "ui-drop", "shard_index_hash": "0123456789abcdef", "eval/i2v/fvd": "101.5",
+        "promotion.decision": "promoted", "promotion.reason": "no champion yet: v1 has every gated metric"})
+    for alias in (reg.CHAMPION, reg.CHALLENGER):
+        reg.set_alias(uri, reg.REGISTERED_MODEL, alias, v.version)
+    return str(v.version)
+
+
 @pytest.fixture
 def mlflow_ui(tmp_path):
     """SQLite store with 2 evaluated training runs and the comparison run (report artifacts) made by our
@@ -302,8 +320,9 @@ def mlflow_ui(tmp_path):
         assert sorted(table["run_name"]) == sorted(runs)
         paths = write_report(table, tmp_path / "comparison", experiment=EXPERIMENT)
         comparison_id = log_comparison(uri, EXPERIMENT, paths)
+        version = _register_tiny_model(tmp_path, uri, runs["ui-adaptive"])
         wait_http(srv, "/health", timeout=120)
-        yield {"server": srv, "exp_id": exp_id, "runs": runs, "comparison": comparison_id}
+        yield {"server": srv, "exp_id": exp_id, "runs": runs, "comparison": comparison_id, "version": version}
     finally:
         srv.stop()
     assert srv.proc.poll() is not None
@@ -345,6 +364,22 @@ def test_mlflow_ui_experiment_compare_and_comparison_artifacts(mlflow_ui, tmp_pa
             "() => [...document.images].some(i => i.complete && i.naturalWidth > 300)", timeout=60_000)
         screenshot(page, shots / "mlflow-comparison-png.png", settle=1.0)
     for name in ("mlflow-experiment", "mlflow-compare", "mlflow-comparison-md", "mlflow-comparison-png"):
+        assert is_png(shots / f"{name}.png"), name
+
+
+@needs_browser
+def test_mlflow_model_registry_pages_show_the_champion_and_its_lineage(mlflow_ui, tmp_path):
+    store, srv = mlflow_ui, mlflow_ui["server"]
+    shots = tmp_path / "screenshots"
+    with browser_page(init_script=MLFLOW_INIT_SCRIPT) as page:
+        goto(page, f"{srv.url}/#/models/rdtf-dfgn", wait_for=["rdtf-dfgn", f"Version {store['version']}", "champion"])
+        screenshot(page, shots / "mlflow-registered-model.png", settle=1.0)
+        goto(page, f"{srv.url}/#/models/rdtf-dfgn/versions/{store['version']}",
+             wait_for=["champion", "challenger", "shard_index_hash", "promotion.reason", "weights"])
+        text = body_text(page)
+        assert "0123456789abcdef" in text and "no champion yet" in text
+        screenshot(page, shots / "mlflow-model-version.png", settle=1.0)
+    for name in ("mlflow-registered-model", "mlflow-model-version"):
         assert is_png(shots / f"{name}.png"), name
 
 
