@@ -41,7 +41,7 @@ EAGER = AutomationCondition.eager()
 
 
 
-def _latest_metadata(context: AssetExecutionContext, asset_name: str) -> dict:
+def latest_metadata(context: AssetExecutionContext, asset_name: str) -> dict:
     ev = context.instance.get_latest_materialization_event(AssetKey(asset_name))
     if ev is None or ev.asset_materialization is None:
         return {}
@@ -107,7 +107,7 @@ def evaluation_samples(context: AssetExecutionContext, config: EvaluationSamples
 def _samples(context: AssetExecutionContext, storage: LakeResource):
     from evaluation.samples import load_eval_samples
 
-    run_name = _latest_metadata(context, SAMPLES_ASSET).get("run_name")
+    run_name = latest_metadata(context, SAMPLES_ASSET).get("run_name")
     if not run_name:
         raise ValueError("no evaluation_samples materialization found: materialize evaluation_samples first")
     return load_eval_samples(local_input(storage.lake.evaluation(run_name) / "samples"))

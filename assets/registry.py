@@ -25,7 +25,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.evaluation import METRIC_ASSETS, SAMPLES_ASSET, _latest_metadata
+from assets.evaluation import METRIC_ASSETS, SAMPLES_ASSET, latest_metadata
 from assets.resources import LakeResource, MlflowResource
 
 REGISTER_ASSET, PROMOTION_ASSET = "registered_model", "model_promotion"
@@ -57,7 +57,7 @@ def registered_model(context: AssetExecutionContext, config: RegistrationConfig,
     from training.run_mirror import local_checkpoint
 
     validate_id(config.registered_model, "registered model name")
-    samples = _latest_metadata(context, SAMPLES_ASSET)
+    samples = latest_metadata(context, SAMPLES_ASSET)
     run_name, run_id, ckpt = samples.get("run_name"), samples.get("mlflow_run_id"), samples.get("checkpoint")
     if not run_name or not ckpt:
         raise ValueError(f"no {SAMPLES_ASSET} materialization found: evaluate a trained model first")
@@ -114,7 +114,7 @@ def model_promotion(context: AssetExecutionContext, config: PromotionConfig, mlf
 
     rule = PromotionRule(fvd_margin=config.fvd_margin, clip_tolerance=config.clip_tolerance, tasks=tuple(config.tasks),
                          aggregate=Aggregate(config.aggregate), allow_random=config.allow_random)
-    reg_md = _latest_metadata(context, REGISTER_ASSET)
+    reg_md = latest_metadata(context, REGISTER_ASSET)
     name, cand_v = reg_md.get("registered_model"), reg_md.get("version")
     if not name or cand_v is None:
         raise ValueError(f"no {REGISTER_ASSET} materialization found: register a model first")

@@ -23,7 +23,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from model.clip import ClipSpec, Precision, autocast_dtype, register_presets
-from model.text_encoder import TextEncoder, TextFusion, _clip_tokenizer, fuse_text, tokenize_captions
+from model.text_encoder import TextEncoder, TextFusion, clip_tokenizer, fuse_text, tokenize_captions
 
 _RANDOM_INIT_NOTE = "No pretrained weights loaded"
 
@@ -74,7 +74,7 @@ class RDTFTextEncoder(ModelMixin, ConfigMixin):
         self.clip, self.t5 = clip.eval().requires_grad_(False), t5.eval().requires_grad_(False)
         self.clip_proj = nn.Linear(int(clip.transformer.width), embed_dim)
         self.t5_proj = nn.Linear(int(t5_config["d_model"]), embed_dim)
-        self._clip_tok = _clip_tokenizer(ClipSpec(model=clip_model), seq_len)
+        self._clip_tok = clip_tokenizer(ClipSpec(model=clip_model), seq_len)
 
     @classmethod
     def from_encoder(cls, enc: TextEncoder) -> RDTFTextEncoder:

@@ -192,7 +192,7 @@ def _load_t5(cfg: TextEncoderConfig) -> tuple[nn.Module, object, dict]:
     return model, tok, info
 
 
-def _clip_tokenizer(spec: ClipSpec, context_length: int):
+def clip_tokenizer(spec: ClipSpec, context_length: int):
     """open_clip's built-in BPE tokenizer (its vocabulary ships with the package: nothing downloaded)."""
     import open_clip
 
@@ -261,7 +261,7 @@ class TextEncoder(nn.Module):
             raise ValueError(f"seq_len {cfg.seq_len} must equal the context length {ctx} of CLIP {cfg.clip.model!r}")
         t5, t5_tok, t5_info = _load_t5(cfg)
         self._clip = clip
-        self._clip_tok = _clip_tokenizer(cfg.clip, ctx)
+        self._clip_tok = clip_tokenizer(cfg.clip, ctx)
         self._t5_tok = t5_tok
         # plain dict, not submodules: frozen towers stay out of parameters()/state_dict() (see _apply)
         self._frozen = {"clip": model, "t5": t5}

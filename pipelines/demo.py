@@ -88,7 +88,10 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
                                 # of 16 frames instead of 4 x 32 (all tagged in MLflow: vqa_num_clips, ...)
                                 "evaluation_samples": {"config": {"run_name": f"demo-s{seed}", "steps": 10,
                                                                   "n_videos": 8}},
-                                "vqa": {"config": {"num_clips": 1, "clip_len": 16}}},
+                                "vqa": {"config": {"num_clips": 1, "clip_len": 16}},
+                                # the demo's model has random-init towers (weights=random): promoted only because
+                                # the demo says so, so that `rdtf generate --model models:/rdtf-dfgn@champion` works
+                                "model_promotion": {"config": {"allow_random": True}}},
                         "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         )
         if not train.success:
@@ -99,7 +102,8 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
         (gmat,) = train.asset_materializations_for_node("sample_gallery")
         gmd = {k: v.value for k, v in gmat.metadata.items()}
         emd = {}
-        for node in ("fvd", "vqa", "clip_similarity", "reconstruction_metrics", "model_comparison"):
+        for node in ("fvd", "vqa", "clip_similarity", "reconstruction_metrics", "model_comparison", "registered_model",
+                     "model_promotion"):
             (m,) = train.asset_materializations_for_node(node)
             emd[node] = {k: v.value for k, v in m.metadata.items()}
 
@@ -130,6 +134,11 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
             print(f"      {task:<13} FVD {f[f'{task}/fvd']:8.2f}, VQA {v[f'{task}/vqa']:.3f}, "
                   f"CLIP {c[f'{task}/clip_matched']:.3f} (top-1 {c[f'{task}/clip_top1']:.2f}){extra}")
         print(f"  comparison        : {emd['model_comparison']['n_runs']} run(s) -> {emd['model_comparison']['report']}")
+        reg, prom = emd["registered_model"], emd["model_promotion"]
+        print(f"  registered model  : {reg['model_uri']} (alias challenger) -> {prom['decision']}: {prom['reason']}")
+        if prom.get("champion_model_uri"):
+            print(f"                      .venv/bin/rdtf generate --model {prom['champion_model_uri']} --prompt 'a cat' "
+                  "--out cat.gif   |   bash scripts/dev.sh serve -m " + prom["champion_model_uri"] + " -p 5001")
         shown = redact_uri(resources["mlflow"].tracking_uri)  # MLFLOW_TRACKING_URI may carry credentials
         print(f"  MLflow run        : {tmd.get('mlflow_run_id')} in {shown} "
               "(eval/* metrics; gallery/, evaluation/ artifacts)")

@@ -123,12 +123,10 @@ def _refuse_writing_inputs(args: argparse.Namespace, inputs: list[str]) -> None:
 def _model_package(model_uri: str, tracking_uri: str | None) -> str:
     """A registered model (``models:/<name>@<alias>`` or ``/<version>``) as a local package folder (cached)."""
     from data.storage import scratch_dir
+    from pipelines.resources import default_tracking_uri
     from training.registry import download_package
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        raise ValueError("--model needs the MLflow tracking URI: --tracking-uri or MLFLOW_TRACKING_URI")
-    return str(download_package(model_uri, uri, scratch_dir()))
+    return str(download_package(model_uri, tracking_uri or default_tracking_uri(), scratch_dir()))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -178,7 +176,8 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
                      help="a registered MLflow model: models:/rdtf-dfgn@champion, models:/rdtf-dfgn/3 (its package is "
                           "downloaded once per version to $RDTF_SCRATCH)")
     g.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking/registry URI for --model (default: $MLFLOW_TRACKING_URI)")
+                   help="MLflow tracking/registry URI for --model (default: $MLFLOW_TRACKING_URI, else the project's "
+                        "sqlite:///$RDTF_HOME/mlflow.db)")
     g.add_argument("--prompt", default="", help="text prompt (empty = unconditional on text)")
     g.add_argument("--task", choices=TASKS, default="generate",
                    help="generate: text (and optionally --image) -> sticker; generate_image: --image only, no text "

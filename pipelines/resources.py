@@ -33,6 +33,11 @@ def rdtf_home() -> Path:
     return Path(os.environ.get("RDTF_HOME", PROJECT_ROOT / "var")).resolve()
 
 
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI``, else the project's SQLite store ``$RDTF_HOME/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{rdtf_home() / 'mlflow.db'}"
+
+
 def pipes_client():
     """torchrun as a local subprocess; ``RDTF_LAUNCHER=k8s``: multi-node torchrun pods via PipesK8sClient (docs/scale-out.md)."""
     if os.environ.get("RDTF_LAUNCHER", "local").strip().lower() in ("", "local"):
@@ -56,7 +61,7 @@ def default_resources() -> dict:
             cache_dir=os.environ.get("RDTF_CLIP_CACHE") or None,
         ),
         "mlflow": MlflowResource(
-            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
+            tracking_uri=default_tracking_uri(),
             artifact_location=str(home / "mlartifacts"),
         ),
         "evaluators": EvalModelsResource(

@@ -249,6 +249,8 @@ def resolve_model_uri(model_uri: str, tracking_uri: str) -> tuple[str, str]:
     if m is None:
         raise ValueError(f"model URI {model_uri!r} must be models:/<name>@<alias> or models:/<name>/<version>")
     name, alias, version = m.groups()
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        raise ValueError(f"no MLflow store at {_shown(tracking_uri)} (set --tracking-uri or MLFLOW_TRACKING_URI)")
     c = client(tracking_uri)
     try:
         v = c.get_model_version_by_alias(name, alias) if alias else c.get_model_version(name, version)

@@ -152,3 +152,42 @@ def test_generate_from_an_s3_run_equals_the_local_run(s3_server, good_run, tmp_p
     assert main(["generate", "--checkpoint", url, *args, "--out", str(tmp_path / "s3.gif")]) == 0
     assert (tmp_path / "s3.gif").read_bytes() == (tmp_path / "local.gif").read_bytes()
     assert list((tmp_path / "scratch" / "rdtf-checkpoints").iterdir())  # the cached copy
+
+
+@pytest.mark.parametrize("uri,words", [
+    ("models:/rdtf-dfgn", "must be models:/<name>@<alias>"),
+    ("runs:/abc/model", "must be models:/<name>@<alias>"),
+    ("models:/../x@champion", "must be models:/<name>@<alias>"),
+    ("models:/rdtf-dfgn@champion", "not found in the registry"),
+    ("models:/rdtf-dfgn/7", "not found in the registry"),
+])
+def test_generate_from_a_bad_or_missing_registered_model_exits_2(uri, words, tmp_path, capsys):
+    import mlflow
+
+    from pipelines.cli import main
+
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()  # an empty store
+    capsys.readouterr()
+    rc = main(["generate", "--model", uri, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+               "--out", str(tmp_path / "x.gif")])
+    assert rc == 2
+    _one_error_line(capsys.readouterr().err, words)
+
+
+def test_generate_from_a_missing_tracking_store_exits_2_and_creates_nothing(tmp_path, capsys):
+    from pipelines.cli import main
+
+    rc = main(["generate", "--model", "models:/rdtf-dfgn@champion", "--tracking-uri",
+               f"sqlite:///{tmp_path / 'none.db'}", "--out", str(tmp_path / "x.gif")])
+    assert rc == 2 and not (tmp_path / "none.db").exists()
+    _one_error_line(capsys.readouterr().err, "no MLflow store at")
+
+
+def test_generate_takes_exactly_one_model_source(good_run, tmp_path, capsys):
+    from pipelines.cli import main
+
+    for argv in ([], ["--checkpoint", str(good_run), "--model", "models:/rdtf-dfgn@champion"]):
+        with pytest.raises(SystemExit) as err:
+            main(["generate", *argv, "--out", str(tmp_path / "x.gif")])
+        assert err.value.code == 2
+    assert "--checkpoint" in capsys.readouterr().err
