@@ -48,6 +48,19 @@ def latest_metadata(context: AssetExecutionContext, asset_name: str) -> dict:
     return {k: v.value for k, v in ev.asset_materialization.metadata.items()}
 
 
+def run_link(tracking_uri: str, run_id: str | None) -> dict:
+    """``{"mlflow_run": <URL of the run in the MLflow UI>}`` (empty without a run id, a UI base, or a reachable store)."""
+    from training import registry as reg
+
+    if not run_id:
+        return {}
+    try:
+        url = reg.run_url(reg.client(tracking_uri).get_run(run_id).info.experiment_id, run_id)
+    except Exception:  # noqa: BLE001 - a link is a convenience: never fail an asset for it
+        return {}
+    return {"mlflow_run": MetadataValue.url(url)} if url else {}
+
+
 def _training_summary(run_dir: Path) -> dict:
     p = run_dir / "summary.json"
     return json.loads(p.read_text()) if p.exists() else {}
@@ -74,7 +87,7 @@ class EvaluationSamplesConfig(Config):
     description="Generated clips for every evaluation task (T2V, I&T2V, interpolation, prediction) on the test split.",
 )
 def evaluation_samples(context: AssetExecutionContext, config: EvaluationSamplesConfig, storage: LakeResource,
-                       evaluators: EvalModelsResource) -> MaterializeResult:
+                       evaluators: EvalModelsResource, mlflow: MlflowResource) -> MaterializeResult:
     from assets.gallery import latest_training_run
     from data.sharding import iter_test_samples
     from evaluation.samples import EvalSamplesConfig, generate_eval_samples
@@ -101,6 +114,7 @@ def evaluation_samples(context: AssetExecutionContext, config: EvaluationSamples
         "tasks": MetadataValue.json(manifest["tasks"]), "checkpoint": str(ckpt), "steps": config.steps,
         "n_stretched": manifest["n_stretched"], "mlflow_run_id": manifest.get("mlflow_run_id") or "",
         "image_size": manifest["image_size"], "weights": manifest.get("model_weights", "unknown"),
+        **run_link(mlflow.tracking_uri, manifest.get("mlflow_run_id")),
     })
 
 
@@ -131,7 +145,8 @@ def _finish(context: AssetExecutionContext, report, samples, storage: LakeResour
     return MaterializeResult(
         metadata={**md, "warnings": MetadataValue.json(report.warnings), "tags": MetadataValue.json(report.tags),
                   "n_videos": samples.manifest["n_videos"], "report": MetadataValue.path(str(out)),
-                  "mlflow_run_id": run_id or "", "run_name": samples.manifest["run_name"]},
+                  "mlflow_run_id": run_id or "", "run_name": samples.manifest["run_name"],
+                  **run_link(mlflow.tracking_uri, run_id)},
         tags={k.replace(".", "/"): v for k, v in report.tags.items() if k.endswith("weights")},
     )
 

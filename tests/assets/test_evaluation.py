@@ -106,7 +106,8 @@ def test_evaluation_samples_are_idempotent(tmp_path, tiny_shards):
     def run():
         return materialize([evaluation_samples], instance=DagsterInstance.ephemeral(),
                            resources={"storage": LakeResource(drops_root=str(tmp_path), lake_root=str(lake_root)),
-                                      "evaluators": EvalModelsResource(device="cpu")},
+                                      "evaluators": EvalModelsResource(device="cpu"),
+                                      "mlflow": MlflowResource(tracking_uri=uri, experiment="eval-test")},
                            run_config={"ops": {SAMPLES_ASSET: {"config": {"run_name": "ev-idem", "n_videos": 2,
                                                                           "steps": 1, "tasks": ["i2v"]}}}})
 

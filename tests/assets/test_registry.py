@@ -78,6 +78,7 @@ def test_train_register_promote_refuse_generate_and_serve(tmp_path, tiny_shards,
     assert rmd["version"] == 1 and not rmd["reused"] and pmd["decision"] == "promoted", pmd["reason"]
     assert rmd["mlflow_model_version"].endswith(f"#/models/{NAME}/versions/1") and "/runs/" in rmd["mlflow_run"]
     assert "/runs/" in tmd["mlflow_run"] and tmd["mlflow_datasets"] == 1
+    assert all("/runs/" in _md(first, n)["mlflow_run"] for n in (SAMPLES_ASSET, "fvd", "clip_similarity"))
     (check,) = first.get_asset_check_evaluations()
     assert check.check_name == PROMOTION_CHECK and check.passed
 
