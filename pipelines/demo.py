@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
 
@@ -20,15 +19,14 @@ from dagster import DagsterInstance, SensorResult, build_sensor_context
 from data.drops import find_caption_file, join
 from data.lake import read_parquet
 from data.redact import redact_uri
-from pipelines.resources import PROJECT_ROOT, default_resources, rdtf_home
+from pipelines.resources import default_resources, rdtf_home
 
 
 def _instance() -> DagsterInstance:
+    from pipelines.dagster_home import write_home
+
     if not os.environ.get("DAGSTER_HOME"):
-        home = rdtf_home() / "dagster_home"
-        home.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
-        os.environ["DAGSTER_HOME"] = str(home)
+        os.environ["DAGSTER_HOME"] = str(write_home(rdtf_home() / "dagster_home"))
     return DagsterInstance.get()
 
 

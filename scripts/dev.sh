@@ -6,8 +6,7 @@ cd "$root"
 bash scripts/bootstrap.sh
 export RDTF_HOME=${RDTF_HOME:-$root/var}
 export DAGSTER_HOME=${DAGSTER_HOME:-$RDTF_HOME/dagster_home}
-mkdir -p "$DAGSTER_HOME"
-cp -f dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+.venv/bin/python -m pipelines.dagster_home "$DAGSTER_HOME" >/dev/null  # dagster.yaml with storage in $DAGSTER_HOME
 export PYTHONUNBUFFERED=1
 cmd=${1:-help}; shift || true
 case "$cmd" in

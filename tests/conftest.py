@@ -23,10 +23,9 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("RDTF_DROPS_ROOT", raising=False)
     monkeypatch.delenv("RDTF_LAKE_ROOT", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    dh = home / "dagster_home"
-    dh.mkdir()
-    (dh / "dagster.yaml").write_text((Path(__file__).parent.parent / "dagster.yaml").read_text())
-    monkeypatch.setenv("DAGSTER_HOME", str(dh))
+    from pipelines.dagster_home import write_home
+
+    monkeypatch.setenv("DAGSTER_HOME", str(write_home(home / "dagster_home")))
     yield home
 
 
