@@ -242,12 +242,17 @@ def generate_eval_samples(pipe, test_samples: Iterable[dict], cfg: EvalSamplesCo
         pos = task.known_positions(F)
         outs = []
         batches = range(0, len(real), cfg.batch_size)
-        for b, i in enumerate(tqdm(batches, desc=f"sampling {task.value}", leave=False)):
+        # the bar counts DDIM steps of every clip (clips x steps), so it moves during a long batch
+        bar = tqdm(total=len(real) * cfg.steps, desc=f"sampling {task.value}", unit="clip-step", leave=False)
+        for b, i in enumerate(batches):
             chunk = real[i: i + cfg.batch_size]  # (b, F, S, S, 3)
             prompts = captions[i: i + cfg.batch_size] if task.uses_text else [""] * len(chunk)
             outs.append(pipe.sample_batch(prompts, chunk if pos else None, pos, num_inference_steps=cfg.steps,
                                           text_guidance_scale=cfg.text_scale if task.uses_text else 0.0,
-                                          image_guidance_scale=cfg.image_scale, eta=cfg.eta, seed=cfg.seed + b))
+                                          image_guidance_scale=cfg.image_scale, eta=cfg.eta, seed=cfg.seed + b,
+                                          on_step=lambda n=len(chunk): bar.update(n)))
+            bar.set_postfix(clips=f"{i + len(chunk)}/{len(real)}")
+        bar.close()
         _atomic_save(out / f"{task.value}.npy", np.concatenate(outs))
         task_meta[task.value] = {"known_positions": pos, "seeds": [cfg.seed + b for b in range(len(batches))]}
     _atomic_save(out / "real.npy", real)

@@ -201,7 +201,8 @@ class RDTFPipeline(DiffusionPipeline):
     @torch.no_grad()
     def sample_batch(self, prompts: list[str], known: np.ndarray | None, positions: list[int], *,
                      num_inference_steps: int = 50, text_guidance_scale: float = 7.5, image_guidance_scale: float = 7.5,
-                     eta: float = 1.0, seed: int | None = 0, paste_known: bool = True, progress: bool = False) -> np.ndarray:
+                     eta: float = 1.0, seed: int | None = 0, paste_known: bool = True, progress: bool = False,
+                     on_step=None) -> np.ndarray:
         """B prompts with the same known-frame positions -> uint8 frames (B, F, S, S, 3).
 
         ``known`` (B, F, S, S, 3) uint8 holds the condition frames at ``positions`` (other frames are ignored;
@@ -227,7 +228,7 @@ class RDTFPipeline(DiffusionPipeline):
         lat = sample_latents(self.unet, cond, mask, self.encode_prompt(list(prompts)), self.null_embedding(B),
                              steps=num_inference_steps, eta=eta, text_scale=text_guidance_scale,
                              image_scale=image_guidance_scale, generator=gen, paste_known=paste_known,
-                             scheduler=self.scheduler, progress=progress)
+                             scheduler=self.scheduler, progress=progress, on_step=on_step)
         frames = ae.decode(lat.reshape(B * F, C, s, s))  # (B*F, 3, S, S) in [-1, 1]
         out = ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1)  # (B*F, S, S, 3)
         return out.reshape(B, F, S, S, 3).cpu().numpy()  # (B, F, S, S, 3)

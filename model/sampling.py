@@ -83,11 +83,13 @@ def sample_latents(
     diffusion: DiffusionConfig = DiffusionConfig(),
     scheduler: DDIMScheduler | None = None,
     progress: bool = False,
+    on_step=None,
 ) -> torch.Tensor:
     """cond_latents (B, F, C, h, w), cond_mask (B, F) bool, text/null embeddings (B, L, D) -> latents (B, F, C, h, w).
 
     ``scheduler``: a DDIM scheduler to copy the configuration of (a packaged pipeline's); default: built from
     ``diffusion``. A fresh instance is used per call, so concurrent calls never share timestep state.
+    ``on_step``: called after each DDIM step (progress bars of callers that sample many batches).
     """
     B, F, C, h, w = cond_latents.shape
     sched = DDIMScheduler.from_config(scheduler.config) if scheduler is not None else make_ddim_scheduler(diffusion)
@@ -109,6 +111,8 @@ def sample_latents(
         eps_f = eps_all[2] if len(passes) == 3 else eps_i
         eps = guided_epsilon(eps_u, eps_i, eps_f, text_scale, image_scale)
         x = sched.step(eps, t, x, eta=eta, generator=generator).prev_sample
+        if on_step is not None:
+            on_step()
     if paste_known:
         x = torch.where(cond_mask[:, :, None, None, None], cond_latents, x)
     return x

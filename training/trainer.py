@@ -63,9 +63,11 @@ from model.masks import (
 from model.text_encoder import TextEncoder, drop_tokens, text_config_for
 from model.unet import DFGN, DFGNConfig, preset
 from training import checkpointing as ckpts
+from training.charts import CHART_FILE, training_chart
 from training.config import TrainConfig, resolve_grad_accum  # noqa: F401 - re-exported: training.trainer.TrainConfig
 from training.curriculum import Curriculum, CurriculumConfig, CurriculumMode
 from training.launch import init_process_group
+from training.run_logger import MlflowRunLogger
 from training.run_mirror import RunMirror, latest_checkpoint
 
 log = logging.getLogger("rdtf.train")
@@ -351,20 +353,35 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ loop
 
+    def _write_chart(self) -> Path | None:
+        """Loss per task + task probabilities over the logged steps as ``out_dir/training_curves.png``."""
+        png = training_chart(self.history, self.curriculum.cfg.mode.value)
+        if png is None:
+            return None
+        out = Path(self.cfg.out_dir) / CHART_FILE
+        atomic_write(out, png)
+        return out
+
     def _should_stop(self) -> bool:
         flag = torch.tensor([1.0 if self._stop else 0.0])
         if self.world > 1:
             dist.all_reduce(flag)
         return bool(flag.item() > 0)
 
-    def run(self, max_steps: int | None = None) -> dict:
+    def run(self, max_steps: int | None = None, progress=None) -> dict:
+        """Train to ``cfg.steps`` (or ``max_steps``); ``progress``: rank 0's ``training.progress.Progress``."""
         cfg = self.cfg
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_stop", True))
         target = min(cfg.steps, max_steps) if max_steps else cfg.steps
         loader = make_loader(self._data_cfg(), self.rank, self.world, start_batch=self.step * self.grad_accum)
         batches = iter(loader)
-        mlf = _MlflowLogger(self) if self.rank == 0 and cfg.mlflow_uri else None
+        mlf = MlflowRunLogger(self) if self.rank == 0 and cfg.mlflow_uri else None
         t0, last = time.perf_counter(), {}
+        start = self.step
+        if progress is not None:
+            progress.target, progress.start_step, progress.t0 = target, start, progress.clock()
+            progress.say(f"training steps {start + 1}..{target} ({self.world} rank(s), batch {cfg.batch_size} per rank)"
+                         if start < target else f"already at step {start} >= {target}: nothing to train")
         agent = os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None  # torchrun workers run in their own session
         while self.step < target:
             if agent is not None and os.getppid() != agent:  # agent SIGKILLed: do not train on as an orphan
@@ -373,10 +390,15 @@ class Trainer:
             last = self.train_step(batches)
             if self.rank == 0:
                 self.history.append({"step": self.step, **{k: v for k, v in last.items() if k.startswith(("loss", "curriculum"))}})
+                sps = (self.step - start) * cfg.batch_size * self.grad_accum * self.world / (time.perf_counter() - t0)
                 if mlf and (self.step % cfg.log_every == 0 or self.step == target):
-                    mlf.log(last, self.step, samples_per_s=self.step * cfg.batch_size * self.grad_accum * self.world / (time.perf_counter() - t0))
+                    mlf.log(last, self.step, samples_per_s=sps)
+                if progress is not None:
+                    progress.update(self.step, {**last, "samples_per_s": sps})
             if self.step % cfg.ckpt_every == 0 or self.step == target:
                 self.save()
+                if progress is not None:
+                    progress.say(f"checkpoint step-{self.step:06d} written")
             if self._should_stop():
                 if self._saved_step != self.step:  # saving the same step twice only re-writes GBs
                     self.save()
@@ -385,13 +407,16 @@ class Trainer:
         if not last and self.history:  # resumed at or past the target: report the last logged step
             last = {k: v for k, v in self.history[-1].items() if k != "step"}
         ckpt = latest_checkpoint(cfg.out_dir)
+        chart = self._write_chart() if self.rank == 0 else None
         if mlf:
-            mlf.finish(ckpt)
+            mlf.finish(ckpt, chart)
         if ckpt is not None and self.mirror is not None:
             ckpt = self.mirror.remote_of(ckpt)
         summary = {"step": self.step, "final_loss": last.get("loss"), "checkpoint": str(ckpt) if ckpt else None,
                    "mlflow_run_id": self.mlflow_run_id, "weights": self.weights_tag,
                    **{k: v for k, v in last.items() if k.startswith("loss_")}}
+        if chart is not None:
+            summary["chart"] = chart.name
         if self.rank == 0:
             _atomic_json(summary, Path(cfg.out_dir) / "summary.json")
             if self.mirror is not None:
@@ -399,76 +424,18 @@ class Trainer:
         return summary
 
 
-class _MlflowLogger:
-    """Rank-0 MLflow logging through ``training.tracking.ResilientTracker``: one MLflow run per training across kills
-    and restarts (run id in the checkpoints and ``out_dir/mlflow_state.json``; re-done steps are not logged twice);
-    an unreachable or failing tracking server never stops training — entries are buffered in
-    ``out_dir/mlflow_buffer.jsonl`` and sent with their original steps/timestamps once it answers again."""
+def _report_to_dagster(pipes, summary: dict, out_dir: str) -> None:
+    """Rank 0 under Dagster Pipes: the materialization metadata, with the loss / task-probability chart inline."""
+    import base64
 
-    def __init__(self, trainer: Trainer):
-        from training.tracking import ResilientTracker, start_system_metrics
-
-        self.t, cfg = trainer, trainer.cfg
-        self.tracker = ResilientTracker.for_training(cfg.out_dir, cfg.mlflow_uri, cfg.mlflow_experiment, run_name=cfg.run_name,
-                                                     artifact_location=cfg.mlflow_artifact_location,
-                                                     run_id=trainer.mlflow_run_id, resumed=trainer.step > 0, config=asdict(cfg))
-        self.tracker.start()  # create or resume the run; send what an earlier attempt left buffered
-        if trainer.step == 0:
-            flat = {f"train.{k}": v for k, v in redact_config(asdict(trainer.cfg)).items()}  # no credentials in params
-            flat |= {f"model.{k}": v for k, v in asdict(trainer.mcfg).items()}
-            self.tracker.log_params({k: str(v)[:500] for k, v in flat.items()})
-        self.tracker.set_tags({"weights": trainer.weights_tag, "preset": trainer.cfg.preset, "world_size": trainer.world,
-                               "curriculum": trainer.curriculum.cfg.mode.value})
-        self._sync_run_id()
-        self.system = start_system_metrics(self.tracker.run_id, cfg.mlflow_uri)  # CPU/GPU/memory charts on the run
-
-    def _sync_run_id(self) -> None:  # the run may be created late (server down at start): later checkpoints keep it
-        if self.tracker.run_id:
-            self.t.mlflow_run_id = self.tracker.run_id
-
-    def log(self, metrics: dict, step: int, samples_per_s: float) -> None:
-        self.tracker.log_metrics({**metrics, "samples_per_s": samples_per_s}, step)
-        self._sync_run_id()
-
-    def finish(self, ckpt: Path | None) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        hist = self.t.history
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for task in Task:
-            key = f"curriculum_p_{task.value}"
-            pts = [(h["step"], h[key]) for h in hist if key in h]
-            if pts:
-                ax.plot(*zip(*pts), label=task.value)
-        ax.set_xlabel("step")
-        ax.set_ylabel("task probability")
-        ax.set_title(f"curriculum ({self.t.curriculum.cfg.mode.value})")
-        ax.legend()
-        fig.tight_layout()
-        out = Path(self.t.cfg.out_dir) / "task_probabilities.png"
-        fig.savefig(out, dpi=110)
-        plt.close(fig)
-        self.tracker.log_artifact(out)
-        if ckpt is not None:
-            self.tracker.log_artifact(ckpt / "trainer.json", artifact_path="checkpoint")
-            self.tracker.set_tags({"checkpoint": str(ckpt)})
-        if self.system is not None:
-            self.system.finish()
-        self.tracker.finish()  # FINISHED; warns if entries stay buffered (sent on resume or `training.tracking flush`)
-        self._sync_run_id()
-
-
-def _report_to_dagster(summary: dict) -> None:
-    """Rank 0 under Dagster Pipes: report the materialization metadata."""
-    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
-
-    if DAGSTER_PIPES_CONTEXT_ENV_VAR not in os.environ:  # plain torchrun, not launched by Dagster
+    if pipes is None:  # plain torchrun, not launched by Dagster
         return
-    with open_dagster_pipes() as pipes:
-        pipes.report_asset_materialization(metadata={k: v for k, v in summary.items() if v is not None})
+    md = {k: v for k, v in summary.items() if v is not None and k != "chart"}
+    chart = Path(out_dir) / str(summary.get("chart", ""))
+    if summary.get("chart") and chart.is_file():
+        png = base64.b64encode(chart.read_bytes()).decode()
+        md["training_curves"] = {"raw_value": f"![loss and task probabilities](data:image/png;base64,{png})", "type": "md"}
+    pipes.report_asset_materialization(metadata=md)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -492,25 +459,35 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rank%(rank)s %(message)s".replace("%(rank)s", os.environ.get("RANK", "0")))
     cfg = TrainConfig.from_json(args.config)
-    mirror = RunMirror.for_out_dir(cfg.out_dir)  # object-store out_dir: work in a node-local copy (training.run_mirror)
-    if mirror is not None:
-        mirror.pull()
-        log.info("out_dir %s: working copy %s", cfg.out_dir, mirror.local)
-        cfg = dataclasses.replace(cfg, out_dir=str(mirror.local))
-    trainer = Trainer(cfg)
-    trainer.mirror = mirror
-    if args.resume:  # the newest valid checkpoint; rank 0 chooses, all ranks load the same (training.checkpointing)
-        path = ckpts.resume(args.resume, cfg.out_dir, verify=trainer.verify_checkpoint, read=trainer._read_meta,
-                            apply=trainer._apply, rank=trainer.rank, world=trainer.world)
-        if path is None:
-            log.warning("--resume latest: no complete checkpoint in %s, starting from scratch", cfg.out_dir)
-        else:
-            log.info("resumed from %s at step %d", path, trainer.step)
-    if trainer.weights_tag == "random":
-        log.warning("text encoder / autoencoder use RANDOM weights (weights=random)")
-    summary = trainer.run(args.max_steps)
-    if trainer.rank == 0:
-        _report_to_dagster(summary)
+    from training.progress import Progress, open_pipes
+
+    rank = int(os.environ.get("RANK", "0"))
+    with open_pipes(rank) as pipes:  # open from the start: the run's event log follows the training live
+        progress = Progress(pipes, cfg.steps, 0) if rank == 0 else None
+        if progress is not None:
+            progress.say(f"preparing {cfg.preset} training ({os.environ.get('WORLD_SIZE', '1')} rank(s)): "
+                         "building the model, text encoder and data loader")
+        mirror = RunMirror.for_out_dir(cfg.out_dir)  # object-store out_dir: work in a node-local copy (run_mirror)
+        if mirror is not None:
+            mirror.pull()
+            log.info("out_dir %s: working copy %s", cfg.out_dir, mirror.local)
+            cfg = dataclasses.replace(cfg, out_dir=str(mirror.local))
+        trainer = Trainer(cfg)
+        trainer.mirror = mirror
+        if args.resume:  # the newest valid checkpoint; rank 0 chooses, all ranks load the same (training.checkpointing)
+            path = ckpts.resume(args.resume, cfg.out_dir, verify=trainer.verify_checkpoint, read=trainer._read_meta,
+                                apply=trainer._apply, rank=trainer.rank, world=trainer.world)
+            if path is None:
+                log.warning("--resume latest: no complete checkpoint in %s, starting from scratch", cfg.out_dir)
+            else:
+                log.info("resumed from %s at step %d", path, trainer.step)
+                if progress is not None:
+                    progress.say(f"resumed from {Path(path).name} (step {trainer.step}, curriculum state restored)")
+        if trainer.weights_tag == "random":
+            log.warning("text encoder / autoencoder use RANDOM weights (weights=random)")
+        summary = trainer.run(args.max_steps, progress=progress)
+        if trainer.rank == 0:
+            _report_to_dagster(pipes, summary, cfg.out_dir)
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

@@ -13,12 +13,14 @@ from data.lake import Lake
 pytestmark = pytest.mark.slow  # end to end (subprocesses, servers): skipped by the fast loop
 
 
-def test_trained_model_asset(tmp_path, tiny_shards):
+def test_trained_model_asset(tmp_path, tiny_shards, monkeypatch):
+    monkeypatch.setenv("RDTF_PROGRESS_INTERVAL_S", "0")  # a line per step
     lake_root = tiny_shards.parents[4]  # <lake>/shards/<drop>/versions/<v>/index.json
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    instance = DagsterInstance.ephemeral()
     result = materialize(
         [trained_model],
-        instance=DagsterInstance.ephemeral(),
+        instance=instance,
         resources={"storage": LakeResource(drops_root=str(tmp_path), lake_root=str(lake_root)),
                    "mlflow": MlflowResource(tracking_uri=uri, experiment="dagster-train"),
                    "pipes_subprocess_client": PipesSubprocessClient()},
@@ -29,6 +31,17 @@ def test_trained_model_asset(tmp_path, tiny_shards):
     (mat,) = result.asset_materializations_for_node(TRAIN_ASSET)
     md = {k: v.value for k, v in mat.metadata.items()}
     assert md["step"] == 3 and md["weights"] == "random" and md["checkpoint"].endswith("step-000003")
+    assert md["training_curves"].startswith("![loss and task probabilities](data:image/png;base64,")
+    # progress reached the run's event log while training ran (Pipes opened at the start), before the materialization
+    logs = instance.all_logs(result.run_id)
+    lines = [(e.timestamp, e.user_message) for e in logs if e.user_message and
+             e.user_message.startswith(("preparing", "training steps", "step ", "checkpoint step-"))]
+    texts = [t for _, t in lines]
+    assert texts[0].startswith("preparing micro_pixel training") and any(t.startswith("step 3/3 (100%)") for t in texts)
+    assert [t.split(" |")[0] for t in texts if t.startswith("step ")] == ["step 1/3 (33%)", "step 2/3 (67%)",
+                                                                        "step 3/3 (100%)"]
+    mat_ts = next(e.timestamp for e in logs if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION")
+    assert lines[0][0] < mat_ts - 1.0, (lines[0][0], mat_ts)  # streamed live: the first line long before the end
     run = mlflow.MlflowClient(tracking_uri=uri).get_run(md["mlflow_run_id"])
     assert run.data.params["train.steps"] == "3" and run.data.tags["curriculum"] == "linear"
 

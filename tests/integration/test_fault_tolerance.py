@@ -538,7 +538,7 @@ def test_tracking_server_killed_mid_training_then_flushed(tmp_path, tiny_shards,
             assert sorted(steps) == list(range(1, OUTAGE_STEPS + 1)), (key, steps)
     assert run.data.params["train.steps"] == str(OUTAGE_STEPS) and run.data.tags["checkpoint"].endswith(f"step-{OUTAGE_STEPS:06d}")
     arts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "checkpoint")}
-    assert {"task_probabilities.png", "checkpoint/trainer.json"} <= arts
+    assert {"training_curves.png", "checkpoint/trainer.json"} <= arts
 
 
 def test_tracking_never_reachable_training_completes_then_run_created_later(tmp_path, tiny_shards, caplog,
@@ -588,4 +588,4 @@ def test_tracking_never_reachable_training_completes_then_run_created_later(tmp_
     assert [(m.step, m.timestamp) for m in loss] == [(e["step"], e["ts"]) for e in metrics]
     assert run.data.params["train.steps"] == "3" and run.data.tags["checkpoint"].endswith("step-000003")
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"task_probabilities.png", "checkpoint"} <= arts
+    assert {"training_curves.png", "checkpoint"} <= arts

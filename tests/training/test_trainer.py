@@ -76,7 +76,7 @@ def test_two_rank_gloo_run_logs_to_mlflow(tmp_path, tiny_shards):
     assert run.data.tags["weights"] == "random" and run.data.tags["world_size"] == "2"
     assert "loss" in run.data.metrics and any(k.startswith("curriculum_p_") for k in run.data.metrics)
     arts = [a.path for a in mlflow.MlflowClient(tracking_uri=uri).list_artifacts(run.info.run_id)]
-    assert "task_probabilities.png" in arts
+    assert "training_curves.png" in arts
 
 
 def test_sigkill_then_resume_latest(tmp_path, tiny_shards):
