@@ -144,11 +144,22 @@ class LoadedClip:
 
 @contextlib.contextmanager
 def hub_offline():
+    """No network for the Hugging Face hub inside the block (weights are never downloaded here).
+
+    huggingface_hub reads ``HF_HUB_OFFLINE`` once, at import, into ``huggingface_hub.constants``; setting only the
+    environment variable after that import changes nothing (a tag that is not cached then retried the network
+    for a minute). So the module constant is switched too, and both are restored afterwards.
+    """
     old = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    import huggingface_hub.constants as hub_constants
+
+    old_const = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = True
     try:
         yield
     finally:
+        hub_constants.HF_HUB_OFFLINE = old_const
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -165,13 +176,21 @@ def load_clip(spec: ClipSpec) -> LoadedClip:
     src = spec.weights_source
     with hub_offline(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.init_seed)  # random init must be reproducible: embeddings feed clustering
-        model = open_clip.create_model(
-            spec.model,
-            pretrained=spec.pretrained if src is not WeightsSource.RANDOM else None,
-            device=device,
-            cache_dir=spec.cache_dir,
-            weights_only=True,
-        )
+        try:
+            model = open_clip.create_model(
+                spec.model,
+                pretrained=spec.pretrained if src is not WeightsSource.RANDOM else None,
+                device=device,
+                cache_dir=spec.cache_dir,
+                weights_only=True,
+            )
+        except RuntimeError as e:
+            if src is not WeightsSource.TAG or "download" not in str(e).lower():
+                raise
+            raise ValueError(f"CLIP {spec.model!r} weights tag {spec.pretrained!r} is not in the cache "
+                             f"{spec.cache_dir or '(default Hugging Face cache)'} and nothing is downloaded here: "
+                             "fetch it beforehand on a machine with network (docs/weights.md) or pass a local file"
+                             ) from None
     model.eval().requires_grad_(False)
     size = model.visual.image_size
     size = int(size[0] if isinstance(size, tuple | list) else size)

@@ -63,13 +63,17 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_build_drop(args: argparse.Namespace) -> int:
+    from data.embed import EmbedSettings
     from data.ids import validate_id
     from data.ingest import IngestSettings
     from data.stages import run_data_stages
+    from model.clip import ClipSpec, validate_spec
 
     drop_id = _drop_id_from_url(args.drop_url) if args.drop_id is None else validate_id(args.drop_id, "--drop-id")
+    spec = ClipSpec(model=args.clip_model, pretrained=args.clip_pretrained, cache_dir=args.clip_cache)
+    validate_spec(spec)  # a missing weights file fails here, naming it — never a silent random tower
     index = run_data_stages(args.drop_url, Path(args.lake), drop_id, ingest=IngestSettings(size=args.size),
-                            progress=not args.quiet)
+                            embed=EmbedSettings(clip=spec), progress=not args.quiet)
     print(f"shards ready: {index}")
     return 0
 
@@ -95,6 +99,8 @@ Environment variables: see README ("Dagster").
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipelines.env import clip_from_env
+
     p = argparse.ArgumentParser(
         prog="rdtf", description="RDTF-Stickers pipeline tools (the Dagster UI runs the same stages: bash scripts/dev.sh ui)",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
@@ -106,33 +112,43 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0, help="generator seed (same seed -> same bytes)")
     m.add_argument("--faults", action="store_true", help="also add one hostile entry per bad-input class")
     m.add_argument("--workers", type=_int_at_least(1), default=1, help="encoder processes (default: 1)")
-    m.add_argument("--quiet", action="store_true")
+    m.add_argument("--quiet", action="store_true", help="no progress bar")
     m.set_defaults(fn=_cmd_make_drop)
 
     i = sub.add_parser("ingest", help="decode a drop into the lake without Dagster (debugging, benchmarks)")
-    i.add_argument("drop_url")
+    i.add_argument("drop_url", help="drop folder or fsspec URL (media files + caption table)")
     i.add_argument("--out", required=True, help="partition folder, outside the drop (its CURRENT names the version "
                    "holding manifest, quarantine, frames)")
     i.add_argument("--drop-id", default=None, help="default: the drop folder's name")
     i.add_argument("--size", type=_int_at_least(16), default=256, help="stored frame size in px (default: 256)")
     i.add_argument("--workers", type=_int_at_least(0), default=0, help="decode processes, 0 = all cores (default: 0)")
-    i.add_argument("--caption-policy", choices=["keep_empty", "quarantine"], default="keep_empty")
-    i.add_argument("--quiet", action="store_true")
+    i.add_argument("--caption-policy", choices=["keep_empty", "quarantine"], default="keep_empty",
+                   help="stickers without a caption: keep them with an empty caption, or quarantine them "
+                        "(default: %(default)s)")
+    i.add_argument("--quiet", action="store_true", help="no progress bar")
     i.set_defaults(fn=_cmd_ingest)
 
     b = sub.add_parser("build-drop", help="ingest -> embeddings -> clusters -> shards without Dagster")
-    b.add_argument("drop_url")
+    b.add_argument("drop_url", help="drop folder or fsspec URL (media files + caption table)")
     b.add_argument("--lake", required=True, help="lake root (outputs under ingest/, embeddings/, clusters/, shards/)")
     b.add_argument("--drop-id", default=None, help="default: the drop folder's name")
     b.add_argument("--size", type=_int_at_least(16), default=256, help="stored frame size in px (default: 256)")
-    b.add_argument("--quiet", action="store_true")
+    clip = clip_from_env()
+    b.add_argument("--clip-model", default=clip["model"],
+                   help="open_clip model of the frame embeddings (default: $RDTF_CLIP_MODEL or %(default)s)")
+    b.add_argument("--clip-pretrained", default=clip["pretrained"],
+                   help="local CLIP weights file or a tag cached in --clip-cache (default: $RDTF_CLIP_PRETRAINED; "
+                        "unset = random init, tagged weights=random)")
+    b.add_argument("--clip-cache", default=clip["cache_dir"],
+                   help="cache folder holding tagged weights (default: $RDTF_CLIP_CACHE)")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(fn=_cmd_build_drop)
 
     add_generate_parser(sub)  # rdtf generate --checkpoint ... --prompt ... --out x.gif
 
     d = sub.add_parser("demo", help="make a synthetic drop and materialize every asset through Dagster")
     d.add_argument("--n", type=_int_at_least(1), default=120, help="synthetic stickers (default: 120)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=int, default=0, help="synthetic-drop and training seed (default: 0)")
     d.add_argument("--train-steps", type=_int_at_least(0), default=200, help="DFGN tiny training steps (0 = skip)")
     d.set_defaults(fn=_cmd_demo)
     return p

@@ -123,7 +123,7 @@ def _refuse_writing_inputs(args: argparse.Namespace, inputs: list[str]) -> None:
 def _model_package(model_uri: str, tracking_uri: str | None) -> str:
     """A registered model (``models:/<name>@<alias>`` or ``/<version>``) as a local package folder (cached)."""
     from data.storage import scratch_dir
-    from pipelines.resources import default_tracking_uri
+    from pipelines.env import default_tracking_uri
     from training.registry import download_package
 
     return str(download_package(model_uri, tracking_uri or default_tracking_uri(), scratch_dir()))
@@ -189,11 +189,11 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--positions", type=_int_list, default=None, metavar="0,7",
                    help="frame indices of --frames (default: evenly spaced for interpolate, "
                         "leading for predict_forward, trailing for predict_backward)")
-    g.add_argument("--steps", type=int, default=50, help="DDIM steps")
-    g.add_argument("--eta", type=float, default=1.0, help="DDIM eta (1.0 = paper setting)")
-    g.add_argument("--text-scale", type=float, default=7.5, help="text guidance scale")
-    g.add_argument("--image-scale", type=float, default=7.5, help="image guidance scale")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50, Table 6)")
+    g.add_argument("--eta", type=float, default=1.0, help="DDIM eta (default: 1.0, the paper's setting)")
+    g.add_argument("--text-scale", type=float, default=7.5, help="text guidance scale (default: 7.5)")
+    g.add_argument("--image-scale", type=float, default=7.5, help="image guidance scale (default: 7.5)")
+    g.add_argument("--seed", type=int, default=0, help="noise seed: same seed and options, same sticker (default: 0)")
     g.add_argument("--duration-ms", type=int, default=None,
                    help="per-frame duration (default: the checkpoint's typical training duration)")
     g.add_argument("--transparent", action="store_true", help="key the white background out to transparency")
@@ -201,7 +201,7 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--contact-sheet", metavar="PNG", default=None, help="also write all frames as one PNG grid")
     g.add_argument("--no-paste-known", action="store_true",
                    help="keep the model's own version of known frames instead of the exact inputs")
-    g.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    g.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(fn=_cmd_generate)
     return g

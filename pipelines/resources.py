@@ -20,22 +20,11 @@ Environment variables override them without code changes:
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from dagster import PipesSubprocessClient
 
 from assets.resources import ClipResource, EvalModelsResource, LakeResource, MlflowResource
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-def rdtf_home() -> Path:
-    return Path(os.environ.get("RDTF_HOME", PROJECT_ROOT / "var")).resolve()
-
-
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI``, else the project's SQLite store ``$RDTF_HOME/mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{rdtf_home() / 'mlflow.db'}"
+from pipelines.env import PROJECT_ROOT, clip_from_env, default_tracking_uri, rdtf_home  # noqa: F401 - re-exported
 
 
 def pipes_client():
@@ -55,11 +44,7 @@ def default_resources() -> dict:
             drops_root=os.environ.get("RDTF_DROPS_ROOT", str(home / "drops")),
             lake_root=os.environ.get("RDTF_LAKE_ROOT", str(home / "lake")),
         ),
-        "clip": ClipResource(
-            model=os.environ.get("RDTF_CLIP_MODEL", "rdtf-tiny-clip"),
-            pretrained=os.environ.get("RDTF_CLIP_PRETRAINED") or None,
-            cache_dir=os.environ.get("RDTF_CLIP_CACHE") or None,
-        ),
+        "clip": ClipResource(**clip_from_env()),
         "mlflow": MlflowResource(
             tracking_uri=default_tracking_uri(),
             artifact_location=str(home / "mlartifacts"),
