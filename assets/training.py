@@ -45,7 +45,13 @@ class TrainingConfig(Config):
     """Run config of the training asset (a subset of training.trainer.TrainConfig; the rest keeps defaults)."""
 
     preset: str = Field("tiny_pixel", description="DFGN preset: tiny_pixel, tiny, paper, paper_3dconv, micro_pixel (tests).")
-    autoencoder: str = Field("pixel", description="pixel, tiny_kl or a local AutoencoderKL folder.")
+    autoencoder: str = Field("pixel", description="pixel, tiny_kl, a local AutoencoderKL folder, or hf:<org>/<name> "
+                             "(a cached Hugging Face repo, e.g. hf:stabilityai/sd-vae-ft-mse).")
+    text_clip_model: str = Field("ViT-H-14", description="open_clip model of the text tower (used with real weights).")
+    text_clip_pretrained: str = Field("", description="CLIP text-tower weights: a local file or a tag in the HF cache "
+                                      "('' = random tiny towers, tagged weights=random).")
+    text_t5_path: str = Field("", description="T5 encoder: a local transformers folder or hf:<org>/<name> "
+                              "('' = random tiny T5).")
     steps: int = Field(200, description="Optimizer steps.")
     batch_size: int = Field(4, description="Clips per rank per step.")
     lr: float = Field(2e-4, description="AdamW learning rate (paper: 1e-5 for the 0.96 B model; tiny trains faster).")
@@ -109,6 +115,8 @@ def trained_model(
         "shard_cache_dir": config.shard_cache_dir, "curriculum": {"mode": config.curriculum_mode},
         "mlflow_uri": mlflow.tracking_uri, "mlflow_experiment": mlflow.experiment, "run_name": config.run_name,
         "mlflow_artifact_location": mlflow.artifact_location,
+        "text_clip_model": config.text_clip_model if (config.text_clip_pretrained or config.text_t5_path) else None,
+        "text_clip_pretrained": config.text_clip_pretrained or None, "text_t5_path": config.text_t5_path or None,
     }
     cfg_path = out_dir / "train.json"
     try:  # before torchrun: a bad value fails here in milliseconds, once, with the field and the allowed values

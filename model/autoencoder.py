@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from model.clip import hub_offline
+from model.hub import resolve_local
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class AutoencoderKind(StrEnum):
 @dataclass(frozen=True)
 class AutoencoderConfig:
     kind: AutoencoderKind = AutoencoderKind.KL  # latent VAE or identity pixel space
-    path: str | None = None  # local diffusers AutoencoderKL folder, or one .safetensors file beside a config.json
+    path: str | None = None  # local AutoencoderKL folder, a .safetensors file beside a config.json, or hf:<org>/<name>
     tiny_random: bool = False  # random small AutoencoderKL (f=2) for tests; never for real runs
     seed: int = 0  # seed of the random tiny VAE
 
@@ -172,7 +173,7 @@ def downsample_factor(cfg: AutoencoderConfig) -> int:
         return 1
     if cfg.tiny_random:
         return 2 ** (len(TINY_KL["block_out_channels"]) - 1)
-    path = Path(cfg.path)
+    path = resolve_local(cfg.path)
     conf = (path if path.is_dir() else path.parent) / "config.json"
     try:
         return 2 ** (len(json.loads(conf.read_text())["block_out_channels"]) - 1)
@@ -194,7 +195,7 @@ def load_autoencoder(cfg: AutoencoderConfig) -> Autoencoder:
             vae = AutoencoderKL(**TINY_KL)
         log.warning("tiny AutoencoderKL has RANDOM weights (weights=random): latents are not meaningful")
         return Autoencoder(vae, {"kind": kind.value, "weights": "random", "path": None, "seed": cfg.seed})
-    path = Path(cfg.path).expanduser()
+    path = resolve_local(cfg.path)  # a local folder/file, or hf:<org>/<name>[/vae] from the HF cache
     if not path.exists():
         raise ValueError(f"VAE path {str(path)!r} does not exist; expected {VAE_LAYOUT}")
     if path.is_file():

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from model.clip import ClipSpec, LoadedClip, autocast_dtype, hub_offline, load_clip, tiny_spec
+from model.hub import resolve_local
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class TextFusion(StrEnum):
 @dataclass(frozen=True)
 class TextEncoderConfig:
     clip: ClipSpec  # open_clip model whose text tower gives per-token states (after ln_final, before pooling)
-    t5_path: str | None  # local transformers T5 folder; None = random-init tiny T5 + byte-level ByT5 tokenizer
+    t5_path: str | None  # local T5 folder or hf:<org>/<name> (cached); None = random tiny T5 + byte-level ByT5 tokenizer
     t5_seed: int = 0  # seed of the random tiny T5 (ignored with a real folder)
     embed_dim: int = 1024  # output width = cross-attention dim of the U-Net (Table 6)
     seq_len: int = 77  # tokens per encoder (Table 6); must equal the CLIP context length
@@ -142,7 +143,7 @@ def _transformers():
 
 def validate_t5_path(path: str) -> Path:
     """Fail fast, before loading anything, on a T5 folder that cannot be what we need."""
-    p = Path(path).expanduser()
+    p = resolve_local(path)  # a local folder, or hf:<org>/<name> from the Hugging Face cache (model.hub)
     if not p.is_dir():
         raise ValueError(f"T5 path {str(p)!r} {'is not a directory' if p.exists() else 'does not exist'}; expected {T5_LAYOUT}")
     missing = []

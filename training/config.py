@@ -172,7 +172,8 @@ def validate_train_config(cfg: TrainConfig) -> None:
     # a folder is checked by form only: the Dagster run pod need not mount the training pods' /models volume
     if cfg.autoencoder not in NAMED_AUTOENCODERS and not (isinstance(cfg.autoencoder, str) and "/" in cfg.autoencoder):
         raise _bad("autoencoder", f"must be one of {list(NAMED_AUTOENCODERS)} or the path of a local AutoencoderKL "
-                                  "folder (absolute, or with a '/': ./vae)", cfg.autoencoder)
+                                  "folder (absolute, or with a '/': ./vae), or hf:<org>/<name> in the Hugging Face "
+                                  "cache", cfg.autoencoder)
     for name in ("steps", "batch_size", "grad_accum", "ckpt_every", "keep_ckpts", "log_every"):
         _int(cfg, name, 1)
     if cfg.global_batch is not None:
