@@ -250,7 +250,7 @@ def generate_eval_samples(pipe, test_samples: Iterable[dict], cfg: EvalSamplesCo
             outs.append(pipe.sample_batch(prompts, chunk if pos else None, pos, num_inference_steps=cfg.steps,
                                           text_guidance_scale=cfg.text_scale if task.uses_text else 0.0,
                                           image_guidance_scale=cfg.image_scale, eta=cfg.eta, seed=cfg.seed + b,
-                                          on_step=lambda n=len(chunk): bar.update(n)))
+                                          on_step=lambda n=len(chunk), bar=bar: bar.update(n)))
             bar.set_postfix(clips=f"{i + len(chunk)}/{len(real)}")
         bar.close()
         _atomic_save(out / f"{task.value}.npy", np.concatenate(outs))
