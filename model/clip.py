@@ -167,6 +167,29 @@ def hub_offline():
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def quiet_open_clip():
+    """Silence open_clip's model-creation chatter for the duration.
+
+    open_clip logs through the *root* logger: INFO lines on every model build (on every rank of a training) and a
+    "No pretrained weights loaded ... initialized randomly" warning that duplicates our own ``weights=random``
+    warning (or is untrue, when saved weights are loaded next). Its real warnings and errors still pass.
+    """
+    def keep(record: logging.LogRecord) -> bool:
+        if "open_clip" not in record.pathname:
+            return True
+        return record.levelno >= logging.WARNING and not str(record.msg).startswith("No pretrained weights loaded")
+
+    filt = logging.Filter()
+    filt.filter = keep
+    root = logging.getLogger()
+    root.addFilter(filt)
+    try:
+        yield
+    finally:
+        root.removeFilter(filt)
+
+
 def load_clip(spec: ClipSpec) -> LoadedClip:
     """Build the open_clip model described by ``spec`` (validated first), in eval mode, frozen."""
     import open_clip
@@ -174,7 +197,7 @@ def load_clip(spec: ClipSpec) -> LoadedClip:
     validate_spec(spec)
     device = resolve_device(spec.device)
     src = spec.weights_source
-    with hub_offline(), torch.random.fork_rng(devices=[]):
+    with hub_offline(), torch.random.fork_rng(devices=[]), quiet_open_clip():
         torch.manual_seed(spec.init_seed)  # random init must be reproducible: embeddings feed clustering
         try:
             model = open_clip.create_model(

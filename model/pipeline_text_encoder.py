@@ -14,32 +14,13 @@ model name, nothing to save), the T5 tokenizer is the pipeline's ``tokenizer`` c
 
 from __future__ import annotations
 
-import contextlib
-import logging
-
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-from model.clip import ClipSpec, Precision, autocast_dtype, register_presets
+from model.clip import ClipSpec, Precision, autocast_dtype, quiet_open_clip, register_presets
 from model.text_encoder import TextEncoder, TextFusion, clip_tokenizer, fuse_text, tokenize_captions
-
-_RANDOM_INIT_NOTE = "No pretrained weights loaded"
-
-
-@contextlib.contextmanager
-def _quiet_root(prefix: str):
-    """Drop root-logger records starting with ``prefix`` for the duration (open_clip logs through the root logger)."""
-    filt = logging.Filter()
-    filt.filter = lambda record: not str(record.msg).startswith(prefix)
-    root = logging.getLogger()
-    root.addFilter(filt)
-    try:
-        yield
-    finally:
-        root.removeFilter(filt)
-
 
 class RDTFTextEncoder(ModelMixin, ConfigMixin):
     """(CLIP ids, T5 ids, T5 mask) -> fused text embedding (B, L, D); all weights in the component's folder."""
@@ -65,7 +46,7 @@ class RDTFTextEncoder(ModelMixin, ConfigMixin):
         register_presets()  # the tiny CLIP preset is ours, not open_clip's
         # the init is overwritten by the saved weights: leave the global RNG alone, and silence open_clip's
         # "No pretrained weights loaded ... initialized randomly", which is not true of a packaged model
-        with torch.random.fork_rng(devices=[]), _quiet_root(_RANDOM_INIT_NOTE):
+        with torch.random.fork_rng(devices=[]), quiet_open_clip():
             clip = open_clip.create_model(clip_model, pretrained=None)
             if getattr(clip, "visual", None) is not None:
                 del clip.visual  # only the text tower is packaged

@@ -1,8 +1,9 @@
 """The project's single Dagster ``Definitions`` (loaded by workspace.yaml and ``dagster dev``)."""
 
 import os
+import warnings
 
-from dagster import Definitions
+from dagster import Definitions, PreviewWarning
 
 from assets.ablation import ABLATION_ASSETS
 from assets.clusters import frame_clusters
@@ -17,6 +18,10 @@ from pipelines.jobs import ablation_job, ablation_report_job, drop_data_job, eva
 from pipelines.resources import default_resources
 from pipelines.schedules import retrain_schedule
 from pipelines.sensors import automation_sensor, new_drop_sensor
+
+
+# Dagster's own Pipes client uses a preview API internally (not something this project calls): noise in every run log
+warnings.filterwarnings("ignore", category=PreviewWarning, message=r".*PipesMessageReader\.expected_writer_count")
 
 
 def _executor():

@@ -67,3 +67,18 @@ def test_truncated_package_weights_give_a_checkpoint_error(exported, tmp_path):
     w.write_bytes(w.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="cannot be loaded as an RDTF model package"):
         RDTFPipeline.from_pretrained(bad)
+
+
+def test_loading_is_quiet_no_third_party_advice_or_duplicate_warnings(exported, caplog):
+    """No diffusers 'pip install accelerate' advice, no open_clip INFO chatter or its untrue 'initialized randomly'
+    (the package's weights are loaded right after); our own weights=random warning stays."""
+    import logging
+
+    run, pkg = exported
+    with caplog.at_level(logging.INFO):
+        RDTFPipeline.from_pretrained(run)
+        RDTFPipeline.from_pretrained(pkg)
+    text = caplog.text
+    assert "accelerate" not in text and "No pretrained weights loaded" not in text
+    assert not [r for r in caplog.records if "open_clip" in r.pathname and r.levelno < logging.WARNING]
+    assert "RANDOM weights (weights=random)" in text
