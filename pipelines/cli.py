@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from pipelines.generate_cli import add_generate_parser
+from pipelines.train_cli import add_train_parsers
 
 
 def _int_at_least(lo: int):
@@ -88,6 +89,8 @@ _EPILOG = """examples:
   rdtf demo                                   # synthetic drop -> shards -> training -> GIFs -> metrics (Dagster)
   rdtf make-drop var/drops/my-drop --n 50     # a synthetic drop to play with
   rdtf build-drop var/drops/my-drop --lake var/lake   # data stages without Dagster
+  rdtf train --run-name nightly --steps 200    # torchrun on every drop's train shards (any TrainConfig field)
+  rdtf evaluate --run-name nightly --n-videos 50   # FVD / VQA / CLIP / PSNR into the run's MLflow run
   rdtf generate --checkpoint var/lake/training/demo-s0 --prompt "a cat waving" --out cat.gif
   rdtf <command> --help                       # every option of a command
 
@@ -144,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(fn=_cmd_build_drop)
 
+    add_train_parsers(sub)  # rdtf train [--config FILE] [--<field> VALUE ...]; rdtf evaluate --run-name NAME
     add_generate_parser(sub)  # rdtf generate --checkpoint ... --prompt ... --out x.gif
 
     d = sub.add_parser("demo", help="make a synthetic drop and materialize every asset through Dagster")

@@ -64,7 +64,7 @@ from model.text_encoder import TextEncoder, drop_tokens, text_config_for
 from model.unet import DFGN, DFGNConfig, preset
 from training import checkpointing as ckpts
 from training.charts import CHART_FILE, training_chart
-from training.config import TrainConfig, resolve_grad_accum  # noqa: F401 - re-exported: training.trainer.TrainConfig
+from training.config import TrainConfig, load_config_file, resolve_grad_accum  # noqa: F401 - re-exported: TrainConfig
 from training.curriculum import Curriculum, CurriculumConfig, CurriculumMode
 from training.launch import init_process_group
 from training.run_logger import MlflowRunLogger
@@ -439,26 +439,34 @@ def _report_to_dagster(pipes, summary: dict, out_dir: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from training.options import add_train_options, config_from_args
+
     ap = argparse.ArgumentParser(description="Train DFGN (RDTF) — run under torchrun for several ranks")
-    ap.add_argument("--config", required=True, help="TrainConfig as JSON or YAML (e.g. configs/paper.yaml, Table 6)")
-    ap.add_argument("--resume", default=None, help="'latest' or a checkpoint folder")
+    ap.add_argument("--config", default=None, help="TrainConfig as JSON or YAML (e.g. configs/paper.yaml, Table 6); "
+                    "the options below override its fields (default: none, options only)")
+    ap.add_argument("--resume", default=None, help="'latest' or a checkpoint folder (default: start from scratch)")
     ap.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total (testing)")
     ap.add_argument("--dry-run", action="store_true", help="validate the config, print the plan (model size, global "
                     "batch, grad_accum per cluster size, files) and exit; nothing is loaded or written")
     ap.add_argument("--world-size", type=int, default=None, help="with --dry-run: plan for this many ranks "
                     "(default: $WORLD_SIZE or 1)")
+    add_train_options(ap)
     args = ap.parse_args(argv)
+    try:
+        cfg = TrainConfig.from_dict(config_from_args(args, load_config_file(args.config) if args.config else None))
+    except (ValueError, OSError, TypeError) as exc:
+        print(f"training: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     if args.dry_run:
         from training.plan import plan_lines
 
         try:
-            print("\n".join(plan_lines(TrainConfig.from_json(args.config), source=args.config, world=args.world_size)))
+            print("\n".join(plan_lines(cfg, source=args.config or "command line", world=args.world_size)))
         except (ValueError, OSError) as exc:
             print(f"training: error: {' '.join(str(exc).split())}", file=sys.stderr)
             return 2
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s rank%(rank)s %(message)s".replace("%(rank)s", os.environ.get("RANK", "0")))
-    cfg = TrainConfig.from_json(args.config)
     from training.progress import Progress, open_pipes
 
     rank = int(os.environ.get("RANK", "0"))
