@@ -22,6 +22,7 @@ from torch import nn
 from model.clip import ClipSpec, Precision, autocast_dtype, quiet_open_clip, register_presets
 from model.text_encoder import TextEncoder, TextFusion, clip_tokenizer, fuse_text, tokenize_captions
 
+
 class RDTFTextEncoder(ModelMixin, ConfigMixin):
     """(CLIP ids, T5 ids, T5 mask) -> fused text embedding (B, L, D); all weights in the component's folder."""
 

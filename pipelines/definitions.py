@@ -19,7 +19,6 @@ from pipelines.resources import default_resources
 from pipelines.schedules import retrain_schedule
 from pipelines.sensors import automation_sensor, new_drop_sensor
 
-
 # Dagster's own Pipes client uses a preview API internally (not something this project calls): noise in every run log
 warnings.filterwarnings("ignore", category=PreviewWarning, message=r".*PipesMessageReader\.expected_writer_count")
 

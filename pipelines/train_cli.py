@@ -64,7 +64,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from evaluation.clip_similarity import ClipSimConfig
     from evaluation.fvd import FVDConfig
     from evaluation.samples import EvalSamplesConfig, generate_eval_samples, load_eval_samples
-    from evaluation.suite import log_report, run_clip_similarity, run_fvd, run_reconstruction, run_vqa, save_report
+    from evaluation.suite import (
+        log_report,
+        run_clip_similarity,
+        run_fvd,
+        run_reconstruction,
+        run_vqa,
+        save_report,
+    )
     from evaluation.vqa import VQAConfig
     from model.pipeline import RDTFPipeline
     from pipelines.env import clip_from_env, default_tracking_uri
