@@ -24,6 +24,7 @@ from pydantic import Field
 from assets.partitions import drop_id_of, drop_partitions
 from assets.resources import LakeResource
 from data import lake
+from data.captionless import CaptionSource
 from data.drops import MAX_CAPTION_BYTES, CaptionPolicy
 from data.ingest import IngestReport, IngestSettings, ingest_drop
 from data.media import DecodeLimits, Resample
@@ -49,6 +50,11 @@ class IngestConfig(Config):
     caption_policy: CaptionPolicy = Field(
         CaptionPolicy.KEEP_EMPTY, description="Missing/non-UTF-8 captions: keep_empty or quarantine."
     )
+    caption_source: CaptionSource = Field(
+        CaptionSource.TABLE, description="table (the drop's caption table) | none (a plain folder of stickers, empty "
+        "captions) | filename (captions from file names: stem, _ - . + as spaces, trailing number dropped). A "
+        "caption-less drop's READY marker names its source itself."
+    )
     workers: int = Field(0, description="Decode processes (0 = all cores).")
     max_reject_rate: float = Field(0.25, description="The reject-rate check fails above this fraction.")
 
@@ -68,6 +74,7 @@ class IngestConfig(Config):
             max_caption_bytes=self.max_caption_bytes,
             decode_timeout_s=self.decode_timeout_s,
             caption_policy=self.caption_policy,
+            caption_source=self.caption_source,
             workers=self.workers,
         )
 

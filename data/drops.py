@@ -3,7 +3,8 @@
 A *drop* is a folder (or object-store prefix) ``DROPS_ROOT/<drop_id>/`` holding media files and one
 caption table: ``captions.jsonl`` (preferred), ``captions.csv`` or ``captions.parquet``, with the
 columns ``id``, ``file`` (path relative to the drop folder) and ``caption``. A drop is *ready* when
-its caption table exists, so producers must write it last. Everything is read through fsspec, so
+its caption table exists, so producers must write it last. A caption-less drop (``data.captionless``) is
+ready when its ``READY`` marker exists, which names its caption source (``none`` or ``filename``). Everything is read through fsspec, so
 ``/local/path``, ``file://``, ``memory://`` (tests) and ``s3://``/``gs://`` (with the matching fsspec
 backend installed) all work.
 
@@ -26,6 +27,7 @@ from enum import StrEnum
 import fsspec
 
 from data import drop_files
+from data.captionless import MEDIA_SUFFIXES, READY_MARKER, CaptionSource, caption_from_name, list_media
 from data.ids import ID_RE, overlaps, within
 from data.rejects import RejectReason, StickerRejected
 from data.storage import is_remote, lake_path
@@ -176,9 +178,60 @@ def list_ready_drops(drops_root: str) -> list[str]:
                 log.warning("skipping folder %r of %s: not a valid drop id (must match %s)", name[:80], drops_root,
                             DROP_ID_RE.pattern)
             continue
-        if _caption_name(fs, entry["name"]) is not None:
+        if _caption_name(fs, entry["name"]) is not None or drop_files.member_exists(fs, entry["name"], READY_MARKER):
             ready.append(name)
     return sorted(ready)
+
+
+def captionless_source(drop_url: str) -> CaptionSource | None:
+    """The caption source a caption-less drop's ``READY`` marker names (``none`` or ``filename``; empty = ``none``),
+    or None for a drop with a caption table or without the marker. Anything else is a ValueError naming the values."""
+    fs, path = url_to_fs(drop_url)
+    if _caption_name(fs, path) is not None or not drop_files.member_exists(fs, path, READY_MARKER):
+        return None
+    try:
+        text = drop_files.read_member(fs, path, READY_MARKER, 1024, "READY marker size").decode("utf-8").strip()
+    except (StickerRejected, UnicodeDecodeError) as exc:
+        raise ValueError(f"drop {drop_url!r}: unreadable {READY_MARKER} marker ({exc})") from None
+    allowed = (CaptionSource.NONE.value, CaptionSource.FILENAME.value)
+    if text not in ("", *allowed):
+        raise ValueError(f"drop {drop_url!r}: {READY_MARKER} names caption source {text[:40]!r}; allowed: "
+                         f"{list(allowed)} (or empty = none)")
+    return CaptionSource(text or CaptionSource.NONE.value)
+
+
+def read_drop_rows(drop_url: str, source: CaptionSource = CaptionSource.TABLE,
+                   policy: CaptionPolicy = CaptionPolicy.KEEP_EMPTY,
+                   max_caption_bytes: int = MAX_CAPTION_BYTES) -> tuple[list[CaptionRow], list[RowReject]]:
+    """The drop's stickers: from its caption table, or — chosen explicitly — from its media files
+    (``data.captionless``: empty captions, or captions from file names)."""
+    source = CaptionSource(source)
+    if source is CaptionSource.TABLE:
+        return read_caption_table(drop_url, policy, max_caption_bytes)
+    fs, path = url_to_fs(drop_url)
+    if not fs.isdir(path):
+        raise FileNotFoundError(f"drop {drop_url!r} is not a folder")
+    rows: list[CaptionRow] = []
+    rejects: list[RowReject] = []
+    for rowno, rel in enumerate(list_media(fs, path), start=1):
+        try:
+            rel = safe_member_path(rel)
+        except ValueError as exc:
+            rejects.append(RowReject(None, _text(rel), rowno, RejectReason.PATH_ESCAPE, str(exc)))
+            continue
+        if _has_surrogates(rel):
+            rejects.append(RowReject(None, _text(rel), rowno, RejectReason.BAD_CAPTION_ROW, "non-UTF-8 file name"))
+            continue
+        caption = caption_from_name(rel) if source is CaptionSource.FILENAME else ""
+        status = CaptionStatus.OK if caption else CaptionStatus.MISSING
+        if status is CaptionStatus.MISSING and policy is CaptionPolicy.QUARANTINE:
+            rejects.append(RowReject(rel, rel, rowno, RejectReason.MISSING_CAPTION,
+                                     f"no caption from caption_source={source.value} (caption_policy=quarantine)"))
+            continue
+        rows.append(CaptionRow(rel, safe_key(rel), rel, caption, status, rowno))
+    if not rows and not rejects:
+        raise FileNotFoundError(f"drop {drop_url!r} holds no media files ({', '.join(MEDIA_SUFFIXES)})")
+    return rows, rejects
 
 
 def safe_member_path(file: str) -> str:

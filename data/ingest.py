@@ -38,13 +38,15 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from data import drop_files, lake, publish, worker_guard
+from data.captionless import CaptionSource
 from data.decode_budget import deadline
 from data.drops import (
     MAX_CAPTION_BYTES,
     CaptionPolicy,
     CaptionRow,
+    captionless_source,
     join,
-    read_caption_table,
+    read_drop_rows,
     refuse_overlap,
 )
 from data.ids import validate_id
@@ -65,6 +67,7 @@ class IngestSettings:
     max_caption_bytes: int = MAX_CAPTION_BYTES  # a larger caption table refuses the drop (it is read whole)
     decode_timeout_s: float = 30.0  # wall-time limit per sticker's decode (decode_timeout); 0 = none
     caption_policy: CaptionPolicy = CaptionPolicy.KEEP_EMPTY  # missing/undecodable captions: keep or quarantine
+    caption_source: CaptionSource = CaptionSource.TABLE  # table | none | filename (data.captionless); a READY marker wins over table
     workers: int = 0  # decode processes; 0 = os.cpu_count(), 1 = decode in this process
     inflight_per_worker: int = 4  # bounded look-ahead per worker (memory bound)
     part_max_bytes: int = 256 << 20  # raw frame bytes per frames/part-*.parquet (memory is bounded by row groups)
@@ -329,7 +332,10 @@ def ingest_drop(
     drop_id = validate_id(drop_id or out_dir.name, "drop id")
     refuse_overlap(drop_url, out_dir, "output folder")
     t0 = time.perf_counter()
-    rows, row_rejects = read_caption_table(drop_url, settings.caption_policy, settings.max_caption_bytes)
+    source = CaptionSource(settings.caption_source)
+    if source is CaptionSource.TABLE:  # a caption-less drop declares its source in its READY marker
+        source = captionless_source(drop_url) or CaptionSource.TABLE
+    rows, row_rejects = read_drop_rows(drop_url, source, settings.caption_policy, settings.max_caption_bytes)
 
     workers = settings.workers or os.cpu_count() or 1
     workers = max(1, min(workers, len(rows) or 1))

@@ -73,7 +73,8 @@ def _cmd_build_drop(args: argparse.Namespace) -> int:
     drop_id = _drop_id_from_url(args.drop_url) if args.drop_id is None else validate_id(args.drop_id, "--drop-id")
     spec = ClipSpec(model=args.clip_model, pretrained=args.clip_pretrained, cache_dir=args.clip_cache)
     validate_spec(spec)  # a missing weights file fails here, naming it — never a silent random tower
-    index = run_data_stages(args.drop_url, Path(args.lake), drop_id, ingest=IngestSettings(size=args.size),
+    index = run_data_stages(args.drop_url, Path(args.lake), drop_id,
+                            ingest=IngestSettings(size=args.size, caption_source=args.captions),
                             embed=EmbedSettings(clip=spec), progress=not args.quiet)
     print(f"shards ready: {index}")
     return 0
@@ -102,6 +103,7 @@ Environment variables: see README ("Dagster").
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from data.captionless import CaptionSource
     from pipelines.env import clip_from_env
 
     p = argparse.ArgumentParser(
@@ -136,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--lake", required=True, help="lake root (outputs under ingest/, embeddings/, clusters/, shards/)")
     b.add_argument("--drop-id", default=None, help="default: the drop folder's name")
     b.add_argument("--size", type=_int_at_least(16), default=256, help="stored frame size in px (default: 256)")
+    b.add_argument("--captions", choices=[c.value for c in CaptionSource], default="table",
+                   help="table: the drop's caption table; none: a plain folder of stickers, empty captions; filename: "
+                        "captions from the file names (data/captionless.py) (default: %(default)s)")
     clip = clip_from_env()
     b.add_argument("--clip-model", default=clip["model"],
                    help="open_clip model of the frame embeddings (default: $RDTF_CLIP_MODEL or %(default)s)")

@@ -14,6 +14,7 @@ from dagster import (
     sensor,
 )
 
+from assets.ingest import INGEST_ASSET
 from assets.partitions import drop_partitions
 from assets.resources import LakeResource
 from data.drops import list_ready_drops
@@ -29,11 +30,24 @@ def _known(cursor: str | None) -> set[str]:
         return set()  # a corrupt cursor only costs a re-scan; run_keys keep launches idempotent
 
 
+def _drop_request(storage: LakeResource, drop_id: str) -> RunRequest:
+    """The drop's run; a caption-less drop (READY marker) is ingested with the caption source it names."""
+    from data.drops import captionless_source
+
+    try:
+        source = captionless_source(storage.drop_url(drop_id))
+    except ValueError:
+        source = None  # a bad marker: the run's ingest step fails with the message, visibly, instead of the sensor
+    config = {"ops": {INGEST_ASSET: {"config": {"caption_source": source.value}}}} if source else None
+    return RunRequest(run_key=f"drop:{drop_id}", partition_key=drop_id, run_config=config or {})
+
+
 @sensor(
     job=drop_data_job,
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Adds a dynamic partition for each new ready drop (caption table present) and ingests it.",
+    description="Adds a dynamic partition for each new ready drop (caption table, or a caption-less drop's READY "
+                "marker) and ingests it.",
 )
 def new_drop_sensor(context: SensorEvaluationContext, storage: LakeResource):
     known = _known(context.cursor)
@@ -44,7 +58,7 @@ def new_drop_sensor(context: SensorEvaluationContext, storage: LakeResource):
         return SkipReason(f"no new ready drops under {storage.drops_root} ({len(ready)} known)")
     context.log.info(f"new drops: {new}")
     return SensorResult(
-        run_requests=[RunRequest(run_key=f"drop:{d}", partition_key=d) for d in new],
+        run_requests=[_drop_request(storage, d) for d in new],
         dynamic_partitions_requests=[drop_partitions.build_add_request(new)],
         cursor=json.dumps(sorted(known | set(new))),
     )

@@ -133,3 +133,16 @@ def test_cli_make_drop_and_ingest(tmp_path):
     p = subprocess.run([sys.executable, "-m", "pipelines.cli", "ingest", str(tmp_path / "missing"), "--out",
                         str(tmp_path / "o2")], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "caption table" in p.stderr
+
+
+def test_a_caption_less_drop_with_a_ready_marker_is_requested_with_its_caption_source(tmp_path, clean_drop):
+    drops = tmp_path / "drops"
+    drops.mkdir()
+    shutil.copytree(clean_drop, drops / "plain")
+    (drops / "plain" / "captions.jsonl").unlink()
+    (drops / "plain" / "READY").write_text("filename")
+    result = new_drop_sensor(build_sensor_context(instance=DagsterInstance.ephemeral(),
+                                                  resources=_resources(drops, tmp_path / "lake")))
+    (req,) = result.run_requests
+    assert req.partition_key == "plain"
+    assert req.run_config == {"ops": {INGEST_ASSET: {"config": {"caption_source": "filename"}}}}
