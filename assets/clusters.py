@@ -17,6 +17,7 @@ from pydantic import Field
 from assets.embeddings import EMBED_ASSET
 from assets.partitions import drop_id_of, drop_partitions
 from assets.resources import LakeResource
+from assets.table_metadata import table_metadata
 from data.clustering import check_leak_free, cluster_drop
 from data.kmeans import KMeansConfig, RepresentativeRule
 from data.splits import SplitConfig
@@ -81,6 +82,7 @@ def frame_clusters(context: AssetExecutionContext, config: ClusterConfig, storag
             "n_in_near_duplicate_groups": report.n_in_dup_groups,
             "stickers_per_s": MetadataValue.float(round(report.stickers_per_s, 1)),
             "path": MetadataValue.path(str(storage.lake.clusters(drop_id))),
+            **table_metadata([storage.lake.clusters(drop_id)]),
         },
         check_results=[AssetCheckResult(check_name=LEAK_CHECK, passed=ok, severity=AssetCheckSeverity.ERROR, metadata=stats)],
     )

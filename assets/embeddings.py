@@ -15,6 +15,7 @@ from dagster import (
 from assets.ingest import INGEST_ASSET
 from assets.partitions import drop_id_of, drop_partitions
 from assets.resources import ClipResource, LakeResource
+from assets.table_metadata import table_metadata
 from data.embed import EmbedSettings, embed_drop, iter_sticker_embeddings
 
 EMBED_ASSET = "frame_embeddings"
@@ -65,6 +66,7 @@ def frame_embeddings(context: AssetExecutionContext, storage: LakeResource, clip
             "weights": weights,
             "clip_params": report.clip["params"],
             "out_dir": MetadataValue.path(str(storage.lake.embeddings(drop_id))),
+            **table_metadata(sorted(storage.lake.embeddings(drop_id).glob("part-*.parquet"), key=lambda p: p.name)),
         },
         tags={"weights": weights},
         check_results=[AssetCheckResult(check_name=EMBED_CHECK, passed=ok, severity=AssetCheckSeverity.ERROR, metadata=stats)],

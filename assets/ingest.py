@@ -23,6 +23,7 @@ from pydantic import Field
 
 from assets.partitions import drop_id_of, drop_partitions
 from assets.resources import LakeResource
+from assets.table_metadata import table_metadata
 from data import lake
 from data.captionless import CaptionSource
 from data.drops import MAX_CAPTION_BYTES, CaptionPolicy
@@ -134,4 +135,5 @@ def ingested_stickers(context: AssetExecutionContext, config: IngestConfig, stor
                   "rejects_by_reason": MetadataValue.json(report.rejects_by_reason)},
         description=None if passed else f"reject rate {report.reject_rate:.1%} > {config.max_reject_rate:.1%}",
     )
-    return MaterializeResult(metadata=report_metadata(report), check_results=[check])
+    manifest = storage.lake.ingest(drop_id) / "manifest.parquet"
+    return MaterializeResult(metadata=report_metadata(report) | table_metadata([manifest]), check_results=[check])

@@ -90,6 +90,12 @@ def parquet_rows(path: LakePath) -> int:
         return pq.read_metadata(fh).num_rows
 
 
+def parquet_schema(path: LakePath) -> pa.Schema:
+    """The schema from the Parquet footer (no data read)."""
+    with open_read(path) as fh:
+        return pq.read_schema(fh)
+
+
 def write_parquet(table: pa.Table, path: str | LakePath) -> None:
     """Write a Parquet file atomically (temp file + rename); deterministic bytes for equal input."""
     with atomic_path(path) as tmp:

@@ -43,6 +43,10 @@ def test_data_stages_materialize_and_are_reproducible(tmp_path, clean_drop):
     assert checks[EMBED_CHECK] and checks[LEAK_CHECK] and checks[SHARD_CHECK], checks
     md = {k: v.value for k, v in result.asset_materializations_for_node(EMBED_ASSET)[0].metadata.items()}
     assert md["weights"] == "random" and md["n_frames"] > 0
+    assert md["dagster/row_count"] == md["n_frames"] and "embedding" in {c.name for c in md["dagster/column_schema"].columns}
+    for node, rows in (("ingested_stickers", 24), ("frame_clusters", 24)):  # tables declare schema and row count
+        tmd = {k: v.value for k, v in result.asset_materializations_for_node(node)[0].metadata.items()}
+        assert tmd["dagster/row_count"] == rows and {"key"} <= {c.name for c in tmd["dagster/column_schema"].columns}
 
     cl = pq.read_table(Lake(tmp_path / "lake").clusters(clean_drop.name)).to_pandas()
     assert len(cl) == 24 and set(cl.split) == {"train", "test"} and (cl.split == "test").sum() == 6
