@@ -108,7 +108,7 @@ def evaluation_samples(context: AssetExecutionContext, config: EvaluationSamples
         manifest = generate_eval_samples(
             pipe, iter_test_samples(storage.lake.shard_indexes()), cfg, work, checkpoint=ckpt,
             extra={"run_name": run_name, "mlflow_run_id": summary.get("mlflow_run_id"), "step": summary.get("step"),
-                   "model_weights": summary.get("weights", "unknown")})
+                   "model_weights": summary.get("weights", "unknown")}, report=context.log.info)
     return MaterializeResult(metadata={
         "run_name": run_name, "samples_dir": MetadataValue.path(str(out)), "n_videos": manifest["n_videos"],
         "tasks": MetadataValue.json(manifest["tasks"]), "checkpoint": str(ckpt), "steps": config.steps,
@@ -232,10 +232,9 @@ def reconstruction_metrics(context: AssetExecutionContext, storage: LakeResource
        automation_condition=EAGER,
        description="Paper-style comparison (Tables 1–4) of every evaluated run in the MLflow experiment.")
 def model_comparison(context: AssetExecutionContext, storage: LakeResource, mlflow: MlflowResource) -> MaterializeResult:
-    import base64
-
     from evaluation.comparison import collect_runs, task_table, to_markdown, write_report
     from evaluation.suite import log_comparison
+    from training.links import Image, image_markdown
 
     mlflow.ensure_experiment()
     runs = collect_runs(mlflow.tracking_uri, mlflow.experiment)
@@ -243,12 +242,13 @@ def model_comparison(context: AssetExecutionContext, storage: LakeResource, mlfl
     with local_output(out) as work:
         paths = write_report(runs, work, experiment=mlflow.experiment)
         run_id = log_comparison(mlflow.tracking_uri, mlflow.experiment, paths, artifact_location=mlflow.artifact_location)
-        png = base64.b64encode(paths["png"].read_bytes()).decode()
+        chart = image_markdown([[Image("FVD / VQA / CLIP per task and run", paths["png"], f"comparison/{paths['png'].name}")]],
+                               run_id)
     i2v = task_table(runs, "i2v") if len(runs) else None
     md = to_markdown(i2v, "I&T→V (paper Tables 1, 3, 4)") if i2v is not None and len(i2v) else "no evaluated runs"
     return MaterializeResult(metadata={
         "n_runs": len(runs), "table": MetadataValue.md(md), "report": MetadataValue.path(str(out / paths["md"].name)),
-        "csv": MetadataValue.path(str(out / paths["csv"].name)), "chart": MetadataValue.md(f"![chart](data:image/png;base64,{png})"),
+        "csv": MetadataValue.path(str(out / paths["csv"].name)), "chart": MetadataValue.md(chart),
         "mlflow_run_id": run_id,
     })
 

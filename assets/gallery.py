@@ -3,10 +3,10 @@
 For the first ``n_stickers`` test samples (all drops' test shards, in index order) and each task of
 paper Fig. 1 — text→GIF, image&text→GIF, interpolation and forward prediction — generate one animated
 sticker with a fixed seed, write GIFs and contact sheets to ``lake/gallery/<run>/``, log them as artifacts
-of the training's MLflow run, and preview the contact sheets in the Dagster metadata.
+of the training's MLflow run, and preview the contact sheets inline in the Dagster metadata (one row per
+sticker, one column per task; by MLflow artifact URL, see ``training.links``).
 """
 
-import base64
 import itertools
 import json
 from pathlib import Path
@@ -29,6 +29,7 @@ from data.lake import Lake
 from data.sharding import iter_test_samples
 from data.storage import local_output
 from model.masks import SamplingTask
+from training.links import Image, image_markdown
 from training.run_mirror import latest_checkpoint, local_checkpoint
 
 GALLERY_ASSET = "sample_gallery"
@@ -86,34 +87,37 @@ def sample_gallery(context: AssetExecutionContext, config: GalleryConfig, storag
     pipe = RDTFPipeline.from_pretrained(local_checkpoint(ckpt) if ckpt is not None else run_dir)
     out = storage.lake.gallery(run_name)
     F, S = pipe.num_frames, pipe.image_size
-    previews, files = [], []
+    rows: list[list[Image]] = []  # per sticker: its tasks' contact sheets
+    captions: list[str] = []
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     run_id = summary.get("mlflow_run_id")
     with local_output(out) as work:  # the lake folder itself when local; uploaded when on an object store
         for i, sample in enumerate(_test_samples(storage.lake_root, config.n_stickers)):
             frames = [_resize(f, S) for f in sample["frames"]]
+            rows.append([])
+            captions.append(sample["caption"])
             known = {"generate_text": [], "generate_image": frames[:1], "interpolate": [frames[0], frames[-1]],
                      "predict_forward": frames[: min(3, len(frames) - 1)]}
             for task, sampling_task in GALLERY_TASKS.items():
                 images = known[task]
                 if sampling_task is SamplingTask.INTERPOLATE and len(frames) < 2:
                     continue
+                context.log.info(f"sampling gallery sticker {i + 1}/{config.n_stickers}: {task}")
                 res = pipe(sample["caption"], images=images, task=sampling_task,
                            num_inference_steps=config.steps, text_guidance_scale=config.text_scale,
                            image_guidance_scale=config.image_scale, seed=config.seed, progress=False)
-                gif = save_animation(res.frames, res.durations_ms, work / f"{i:02d}-{task}.gif")
+                save_animation(res.frames, res.durations_ms, work / f"{i:02d}-{task}.gif")
                 sheet = contact_sheet(res.frames, work / f"{i:02d}-{task}.png", label=f"{task}: {sample['caption'][:60]}")
-                files += [gif, sheet]
-                previews.append((task, sample["caption"], sheet))
+                rows[-1].append(Image(task, sheet, f"gallery/{sheet.name}"))
         if run_id:
             import mlflow as mlf
 
             mlf.MlflowClient(tracking_uri=mlflow.tracking_uri).log_artifacts(run_id, str(work), artifact_path="gallery")
-        md = "\n\n".join(f"**{task}** — {caption[:80]}\n\n![{task}](data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()})"
-                         for task, caption, p in previews[:8])
+        md = image_markdown(rows, run_id)  # inline: sheets by MLflow artifact URL (embedded without a run)
     return MaterializeResult(metadata={
-        "n_gifs": len(previews), "steps": config.steps, "frames_per_gif": F, "frame_size": S,
+        "n_gifs": sum(map(len, rows)), "steps": config.steps, "frames_per_gif": F, "frame_size": S,
+        "captions": MetadataValue.md("\n".join(f"{i + 1}. {c[:120]}" for i, c in enumerate(captions))),
         "mlflow_run_id": run_id or "", "gallery_dir": MetadataValue.path(str(out)), "preview": MetadataValue.md(md),
         "weights": summary.get("weights", "unknown"),
     }, tags={"weights": summary.get("weights", "unknown")})

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 from data.atomic import atomic_path, atomic_write
 from data.storage import lake_path
 from model.masks import SamplingTask
+from training.progress import throttled
 
 log = logging.getLogger(__name__)
 
@@ -200,12 +201,14 @@ def load_eval_samples(out_dir: str | Path) -> EvalSamples:
 
 
 def generate_eval_samples(pipe, test_samples: Iterable[dict], cfg: EvalSamplesConfig, out_dir: str | Path, *,
-                          checkpoint: str | Path, extra: dict | None = None) -> dict:
+                          checkpoint: str | Path, extra: dict | None = None, report=None) -> dict:
     """Generate every task for the first ``cfg.n_videos`` test samples; returns the manifest.
 
     ``pipe`` is a :class:`model.pipeline.RDTFPipeline`; ``test_samples`` yields decoded shard samples
     ({"key", "frames", "caption", "meta"}). Skips all work when ``out_dir`` already holds a set made
     from the same checkpoint fingerprint and options.
+    ``report(message)``: progress lines (``sampling t2v: 40/80 clip-steps …``), throttled to one per
+    ``RDTF_PROGRESS_INTERVAL_S`` (the Dagster asset passes ``context.log.info``: the run log moves while it samples).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -238,19 +241,26 @@ def generate_eval_samples(pipe, test_samples: Iterable[dict], cfg: EvalSamplesCo
     real = np.stack(clips)  # (N, F, S, S, 3)
     tasks = parse_tasks(cfg.tasks)
     task_meta = {}
-    for task in tasks:
+    tick = throttled(report or (lambda _msg: None))
+    for ti, task in enumerate(tasks):
         pos = task.known_positions(F)
         outs = []
         batches = range(0, len(real), cfg.batch_size)
         # the bar counts DDIM steps of every clip (clips x steps), so it moves during a long batch
         bar = tqdm(total=len(real) * cfg.steps, desc=f"sampling {task.value}", unit="clip-step", leave=False)
+
+        def on_step(n: int, bar=bar, task=task, ti=ti) -> None:
+            bar.update(n)
+            tick(f"sampling {task.value} (task {ti + 1}/{len(tasks)}): {bar.n}/{bar.total} clip-steps",
+                 force=bar.n == n or bar.n >= bar.total)
+
         for b, i in enumerate(batches):
             chunk = real[i: i + cfg.batch_size]  # (b, F, S, S, 3)
             prompts = captions[i: i + cfg.batch_size] if task.uses_text else [""] * len(chunk)
             outs.append(pipe.sample_batch(prompts, chunk if pos else None, pos, num_inference_steps=cfg.steps,
                                           text_guidance_scale=cfg.text_scale if task.uses_text else 0.0,
                                           image_guidance_scale=cfg.image_scale, eta=cfg.eta, seed=cfg.seed + b,
-                                          on_step=lambda n=len(chunk), bar=bar: bar.update(n)))
+                                          on_step=lambda n=len(chunk): on_step(n)))
             bar.set_postfix(clips=f"{i + len(chunk)}/{len(real)}")
         bar.close()
         _atomic_save(out / f"{task.value}.npy", np.concatenate(outs))

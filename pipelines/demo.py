@@ -1,9 +1,11 @@
 """The README's main job: a synthetic drop through the whole DAG, via Dagster, with embedded defaults.
 
 Steps: write a synthetic drop (plus one hostile entry per bad-input class, to show quarantine) under
-``RDTF_HOME/drops``; evaluate the new-drop sensor exactly as the daemon would (it adds the dynamic
-partition and requests the run); execute the requested run in-process against the persistent
-SQLite Dagster instance in ``DAGSTER_HOME``; print where everything landed.
+``RDTF_HOME/drops``; start the Dagster daemon on the persistent SQLite instance in ``DAGSTER_HOME`` — the UI's
+instance — so ``new_drop_sensor`` ticks as a sensor, adds the partition and requests ``drop_data_job``; then
+launch ``train_job`` through the workspace (``pipelines.demo_runs``). Every run appears on the UI's Runs, Jobs and
+Overview pages; the console follows each run's steps and the training's live progress; at the end it prints
+where everything landed.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import sys
 import time
 
-from dagster import DagsterInstance, SensorResult, build_sensor_context
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
 from data.drops import find_caption_file, join
 from data.lake import read_parquet
@@ -30,11 +32,28 @@ def _instance() -> DagsterInstance:
     return DagsterInstance.get()
 
 
-def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
+def _train_config(seed: int, train_steps: int, *, eval_videos: int, sample_steps: int, gallery_stickers: int) -> dict:
+    run = f"demo-s{seed}"
+    return {"ops": {"trained_model": {"config": {"steps": train_steps, "batch_size": 2, "ckpt_every": 50, "run_name": run}},
+                    "sample_gallery": {"config": {"run_name": run, "n_stickers": gallery_stickers, "steps": sample_steps}},
+                    # CPU demo: 8 test stickers, 10 DDIM steps (paper: 500, 25); FAST-VQA with 1 clip of 16 frames
+                    # instead of 4 x 32 (all tagged in MLflow: vqa_num_clips, ...)
+                    "evaluation_samples": {"config": {"run_name": run, "steps": sample_steps, "n_videos": eval_videos}},
+                    "vqa": {"config": {"num_clips": 1, "clip_len": 16}},
+                    # the demo's model has random-init towers (weights=random): promoted only because the demo
+                    # says so, so that `rdtf generate --model models:/rdtf-dfgn@champion` works
+                    "model_promotion": {"config": {"allow_random": True}}}}
+
+
+def _latest(instance: DagsterInstance, asset: str) -> dict:
+    ev = instance.get_latest_materialization_event(AssetKey(asset))
+    return {k: v.value for k, v in ev.asset_materialization.metadata.items()} if ev and ev.asset_materialization else {}
+
+
+def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200, *, eval_videos: int = 8, sample_steps: int = 10,
+             gallery_stickers: int = 2) -> int:
     from data.synthetic import make_drop
     from data.synthetic_faults import inject_faults
-    from pipelines.definitions import defs
-    from pipelines.sensors import new_drop_sensor
 
     t0 = time.perf_counter()
     instance = _instance()
@@ -49,61 +68,38 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
     else:
         print(f"[1/4] drop {drop_url} already exists (deterministic for the seed), reusing it")
 
-    print("[2/4] evaluating the new-drop sensor")
-    result = new_drop_sensor(build_sensor_context(instance=instance, resources=resources))
-    if isinstance(result, SensorResult):
-        for req in result.dynamic_partitions_requests or []:
-            instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-        print(f"      sensor added partitions {[r.partition_key for r in result.run_requests]}")
-    else:
-        print(f"      sensor: {result.skip_message} (partition already known; re-materializing it)")
-        instance.add_dynamic_partitions("drops", [drop_id])
+    from pipelines.demo_runs import daemon, follow, launch, wait_for_sensor_run
 
-    print(f"[3/4] materializing drop_data_job for partition {drop_id} (DAGSTER_HOME={os.environ['DAGSTER_HOME']})")
-    job = defs.resolve_job_def("drop_data_job")
-    run = job.execute_in_process(
-        partition_key=drop_id,
-        instance=instance,
-        tags={"rdtf/source": "demo"},
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},  # step logs stay in the UI
-    )
-    for ev in run.get_asset_check_evaluations():
-        print(f"      check {ev.asset_key.to_user_string()}:{ev.check_name} passed={ev.passed}")
-    if not run.success:
-        print("demo: the Dagster run failed; see the Dagster UI (bash scripts/dev.sh ui)", file=sys.stderr)
-        return 1
-
-    if train_steps > 0:
-        print(f"[4/4] training DFGN 'tiny_pixel' for {train_steps} steps on CPU via torchrun + Dagster Pipes, then a "
-              "sample gallery, evaluation (FVD, VQA, CLIP similarity, PSNR/SSIM) and the run comparison (train_job)")
-        train = defs.resolve_job_def("train_job").execute_in_process(
-            instance=instance,
-            tags={"rdtf/source": "demo"},
-            run_config={"ops": {"trained_model": {"config": {"steps": train_steps, "batch_size": 2, "ckpt_every": 50,
-                                                             "run_name": f"demo-s{seed}"}},
-                                "sample_gallery": {"config": {"run_name": f"demo-s{seed}", "n_stickers": 2, "steps": 10}},
-                                # CPU demo: 8 test stickers, 10 DDIM steps (paper: 500, 25); FAST-VQA with 1 clip
-                                # of 16 frames instead of 4 x 32 (all tagged in MLflow: vqa_num_clips, ...)
-                                "evaluation_samples": {"config": {"run_name": f"demo-s{seed}", "steps": 10,
-                                                                  "n_videos": 8}},
-                                "vqa": {"config": {"num_clips": 1, "clip_len": 16}},
-                                # the demo's model has random-init towers (weights=random): promoted only because
-                                # the demo says so, so that `rdtf generate --model models:/rdtf-dfgn@champion` works
-                                "model_promotion": {"config": {"allow_random": True}}},
-                        "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        )
-        if not train.success:
-            print("demo: training failed; see the Dagster UI", file=sys.stderr)
+    print(f"[2/4] starting the Dagster daemon (DAGSTER_HOME={os.environ['DAGSTER_HOME']}): new_drop_sensor ticks")
+    with daemon(rdtf_home() / "logs"):
+        known = drop_id in instance.get_dynamic_partitions("drops")
+        run_id = None if known else wait_for_sensor_run(instance, "new_drop_sensor", drop_id)
+        if run_id is None:  # the partition existed already (demo re-run): launch its run like the UI's button
+            print(f"      partition {drop_id} is already known: launching drop_data_job for it")
+            instance.add_dynamic_partitions("drops", [drop_id])
+            run_id = launch("drop_data_job", {}, {"dagster/partition": drop_id, "rdtf/source": "demo"})
+        else:
+            print(f"      the sensor added partition {drop_id} and requested run {run_id}")
+        print(f"[3/4] drop_data_job for partition {drop_id} (run {run_id})")
+        status = follow(instance, run_id)
+        if status is not DagsterRunStatus.SUCCESS:
+            print(f"demo: drop_data_job ended {status.value}; see the Dagster UI (bash scripts/dev.sh ui)", file=sys.stderr)
             return 1
-        (mat,) = train.asset_materializations_for_node("trained_model")
-        tmd = {k: v.value for k, v in mat.metadata.items()}
-        (gmat,) = train.asset_materializations_for_node("sample_gallery")
-        gmd = {k: v.value for k, v in gmat.metadata.items()}
-        emd = {}
-        for node in ("fvd", "vqa", "clip_similarity", "reconstruction_metrics", "model_comparison", "registered_model",
-                     "model_promotion"):
-            (m,) = train.asset_materializations_for_node(node)
-            emd[node] = {k: v.value for k, v in m.metadata.items()}
+        if train_steps > 0:
+            print(f"[4/4] training DFGN 'tiny_pixel' for {train_steps} steps on CPU via torchrun + Dagster Pipes, then a "
+                  "sample gallery, evaluation (FVD, VQA, CLIP similarity, PSNR/SSIM), the run comparison, the "
+                  "registered model and the promotion gate (train_job)")
+            cfg = _train_config(seed, train_steps, eval_videos=eval_videos, sample_steps=sample_steps,
+                                gallery_stickers=gallery_stickers)
+            train_id = launch("train_job", cfg, {"rdtf/source": "demo"})
+            status = follow(instance, train_id)
+            if status is not DagsterRunStatus.SUCCESS:
+                print(f"demo: train_job ended {status.value}; see the Dagster UI", file=sys.stderr)
+                return 1
+            tmd = _latest(instance, "trained_model")
+            gmd = _latest(instance, "sample_gallery")
+            emd = {node: _latest(instance, node) for node in ("fvd", "vqa", "clip_similarity", "reconstruction_metrics",
+                                                              "model_comparison", "registered_model", "model_promotion")}
 
     out = storage.lake.ingest(drop_id)
     man, quar = storage.lake.manifest(drop_id), storage.lake.quarantine(drop_id)
@@ -124,7 +120,8 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
         print(f"  trained model     : step {tmd['step']}, final loss {tmd.get('final_loss', float('nan')):.3f} {losses} "
               f"(weights={tmd['weights']})")
         print(f"                      checkpoint {tmd['checkpoint']}")
-        print(f"  sample gallery    : {gmd['n_gifs']} GIFs (text/image/interpolate/predict, 10 DDIM steps) -> {gmd['gallery_dir']}")
+        print(f"  sample gallery    : {gmd['n_gifs']} GIFs (text/image/interpolate/predict, {sample_steps} DDIM steps) "
+              f"-> {gmd['gallery_dir']}")
         f, v, c, r = (emd[k] for k in ("fvd", "vqa", "clip_similarity", "reconstruction_metrics"))
         print(f"  evaluation        : {f['n_videos']} test stickers x 4 tasks (metric networks: weights=random)")
         for task in ("t2v", "i2v", "interpolation", "prediction"):
@@ -141,7 +138,8 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200) -> int:
         print(f"  MLflow run        : {tmd.get('mlflow_run_id')} in {shown} "
               "(eval/* metrics; gallery/, evaluation/ artifacts)")
         print(f"                      (UI: .venv/bin/mlflow ui --backend-store-uri {shown} --host 127.0.0.1)")
-    print(f"  Dagster run       : {run.run_id} in {os.environ['DAGSTER_HOME']}  (UI: bash scripts/dev.sh ui)")
+    print(f"  Dagster runs      : {run_id}{f' and {train_id}' if train_steps > 0 else ''} in {os.environ['DAGSTER_HOME']} "
+          "(UI: bash scripts/dev.sh ui -> Runs, Jobs, Overview)")
     print(f"  wall time         : {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -151,20 +149,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=120, help="stickers in the synthetic drop")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-steps", type=int, default=200, help="DFGN tiny training steps (0 = skip training)")
+    p.add_argument("--eval-videos", type=int, default=8, help="test stickers sampled for evaluation (paper: 500)")
+    p.add_argument("--sample-steps", type=int, default=10, help="DDIM steps of the gallery and evaluation samples "
+                   "(paper: 25)")
+    p.add_argument("--gallery-stickers", type=int, default=2, help="test stickers in the sample gallery (4 GIFs each)")
     p.add_argument("--s3", action="store_true", default=os.environ.get("RDTF_DEMO_S3", "") not in ("", "0"),
                    help="start a loopback S3 API server (moto, 127.0.0.1) and run with RDTF_DROPS_ROOT=s3://rdtf/drops "
                         "and RDTF_LAKE_ROOT=s3://rdtf/lake: drops, every stage, checkpoints and evaluation on the "
                         "object store (also: RDTF_DEMO_S3=1)")
     args = p.parse_args(argv)
+    for name in ("n", "eval_videos", "sample_steps", "gallery_stickers"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.train_steps < 0 or args.seed < 0:
+        p.error("--train-steps and --seed must be >= 0")
+    sizes = {"eval_videos": args.eval_videos, "sample_steps": args.sample_steps, "gallery_stickers": args.gallery_stickers}
     if not args.s3:
-        return run_demo(n=args.n, seed=args.seed, train_steps=args.train_steps)
+        return run_demo(n=args.n, seed=args.seed, train_steps=args.train_steps, **sizes)
     from pipelines.s3_server import start_s3_server
 
     with start_s3_server(bucket="rdtf") as s3, s3.environment(RDTF_LAKE_ROOT=s3.url("lake"),
                                                               RDTF_DROPS_ROOT=s3.url("drops")):
         print(f"[s3] loopback S3 API server {s3.endpoint}: drops {s3.url('drops')}, lake {s3.url('lake')} "
               "(gone when the demo exits; the Dagster and MLflow stores stay local)")
-        return run_demo(n=args.n, seed=args.seed, train_steps=args.train_steps)
+        return run_demo(n=args.n, seed=args.seed, train_steps=args.train_steps, **sizes)
 
 
 if __name__ == "__main__":

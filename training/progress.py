@@ -63,6 +63,24 @@ def progress_line(step: int, target: int, metrics: dict, samples_per_s: float, e
     return " | ".join(parts)
 
 
+def throttled(report, interval_s: float | None = None, clock=time.monotonic):
+    """``report(message)`` at most every ``interval_s`` seconds (``RDTF_PROGRESS_INTERVAL_S``, default 10);
+    ``force=True`` always reports (a first or last line). For long loops outside training (evaluation sampling,
+    the gallery) whose caller hands in ``context.log.info``, so the Dagster run log moves while they work."""
+    interval = float(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL_S)) if interval_s is None else interval_s
+    last = [-float("inf")]
+
+    def tick(message: str, force: bool = False) -> bool:
+        now = clock()
+        if not force and now - last[0] < interval:
+            return False
+        last[0] = now
+        report(message)
+        return True
+
+    return tick
+
+
 class Progress:
     """Throttled progress reports of rank 0 (see the module docstring)."""
 

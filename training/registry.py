@@ -23,6 +23,8 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from training.links import run_url, ui_base, version_url  # noqa: F401 - re-exported (assets use reg.run_url)
+
 log = logging.getLogger(__name__)
 
 REGISTERED_MODEL = "rdtf-dfgn"  # default registered-model name
@@ -215,25 +217,6 @@ def version_metrics(version) -> dict[str, float]:
             except ValueError:
                 continue
     return out
-
-
-# ------------------------------------------------------------------------------------------ links
-
-
-def ui_base() -> str | None:
-    """Base URL of the MLflow UI for links (``RDTF_MLFLOW_UI``, default ``http://127.0.0.1:5000``; "" = no links)."""
-    url = os.environ.get("RDTF_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
-    return url or None
-
-
-def run_url(experiment_id: str, run_id: str, base: str | None = None) -> str | None:
-    base = base or ui_base()
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
-
-
-def version_url(name: str, version: str, base: str | None = None) -> str | None:
-    base = base or ui_base()
-    return f"{base}/#/models/{name}/versions/{version}" if base else None
 
 
 # ------------------------------------------------------------------------------------------ use

@@ -425,16 +425,17 @@ class Trainer:
 
 
 def _report_to_dagster(pipes, summary: dict, out_dir: str) -> None:
-    """Rank 0 under Dagster Pipes: the materialization metadata, with the loss / task-probability chart inline."""
-    import base64
+    """Rank 0 under Dagster Pipes: the materialization metadata, with the loss / task-probability chart inline
+    (by its MLflow artifact URL, see training.links; embedded when the run has no MLflow run)."""
+    from training.links import Image, image_markdown
 
     if pipes is None:  # plain torchrun, not launched by Dagster
         return
     md = {k: v for k, v in summary.items() if v is not None and k != "chart"}
     chart = Path(out_dir) / str(summary.get("chart", ""))
     if summary.get("chart") and chart.is_file():
-        png = base64.b64encode(chart.read_bytes()).decode()
-        md["training_curves"] = {"raw_value": f"![loss and task probabilities](data:image/png;base64,{png})", "type": "md"}
+        img = Image("loss and task probabilities", chart, CHART_FILE)  # logged at the run's artifact root
+        md["training_curves"] = {"raw_value": image_markdown([[img]], summary.get("mlflow_run_id")), "type": "md"}
     pipes.report_asset_materialization(metadata=md)
 
 

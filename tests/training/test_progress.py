@@ -60,3 +60,19 @@ def test_a_broken_pipes_channel_falls_back_to_the_console():
     p.say("phase one")
     p.say("phase two")
     assert p.pipes is None and out.getvalue().count("[train]") == 2
+
+
+def test_throttled_reports_at_most_once_per_interval_unless_forced():
+    from training.progress import throttled
+
+    now, said = [0.0], []
+    tick = throttled(said.append, interval_s=10, clock=lambda: now[0])
+    assert tick("a") is True  # the first call always reports
+    now[0] = 4.0
+    assert tick("b") is False
+    assert tick("c", force=True) is True  # a phase change is never swallowed
+    now[0] = 13.9
+    assert tick("d") is False  # 9.9 s after the forced line
+    now[0] = 14.0
+    assert tick("e") is True
+    assert said == ["a", "c", "e"]
