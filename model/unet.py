@@ -40,6 +40,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from torch import nn
 
+from model.performance import Checkpointing, PerfConfig, same_layout, to_memory_format
 from model.sti import Conv3DTemporalLayer, STIConfig, STILayer, norm_groups
 
 
@@ -154,8 +155,8 @@ class SpatialTransformer(nn.Module):
         h = self.proj_in(h)  # (N, H·W, inner)
         for block in self.transformer_blocks:
             h = block(h, encoder_hidden_states=ctx)
-        h = self.proj_out(h).reshape(N, H, W, C).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
-        return h + x
+        h = self.proj_out(h).reshape(N, H, W, C).permute(0, 3, 1, 2)  # (N, C, H, W), NHWC strides
+        return same_layout(h, x) + x  # a copy only when x is NCHW (model.performance: channels_last)
 
 
 class UNetStage(nn.Module):
@@ -176,13 +177,17 @@ class UNetStage(nn.Module):
         self.temporal = {TemporalLayer.STI: lambda: STILayer(cout, sti), TemporalLayer.CONV3D: lambda: Conv3DTemporalLayer(cout, sti),
                          TemporalLayer.NONE: lambda: None}[kind]()
         self.gradient_checkpointing = False
+        self.checkpoint_granularity = Checkpointing.STAGE  # set by DFGN.set_checkpointing
 
     def forward(self, x: torch.Tensor, temb: torch.Tensor, ctx: torch.Tensor | None, num_frames: int) -> torch.Tensor:
         x = self.resnet(x, temb)  # (B·F, C, H, W)
+        # attention granularity: the token-sized activations are recomputed, the convolutions' kept (performance.py)
+        parts = torch.is_grad_enabled() and self.gradient_checkpointing and \
+            self.checkpoint_granularity is Checkpointing.ATTENTION
         if self.attn is not None:
-            x = self.attn(x, ctx)
+            x = self._gradient_checkpointing_func(self.attn, x, ctx) if parts else self.attn(x, ctx)
         if self.temporal is not None:
-            x = self.temporal(x, num_frames)
+            x = self._gradient_checkpointing_func(self.temporal, x, num_frames) if parts else self.temporal(x, num_frames)
         return x
 
 
@@ -213,6 +218,8 @@ class DFGN(ModelMixin, ConfigMixin):
         cfg = DFGNConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
         self.cfg = cfg
         self.gradient_checkpointing = False
+        self.checkpoint_granularity = Checkpointing.STAGE  # see set_checkpointing
+        self.perf = PerfConfig()  # speed levers applied by model.performance.apply_performance
         C = cfg.block_out_channels
         temb = 4 * C[0]
         self.time_proj = Timesteps(C[0], flip_sin_to_cos=True, downscale_freq_shift=0)
@@ -259,8 +266,19 @@ class DFGN(ModelMixin, ConfigMixin):
     def temporal_layers(self) -> list[nn.Module]:
         return [m for m in self.modules() if isinstance(m, STILayer | Conv3DTemporalLayer)]
 
+    def set_checkpointing(self, mode: Checkpointing | str) -> None:
+        """Activation checkpointing: none | stage (each UNetStage) | attention (its attention + temporal layer)."""
+        mode = Checkpointing(mode)
+        if mode is Checkpointing.NONE:
+            self.disable_gradient_checkpointing()
+            return
+        self.enable_gradient_checkpointing()
+        for m in [self, *self.modules()]:
+            if isinstance(m, DFGN | UNetStage):
+                m.checkpoint_granularity = mode
+
     def _stage(self, stage: UNetStage, x, temb, ctx, num_frames: int) -> torch.Tensor:
-        if torch.is_grad_enabled() and self.gradient_checkpointing:
+        if torch.is_grad_enabled() and self.gradient_checkpointing and self.checkpoint_granularity is Checkpointing.STAGE:
             return self._gradient_checkpointing_func(stage, x, temb, ctx, num_frames)
         return stage(x, temb, ctx, num_frames)
 
@@ -276,7 +294,7 @@ class DFGN(ModelMixin, ConfigMixin):
             raise ValueError(f"sample has {Cin} channels, model expects in_channels={self.cfg.in_channels}")
         if encoder_hidden_states is None and any(self.cfg.cross_attn):
             raise ValueError("encoder_hidden_states is required (use the null-text embedding for unconditional passes)")
-        x = sample.reshape(B * Fr, Cin, H, W)  # (B·F, C_in, H, W)
+        x = to_memory_format(sample.reshape(B * Fr, Cin, H, W), self.perf)  # (B·F, C_in, H, W), NHWC if channels_last
         t = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(B).repeat_interleave(Fr)  # (B·F,)
         temb = self.time_embedding(self.time_proj(t).to(sample.dtype))  # (B·F, 4·C0)
         ctx = encoder_hidden_states.repeat_interleave(Fr, dim=0) if encoder_hidden_states is not None else None  # (B·F, L, D)

@@ -30,6 +30,15 @@ FRAME_EXTRACTIONS = ("cluster", "uniform")  # data.loader.FrameExtraction
 SHARD_SAMPLINGS = ("resample", "split")  # data.loader.ShardSampling
 TEMPORAL_LAYERS = ("sti", "conv3d", "none")  # model.unet.TemporalLayer
 LOSS_MASKS = ("first_k", "targets")  # model.masks.LossMask
+# speed levers (model.performance, training.optim): the enums' values
+CHECKPOINT_GRANULARITIES = ("stage", "attention")  # model.performance.Checkpointing (less "none": grad_checkpointing)
+COMPILE_SCOPES = ("none", "regional", "full")  # model.performance.CompileScope
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # ...CompileMode
+ATTENTION_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")  # model.performance.AttentionBackend
+MEMORY_FORMATS = ("contiguous", "channels_last")  # model.performance.MemoryFormat
+OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "for_loop")  # training.optim.OptimizerImpl
+EMA_IMPLS = ("foreach", "loop")  # training.optim.EmaImpl
+FSDP_PARAM_DTYPES = ("fp32", "bf16")  # training.optim.fsdp_policy
 # fields renamed since, read from older train.json / trainer.json files: old name -> (new name, value map)
 LEGACY_FIELDS = {"include_conditioned_in_loss": ("loss_mask", {True: "first_k", False: "targets"})}
 DIFFUSION_FIELDS = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
@@ -59,7 +68,16 @@ class TrainConfig:
     log_every: int = 10  # steps between metric logs
     seed: int = 0
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = False  # activation checkpointing (unit: checkpoint_granularity)
+    checkpoint_granularity: str = "stage"  # stage (each U-Net stage: least memory) | attention (attention + temporal layers)
+    compile: str = "none"  # torch.compile: none | regional (each U-Net stage, bounded compile time) | full
+    compile_mode: str = "default"  # default | reduce-overhead (CUDA graphs) | max-autotune | max-autotune-no-cudagraphs
+    compile_backend: str = "inductor"  # torch.compile backend (aot_eager: trace only, no code generation)
+    attention_backend: str = "auto"  # SDPA kernel of every attention: auto | flash | efficient | cudnn | math
+    memory_format: str = "contiguous"  # activation layout: contiguous (NCHW) | channels_last (NHWC)
+    optimizer_impl: str = "auto"  # AdamW kernels: auto (fused on CUDA, foreach elsewhere) | fused | foreach | for_loop
+    ema_impl: str = "foreach"  # EMA update: foreach (one multi-tensor lerp) | loop (a kernel pair per tensor)
+    fsdp_param_dtype: str = "fp32"  # FSDP2 compute/all-gather dtype: fp32 | bf16 (fp32 master weights and reductions)
     fsdp: bool = False  # shard the U-Net with FSDP2 (fully_shard per stage) instead of DDP when world size > 1
     num_workers: int = 0  # DataLoader workers per rank
     curriculum: dict = field(default_factory=dict)  # CurriculumConfig fields (mode: none | linear | adaptive)
@@ -198,6 +216,13 @@ def validate_train_config(cfg: TrainConfig) -> None:
         if not isinstance(getattr(cfg, name), bool):
             raise _bad(name, "must be true or false", getattr(cfg, name))
     _choice(cfg, "precision", PRECISIONS)
+    for name, allowed in (("checkpoint_granularity", CHECKPOINT_GRANULARITIES), ("compile", COMPILE_SCOPES),
+                          ("compile_mode", COMPILE_MODES), ("attention_backend", ATTENTION_BACKENDS),
+                          ("memory_format", MEMORY_FORMATS), ("optimizer_impl", OPTIMIZER_IMPLS),
+                          ("ema_impl", EMA_IMPLS), ("fsdp_param_dtype", FSDP_PARAM_DTYPES)):
+        _choice(cfg, name, allowed)
+    if not isinstance(cfg.compile_backend, str) or not cfg.compile_backend.strip():
+        raise _bad("compile_backend", "must be a torch.compile backend name (inductor, aot_eager, ...)", cfg.compile_backend)
     _choice(cfg, "loss_mask", LOSS_MASKS)
     _choice(cfg, "frame_extraction", FRAME_EXTRACTIONS)
     _choice(cfg, "shard_sampling", SHARD_SAMPLINGS)

@@ -101,8 +101,11 @@ def plan_lines(cfg: TrainConfig, *, source: str, world: int | None = None) -> li
         "cluster      ranks -> grad_accum: " + ", ".join(f"{w} -> {a}" for w, a in world_sizes(cfg).items())
         + ("" if cfg.global_batch else "  (grad_accum fixed: the global batch grows with the ranks; set global_batch "
            "to keep it)"),
-        f"precision    {cfg.precision}; {'FSDP2' if cfg.fsdp else 'DDP'} when ranks > 1; activation checkpointing "
-        f"{'on' if cfg.grad_checkpointing else 'off'}",
+        f"precision    {cfg.precision}; {'FSDP2 (params ' + cfg.fsdp_param_dtype + ')' if cfg.fsdp else 'DDP'} when "
+        f"ranks > 1; activation checkpointing {cfg.checkpoint_granularity if cfg.grad_checkpointing else 'off'}",
+        f"speed        compile {cfg.compile}" + (f" ({cfg.compile_backend}, mode {cfg.compile_mode})" if cfg.compile != "none"
+                                                 else "") + f", attention {cfg.attention_backend}, layout "
+        f"{cfg.memory_format}, AdamW {cfg.optimizer_impl}, EMA {cfg.ema_impl}",
         f"output       {cfg.out_dir}: checkpoint every {cfg.ckpt_every} steps, keep {cfg.keep_ckpts}; MLflow "
         + (f"{cfg.mlflow_experiment!r} at {cfg.mlflow_uri}" if cfg.mlflow_uri else "off"),
     ]

@@ -60,6 +60,7 @@ from model.masks import (
     masked_mse,
     sample_condition,
 )
+from model.performance import PerfConfig, apply_performance, attention_context
 from model.text_encoder import TextEncoder, drop_tokens, text_config_for
 from model.unet import DFGN, DFGNConfig, preset
 from training import checkpointing as ckpts
@@ -67,6 +68,7 @@ from training.charts import CHART_FILE, training_chart
 from training.config import TrainConfig, load_config_file, resolve_grad_accum  # noqa: F401 - re-exported: TrainConfig
 from training.curriculum import Curriculum, CurriculumConfig, CurriculumMode
 from training.launch import init_process_group
+from training.optim import ema_update, fsdp_policy, make_adamw, split_legacy_param_group
 from training.run_logger import MlflowRunLogger
 from training.run_mirror import RunMirror, latest_checkpoint
 
@@ -117,29 +119,38 @@ class Trainer:
         validate_indexes(self._data_cfg())  # clear error before any work
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = DFGN.from_dataclass(self.mcfg).to(self.device)
-        if cfg.grad_checkpointing:
-            self.model.enable_gradient_checkpointing()
+        self.perf = PerfConfig(compile=cfg.compile, compile_mode=cfg.compile_mode, compile_backend=cfg.compile_backend,
+                               attention_backend=cfg.attention_backend, memory_format=cfg.memory_format,
+                               checkpointing=cfg.checkpoint_granularity if cfg.grad_checkpointing else "none")
         self.text = TextEncoder(text_config_for(self.mcfg.cross_attention_dim, seed=cfg.seed, clip_model=cfg.text_clip_model,
                                                 clip_pretrained=cfg.text_clip_pretrained, t5_path=cfg.text_t5_path)).to(self.device)
         self.vae = load_autoencoder(self._ae_cfg()).to(self.device)
         if self.vae.latent_channels * 2 != self.mcfg.in_channels:
             raise ValueError(f"autoencoder {cfg.autoencoder!r} has {self.vae.latent_channels} channels; preset "
                              f"{cfg.preset!r} expects in_channels={self.mcfg.in_channels} (= 2 x latent channels)")
+        # layout, checkpointing and (regional) compile before FSDP/DDP wrap the stages: each compiled stage is then
+        # sharded as a unit, as torchtitan does per transformer block (model/performance.py)
+        apply_performance(self.model, self.perf, sharded=self.world > 1 and cfg.fsdp)
         self.ddp = None
         if self.world > 1 and cfg.fsdp:
             from torch.distributed.fsdp import fully_shard
 
             from model.unet import UNetStage
 
+            mp = fsdp_policy(cfg.fsdp_param_dtype)  # bf16: compute/all-gather in bf16, fp32 master weights + reductions
             for stage in [m for m in self.model.modules() if isinstance(m, UNetStage)]:
-                fully_shard(stage)  # one all-gather per U-Net layer: peak memory ~ one stage's full weights
-            fully_shard(self.model)
-        elif self.world > 1:
+                fully_shard(stage, mp_policy=mp)  # one all-gather per U-Net layer: peak memory ~ one stage's full weights
+            fully_shard(self.model, mp_policy=mp)
+        if self.world > 1 and not cfg.fsdp:
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model)
         # one module holding everything the optimizer updates (U-Net + text projections), for state-dict APIs
         self.net = torch.nn.ModuleDict({"unet": self.model, "text": self.text})
         self.params = [p for p in self.net.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # two groups, U-Net then text projections: under FSDP the first holds DTensors, the second plain tensors, and
+        # the fused/foreach kernels take one kind per call (a group is one call)
+        groups = [[p for p in mod.parameters() if p.requires_grad] for mod in (self.model, self.text)]
+        self.opt = make_adamw([{"params": g} for g in groups if g], lr=cfg.lr, weight_decay=cfg.weight_decay,
+                              impl=cfg.optimizer_impl, device=self.device)
         # fp32 EMA as a plain state dict (not swa_utils.AveragedModel / diffusers EMAModel): it is sharded like the
         # live parameters under FSDP and saved as ema.safetensors in the layout sampling loads (model.checkpoints).
         self.ema = {k: v.detach().clone().float() for k, v in self.model.state_dict().items()}
@@ -258,6 +269,8 @@ class Trainer:
             v = full_ema[k].float()
             self.ema[k] = distribute_tensor(v, cur.device_mesh, cur.placements) if isinstance(cur, DTensor) else v
         optim_sd = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+        if len(self.opt.param_groups) == 2:  # a checkpoint from before the U-Net / text param groups: split alike
+            optim_sd = split_legacy_param_group(optim_sd, len(self.opt.param_groups[0]["params"]), "unet.")
         if optim_sd.get("state") and all(isinstance(k, int) for k in optim_sd["state"]):
             self.opt.load_state_dict(optim_sd)  # older checkpoints: torch's index-keyed layout (unsharded runs)
         else:
@@ -319,7 +332,7 @@ class Trainer:
             t = torch.randint(0, self.sched.config.num_train_timesteps, (B,), generator=gen, device=self.device)
             xt = self.sched.add_noise(x0.flatten(1), noise.flatten(1), t).reshape(x0.shape)  # (B, F, C, h, w)
             cond = x0 * mb["cond"][:, :, None, None, None]  # clean latents of conditioned frames only
-            with self._autocast():
+            with self._autocast(), attention_context(self.perf):
                 ctx = self.text(captions)  # (B, L, D)
                 pred = net(torch.cat([xt, cond], dim=2), t, ctx)  # (B, F, C, h, w)
             w = loss_weight(mb, cfg.loss_mask)  # (B, F)
@@ -338,9 +351,8 @@ class Trainer:
                     p.grad /= self.world
         gnorm = self._clip_gradients()
         self.opt.step()
-        with torch.no_grad():
-            for k, v in self.model.state_dict().items():
-                self.ema[k].mul_(cfg.ema_decay).add_(v.float(), alpha=1 - cfg.ema_decay)
+        live = self.model.state_dict()
+        ema_update([self.ema[k] for k in live], list(live.values()), cfg.ema_decay, cfg.ema_impl)
         loss_all = torch.tensor([total], device=self.device)
         if self.world > 1:
             dist.all_reduce(loss_all)

@@ -110,6 +110,25 @@ def test_allowed_names_mirror_the_model_enums():
     assert set(tc.SHARD_SAMPLINGS) == {s.value for s in ShardSampling}
     assert set(tc.LOSS_MASKS) == {m.value for m in LossMask}
     assert set(tc.DIFFUSION_FIELDS) == {f.name for f in dataclasses.fields(DiffusionConfig)}
+    from model import performance as perf
+    from training.optim import EmaImpl, OptimizerImpl
+
+    assert set(tc.CHECKPOINT_GRANULARITIES) == {c.value for c in perf.Checkpointing} - {"none"}
+    assert set(tc.COMPILE_SCOPES) == {c.value for c in perf.CompileScope}
+    assert set(tc.COMPILE_MODES) == {c.value for c in perf.CompileMode}
+    assert set(tc.ATTENTION_BACKENDS) == {c.value for c in perf.AttentionBackend}
+    assert set(tc.MEMORY_FORMATS) == {c.value for c in perf.MemoryFormat}
+    assert set(tc.OPTIMIZER_IMPLS) == {c.value for c in OptimizerImpl}
+    assert set(tc.EMA_IMPLS) == {c.value for c in EmaImpl}
+
+
+@pytest.mark.parametrize("field,value", [("compile", "max"), ("compile_mode", "fast"), ("attention_backend", "xformers"),
+                                         ("memory_format", "nhwc"), ("optimizer_impl", "apex"), ("ema_impl", "torch"),
+                                         ("fsdp_param_dtype", "fp16"), ("checkpoint_granularity", "none"),
+                                         ("compile_backend", "")])
+def test_speed_levers_name_the_allowed_values(field, value):
+    with pytest.raises(ValueError, match=f"TrainConfig.{field} "):
+        _cfg(**{field: value})
 
 
 def test_the_paper_loss_mask_is_the_default_and_older_configs_keep_their_behaviour():
