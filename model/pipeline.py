@@ -34,12 +34,14 @@ from model.autoencoder import (
 )
 from model.diffusion import DiffusionConfig, make_ddim_scheduler
 from model.masks import SamplingTask
+from model.performance import PerfConfig, apply_performance
 from model.pipeline_text_encoder import RDTFTextEncoder
 from model.sampling import StickerResult, condition_positions, sample_latents
 from model.text_encoder import TextEncoder, text_config_for
 from model.unet import DFGN
 
 PACKAGE_INDEX = "model_index.json"
+SAMPLE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # RDTFPipeline.optimize(dtype=...)
 # what a package's model_index.json may name, per component: (library, class) pairs; anything else is refused
 PACKAGE_CLASSES = {
     "unet": {("model.unet", "DFGN")},
@@ -94,6 +96,25 @@ class RDTFPipeline(DiffusionPipeline):
     @property
     def weights(self) -> str:
         return str(self.config.weights)
+
+    # ------------------------------------------------------------------------------------------ speed
+
+    def optimize(self, perf: PerfConfig | None = None, *, dtype: str = "fp32") -> RDTFPipeline:
+        """Sampling speed levers (model/performance.py); returns self.
+
+        ``perf``: the U-Net's compile / layout / SDPA kernel (checkpointing does not apply: no gradients).
+        ``dtype``: ``bf16`` runs the U-Net and the VAE decoder with bf16 weights (the DDIM update, the guidance
+        combination and the text towers stay fp32: the noise estimate is cast back before the scheduler step).
+        """
+        if dtype not in SAMPLE_DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(SAMPLE_DTYPES)}, got {dtype!r}")
+        # nn.Module.to, not ModelMixin.to: the latter warns about fp32-only modules, which the DFGN does not have
+        torch.nn.Module.to(self.unet, SAMPLE_DTYPES[dtype])
+        if self.vae is not None:
+            torch.nn.Module.to(self.vae, SAMPLE_DTYPES[dtype])
+        if perf is not None:
+            apply_performance(self.unet, perf)
+        return self
 
     # ------------------------------------------------------------------------------------------ loading
 

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from model.diffusion import DiffusionConfig, make_ddim_scheduler
 from model.masks import SamplingTask
+from model.performance import attention_context
 from model.unet import DFGN
 
 
@@ -101,12 +102,17 @@ def sample_latents(
     # the guidance passes (visual condition, text): unconditional, image only, image + text; with no text guidance
     # (image-only generation) the s_txt term is exactly 0, so its pass is skipped
     passes = [(zeros, null_emb), (cond, null_emb)] + ([(cond, text_emb)] if text_scale != 0 else [])
+    # the U-Net may hold bf16 weights (RDTFPipeline.optimize): its inputs follow them, its noise estimate comes
+    # back as fp32 for the guidance combination and the DDIM update
+    mdt = next(model.parameters()).dtype
+    ctx_all = torch.cat([e for _, e in passes], 0).to(mdt)  # (P·B, L, D), the same at every step
     for t in tqdm(sched.timesteps, desc="DDIM", disable=not progress, leave=False):
-        if batched:
-            inp = torch.cat([torch.cat([x, c], 2) for c, _ in passes], 0)  # (P·B, F, 2C, h, w)
-            eps_all = model(inp, t, torch.cat([e for _, e in passes], 0)).chunk(len(passes))
-        else:
-            eps_all = [model(torch.cat([x, c], 2), t, e) for c, e in passes]
+        with attention_context(model.perf):
+            if batched:
+                inp = torch.cat([torch.cat([x, c], 2) for c, _ in passes], 0).to(mdt)  # (P·B, F, 2C, h, w)
+                eps_all = model(inp, t, ctx_all).float().chunk(len(passes))
+            else:
+                eps_all = [model(torch.cat([x, c], 2).to(mdt), t, e.to(mdt)).float() for c, e in passes]
         eps_u, eps_i = eps_all[0], eps_all[1]
         eps_f = eps_all[2] if len(passes) == 3 else eps_i
         eps = guided_epsilon(eps_u, eps_i, eps_f, text_scale, image_scale)

@@ -139,6 +139,11 @@ def _run(args: argparse.Namespace) -> int:
 
     source = _model_package(args.model, args.tracking_uri) if args.model is not None else args.checkpoint
     pipe = RDTFPipeline.from_pretrained(source, device=args.device)
+    if args.dtype != "fp32" or args.compile != "none" or args.channels_last:
+        from model.performance import PerfConfig
+
+        pipe.optimize(PerfConfig(compile=args.compile, memory_format="channels_last" if args.channels_last else "contiguous"),
+                      dtype=args.dtype)
     images = [fit_to_square(im, pipe.image_size, WHITE) for im in raw]  # (S, S, 3) each, aspect kept
     positions = args.positions
     if positions is None and args.image:
@@ -202,6 +207,12 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--no-paste-known", action="store_true",
                    help="keep the model's own version of known frames instead of the exact inputs")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
+    g.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="U-Net and VAE-decoder weights: bf16 is faster on a GPU (default: fp32)")
+    g.add_argument("--compile", choices=("none", "regional", "full"), default="none",
+                   help="torch.compile the U-Net: regional = each stage (default: none; pays off for many stickers "
+                        "or steps, the first call compiles)")
+    g.add_argument("--channels-last", action="store_true", help="NHWC activations in the U-Net (default: off)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(fn=_cmd_generate)
     return g

@@ -143,6 +143,7 @@ def test_checkpointing_gives_identical_gradients(granularity):
     assert not ck_model.gradient_checkpointing
 
 
+@pytest.mark.slow  # ~30 s of tracing on 2 cores
 def test_regional_compile_matches_eager_and_keeps_the_state_dict():
     """Regional compile of every UNetStage (aot_eager: dynamo + AOT autograd, no code generation, so CI stays
     fast); the inductor code generation is covered on one stage below."""
@@ -158,6 +159,7 @@ def test_regional_compile_matches_eager_and_keeps_the_state_dict():
         torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-3, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow  # ~40 s of inductor code generation on 2 cores
 def test_inductor_compiled_stage_matches_eager():
     """Real code generation (GroupNorm/SiLU/residual fusion) on one STI U-Net stage, forward and backward."""
     torch._dynamo.reset()

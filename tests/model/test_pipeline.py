@@ -82,3 +82,22 @@ def test_loading_is_quiet_no_third_party_advice_or_duplicate_warnings(exported, 
     assert "accelerate" not in text and "No pretrained weights loaded" not in text
     assert not [r for r in caplog.records if "open_clip" in r.pathname and r.levelno < logging.WARNING]
     assert "RANDOM weights (weights=random)" in text
+
+
+def test_sampling_speed_levers_keep_the_sticker(exported):
+    """bf16 U-Net + VAE weights and NHWC activations (RDTFPipeline.optimize): the same sticker up to rounding."""
+    import torch
+
+    from model.performance import PerfConfig
+
+    _, pkg = exported
+    kw = {"num_inference_steps": 3, "seed": 0, "progress": False}
+    ref = RDTFPipeline.from_pretrained(pkg)("a cat", **kw).frames.astype(int)
+    cl = RDTFPipeline.from_pretrained(pkg).optimize(PerfConfig(memory_format="channels_last"))("a cat", **kw).frames
+    assert np.abs(cl - ref).max() <= 1  # fp32 in another layout: uint8 rounding at most
+    pipe = RDTFPipeline.from_pretrained(pkg).optimize(dtype="bf16")
+    assert next(pipe.unet.parameters()).dtype == torch.bfloat16
+    bf = pipe("a cat", **kw).frames
+    assert bf.shape == ref.shape and np.abs(bf - ref).mean() < 8  # bf16 noise estimates, fp32 DDIM updates
+    with pytest.raises(ValueError, match=r"dtype must be one of \['bf16', 'fp32'\]"):
+        pipe.optimize(dtype="fp16")
