@@ -3,7 +3,9 @@
 Decoding the stored frames and CLIP preprocessing (resize + normalise) run in DataLoader worker
 processes, one frames part per worker at a time, while the main process only runs the image tower;
 with ``prefetch_factor`` batches queued per worker the model does not wait on I/O (measured in
-``benchmarks/embed_cluster_shard.py``).
+``benchmarks/embed_cluster_shard.py``). On a GPU the batches arrive in pinned memory and the tower's work is
+queued one batch ahead (``overlap``): the result of batch i is fetched while batch i+1 runs, so neither the
+host-to-device copy nor the bookkeeping leaves the GPU idle (``benchmarks/levers.py``).
 
 Outputs (``lake/embeddings/<drop>/``, published as a new version, see ``data.publish``)::
 
@@ -31,7 +33,7 @@ from tqdm.auto import tqdm
 from data import publish
 from data.lake import Lake, Stage, read_parquet, write_json, write_parquet
 from data.storage import lake_path, open_read
-from model.clip import ClipSpec, LoadedClip, embed_pixels, load_clip, preprocess_frames, tiny_spec
+from model.clip import ClipSpec, LoadedClip, embed_pixels_on_device, load_clip, preprocess_frames, tiny_spec
 
 EMBEDDING_NOT_FINITE = "embedding_not_finite"
 
@@ -55,6 +57,7 @@ class EmbedSettings:
     clip: ClipSpec = field(default_factory=tiny_spec)  # which CLIP, which weights, device, precision, batch size
     num_workers: int = 1  # DataLoader processes decoding + preprocessing frames (0 = main process)
     prefetch_factor: int = 4  # batches queued per worker, so the model never waits on decoding
+    overlap: bool = True  # the tower runs one batch ahead of the result fetch (GPU: from pinned memory)
 
     def __post_init__(self) -> None:
         if self.num_workers < 0:
@@ -168,12 +171,15 @@ def _embed_into(stage: Path, clip: LoadedClip, settings: EmbedSettings, manifest
     pending: dict[int, dict] = {}
     ds = LakeFrames(parts, frame_size, clip.image_size, clip.mean, clip.std, settings.clip.batch_size)
     workers = min(settings.num_workers, len(parts))
+    overlap = settings.overlap  # on a CPU the same code path (tested there), without a speed-up
     loader = DataLoader(ds, batch_size=None, num_workers=workers, worker_init_fn=_worker_init if workers else None,
-                        prefetch_factor=settings.prefetch_factor if workers else None)
+                        prefetch_factor=settings.prefetch_factor if workers else None,
+                        pin_memory=overlap and clip.device.type == "cuda")
     bar = tqdm(total=int(manifest.n_frames.sum()), desc=f"embed {drop_id}", unit="frame", disable=not progress)
-    for item in loader:
+
+    def collect(item: dict, z_dev: torch.Tensor) -> None:
         tm = time.perf_counter()
-        z = embed_pixels(clip, item["pixels"]).numpy()  # (B, D) float32
+        z = z_dev.cpu().numpy()  # (B, D) float32; waits for this batch only
         report.model_s += time.perf_counter() - tm
         acc = pending.setdefault(item["part"], {"emb": [], "keys": [], "fidx": []})
         acc["emb"].append(z)
@@ -183,6 +189,20 @@ def _embed_into(stage: Path, clip: LoadedClip, settings: EmbedSettings, manifest
         if item["last"]:
             report.n_frames += _write_part(stage, parts[item["part"]].name, pending.pop(item["part"]), id_of,
                                            clip.embed_dim, quarantine)
+
+    inflight = None  # (item, embeddings on the device) of the batch queued before this one
+    for item in loader:
+        tm = time.perf_counter()
+        z_dev = embed_pixels_on_device(clip, item["pixels"])  # queued on a GPU, computed on the CPU
+        report.model_s += time.perf_counter() - tm
+        if not overlap:
+            collect(item, z_dev)
+            continue
+        if inflight is not None:
+            collect(*inflight)
+        inflight = (item, z_dev)
+    if inflight is not None:
+        collect(*inflight)
     bar.close()
     for pi, acc in pending.items():  # parts with zero rows never send "last"
         report.n_frames += _write_part(stage, parts[pi].name, acc, id_of, clip.embed_dim, quarantine)

@@ -253,15 +253,21 @@ def preprocess_frames(frames: torch.Tensor, image_size: int, mean, std) -> torch
 
 
 @torch.inference_mode()
-def embed_pixels(clip: LoadedClip, pixels: torch.Tensor) -> torch.Tensor:
-    """Preprocessed pixels (B, 3, R, R) -> L2-normalised float32 embeddings (B, D).
+def embed_pixels_on_device(clip: LoadedClip, pixels: torch.Tensor) -> torch.Tensor:
+    """Preprocessed pixels (B, 3, R, R) -> L2-normalised float32 embeddings (B, D) on the tower's device.
 
-    A zero or non-finite raw embedding stays non-finite after normalisation (no epsilon), so callers
-    can detect and quarantine it instead of writing garbage.
+    On a GPU this only queues the work (the copy is non-blocking from pinned memory): a caller that fetches the
+    result of the previous batch meanwhile keeps the GPU busy (``data.embed``). A zero or non-finite raw
+    embedding stays non-finite after normalisation (no epsilon), so callers can detect and quarantine it.
     """
     pixels = pixels.to(clip.device, non_blocking=True)
     dtype = autocast_dtype(clip.spec, clip.device)
     with torch.autocast(clip.device.type, dtype=dtype, enabled=dtype is not None):
         z = clip.model.encode_image(pixels)
     z = z.float()
-    return (z / z.norm(dim=-1, keepdim=True)).cpu()  # (B, D)
+    return z / z.norm(dim=-1, keepdim=True)  # (B, D)
+
+
+def embed_pixels(clip: LoadedClip, pixels: torch.Tensor) -> torch.Tensor:
+    """:func:`embed_pixels_on_device`, on the CPU (waits for the result)."""
+    return embed_pixels_on_device(clip, pixels).cpu()  # (B, D)
