@@ -121,7 +121,7 @@ class Autoencoder(nn.Module):
             return x
         device, dtype = self._device_dtype()
         mean = self.vae.encode(x.to(device, dtype)).latent_dist.mean  # (N, C, H/f, W/f)
-        return (mean - self.shift_factor) * self.scaling_factor
+        return ((mean - self.shift_factor) * self.scaling_factor).float()  # fp32 latents whatever the VAE's dtype
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,8 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
+RECOMPILE_LIMIT = 64  # compiled variants per code object (torch's default 8 < the DFGN's distinct stage shapes)
+
 
 class CompileScope(StrEnum):
     NONE = "none"  # eager
@@ -148,7 +150,14 @@ def apply_performance(model: nn.Module, cfg: PerfConfig, *, sharded: bool = Fals
             next(model.parameters()).device.type != "cuda":
         log.info("compile_mode=%s records CUDA graphs only on a GPU; on %s it compiles like 'default'",
                  cfg.compile_mode, next(model.parameters()).device.type)
-    kw = {"backend": cfg.compile_backend} | ({} if cfg.compile_mode == CompileMode.DEFAULT else {"mode": cfg.compile_mode})
+    # static shapes: every stage shape compiles once (a training run sees one batch shape); dynamic shapes would
+    # also be slower kernels. All stages share UNetStage.forward's code object, so the recompile limit must cover
+    # the distinct stage shapes (~15 in the paper preset) or the later stages silently fall back to eager.
+    kw = {"backend": cfg.compile_backend, "dynamic": False}
+    kw |= {} if cfg.compile_mode == CompileMode.DEFAULT else {"mode": cfg.compile_mode}
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
     if scope is CompileScope.REGIONAL:
         for stage in model.modules():
             if isinstance(stage, UNetStage):
