@@ -185,7 +185,7 @@ def train_section(args, dev: torch.device, peak: float, budget: Budget) -> dict:
         _print_train(row, next(r for r in rows if r["batch"] == n))  # ratio to the first row of the same batch
     capacity = _checkpoint_capacity(args.preset, dev, best, budget) if dev.type == "cuda" else None
     if capacity is not None:
-        print(f"  (activation checkpointing granularity: 'stage' = each UNetStage, 'attention' = its spatial "
+        print("  (activation checkpointing granularity: 'stage' = each UNetStage, 'attention' = its spatial "
               "transformer and temporal layer)", flush=True)
     return {"flops_per_sample": flops[b] / b, "rows": rows, "clips_per_40gb": capacity}
 
