@@ -65,8 +65,21 @@ class TrainingConfig(Config):
                                  "read ('' = stream every read).")
     run_name: str = Field("default", description="Training folder under lake/training/ (resumes if it exists).")
     seed: int = Field(0, description="Seed of weights, data order and masks.")
+    # speed levers (model/performance.py, training/optim.py; measured in benchmarks/levers.py)
+    precision: str = Field("auto", description="auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16.")
+    compile: str = Field("none", description="torch.compile: none | regional (each U-Net stage) | full.")
+    compile_mode: str = Field("default", description="default | reduce-overhead (CUDA graphs) | max-autotune.")
+    memory_format: str = Field("contiguous", description="Activation layout: contiguous | channels_last.")
+    attention_backend: str = Field("auto", description="SDPA kernel: auto | flash | efficient | cudnn | math.")
+    grad_checkpointing: bool = Field(False, description="Activation checkpointing (granularity below).")
+    checkpoint_granularity: str = Field("stage", description="stage (each U-Net stage) | attention (attention + "
+                                        "temporal layers only).")
+    fsdp: bool = Field(False, description="Shard with FSDP2 instead of DDP when nproc_per_node > 1.")
+    fsdp_param_dtype: str = Field("fp32", description="FSDP2 compute dtype: fp32 | bf16 (fp32 master weights).")
 
 
+SPEED_FIELDS = ("precision", "compile", "compile_mode", "memory_format", "attention_backend", "grad_checkpointing",
+                "checkpoint_granularity", "fsdp", "fsdp_param_dtype")  # passed to TrainConfig as they are
 NO_RUN_RETRY_TAG = "dagster/retry_on_asset_or_op_failure"  # run tag read when the run fails (dagster.yaml: run_retries)
 
 
@@ -117,6 +130,7 @@ def trained_model(
         "mlflow_artifact_location": mlflow.artifact_location,
         "text_clip_model": config.text_clip_model if (config.text_clip_pretrained or config.text_t5_path) else None,
         "text_clip_pretrained": config.text_clip_pretrained or None, "text_t5_path": config.text_t5_path or None,
+        **{k: getattr(config, k) for k in SPEED_FIELDS},
     }
     cfg_path = out_dir / "train.json"
     try:  # before torchrun: a bad value fails here in milliseconds, once, with the field and the allowed values

@@ -93,6 +93,8 @@ def _materialize_bad_training(tmp_path, lake_root, train_config: dict):
     ({"preset": "huge", "run_name": "huge"}, "TrainConfig.preset must be one of ['paper', 'paper_3dconv', 'tiny'"),
     ({"ckpt_every": 0, "run_name": "ck0"}, "TrainConfig.ckpt_every must be an int >= 1, got 0"),
     ({"run_name": "../../escape"}, "invalid run name '../../escape': must match"),
+    ({"compile": "fast", "run_name": "cmp"}, "TrainConfig.compile must be one of ['none', 'regional', 'full']"),
+    ({"fsdp_param_dtype": "fp16", "run_name": "fp16"}, "TrainConfig.fsdp_param_dtype must be one of ['fp32', 'bf16']"),
 ])
 def test_bad_training_config_fails_fast_once_without_step_or_run_retries(tmp_path, tiny_shards, train_config, words,
                                                                          monkeypatch):
