@@ -36,7 +36,7 @@ def _train_config(seed: int, train_steps: int, *, eval_videos: int, sample_steps
     run = f"demo-s{seed}"
     return {"ops": {"trained_model": {"config": {"steps": train_steps, "batch_size": 2, "ckpt_every": 50, "run_name": run}},
                     "sample_gallery": {"config": {"run_name": run, "n_stickers": gallery_stickers, "steps": sample_steps}},
-                    # CPU demo: 8 test stickers, 10 DDIM steps (paper: 500, 25); FAST-VQA with 1 clip of 16 frames
+                    # CPU demo (default): 6 test stickers, 10 DDIM steps (paper: 500, 25); FAST-VQA with 1 clip of 16 frames
                     # instead of 4 x 32 (all tagged in MLflow: vqa_num_clips, ...)
                     "evaluation_samples": {"config": {"run_name": run, "steps": sample_steps, "n_videos": eval_videos}},
                     "vqa": {"config": {"num_clips": 1, "clip_len": 16}},
@@ -50,8 +50,8 @@ def _latest(instance: DagsterInstance, asset: str) -> dict:
     return {k: v.value for k, v in ev.asset_materialization.metadata.items()} if ev and ev.asset_materialization else {}
 
 
-def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200, *, eval_videos: int = 8, sample_steps: int = 10,
-             gallery_stickers: int = 2) -> int:
+def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200, *, eval_videos: int = 6, sample_steps: int = 10,
+             gallery_stickers: int = 1) -> int:
     from data.synthetic import make_drop
     from data.synthetic_faults import inject_faults
 
@@ -152,10 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=120, help="stickers in the synthetic drop")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-steps", type=int, default=200, help="DFGN tiny training steps (0 = skip training)")
-    p.add_argument("--eval-videos", type=int, default=8, help="test stickers sampled for evaluation (paper: 500)")
+    p.add_argument("--eval-videos", type=int, default=6, help="test stickers sampled for evaluation (paper: 500)")
     p.add_argument("--sample-steps", type=int, default=10, help="DDIM steps of the gallery and evaluation samples "
                    "(paper: 25)")
-    p.add_argument("--gallery-stickers", type=int, default=2, help="test stickers in the sample gallery (4 GIFs each)")
+    p.add_argument("--gallery-stickers", type=int, default=1, help="test stickers in the sample gallery (4 GIFs each)")
     p.add_argument("--s3", action="store_true", default=os.environ.get("RDTF_DEMO_S3", "") not in ("", "0"),
                    help="start a loopback S3 API server (moto, 127.0.0.1) and run with RDTF_DROPS_ROOT=s3://rdtf/drops "
                         "and RDTF_LAKE_ROOT=s3://rdtf/lake: drops, every stage, checkpoints and evaluation on the "
