@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -156,6 +157,10 @@ def apply_performance(model: nn.Module, cfg: PerfConfig, *, sharded: bool = Fals
     kw = {"backend": cfg.compile_backend, "dynamic": False}
     kw |= {} if cfg.compile_mode == CompileMode.DEFAULT else {"mode": cfg.compile_mode}
     import torch._dynamo.config as dynamo_config
+
+    # diffusers' checkpoint helper calls an lru_cache'd version check that dynamo traces through (harmless: a
+    # constant); its warning would repeat in every compiled training's log
+    warnings.filterwarnings("ignore", message=r"Dynamo detected a call to a `functools\.lru_cache`")
 
     dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
     if scope is CompileScope.REGIONAL:

@@ -71,17 +71,20 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200, *, eval_videos
     from pipelines.demo_runs import daemon, follow, launch, wait_for_sensor_run
 
     print(f"[2/4] starting the Dagster daemon (DAGSTER_HOME={os.environ['DAGSTER_HOME']}): new_drop_sensor ticks")
-    with daemon(rdtf_home() / "logs"):
-        known = drop_id in instance.get_dynamic_partitions("drops")
-        run_id = None if known else wait_for_sensor_run(instance, "new_drop_sensor", drop_id)
-        if run_id is None:  # the partition existed already (demo re-run): launch its run like the UI's button
+    log_dir = rdtf_home() / "logs"
+    with daemon(log_dir) as proc:
+        if drop_id in instance.get_dynamic_partitions("drops"):  # a demo re-run: launch it like the UI's button
             print(f"      partition {drop_id} is already known: launching drop_data_job for it")
-            instance.add_dynamic_partitions("drops", [drop_id])
             run_id = launch("drop_data_job", {}, {"dagster/partition": drop_id, "rdtf/source": "demo"})
         else:
+            run_id = wait_for_sensor_run(instance, "new_drop_sensor", drop_id, daemon=proc)
+            if run_id is None:
+                print(f"demo: new_drop_sensor requested no run for {drop_id} within 3 minutes; see "
+                      f"{log_dir / 'dagster-daemon.log'}", file=sys.stderr)
+                return 1
             print(f"      the sensor added partition {drop_id} and requested run {run_id}")
         print(f"[3/4] drop_data_job for partition {drop_id} (run {run_id})")
-        status = follow(instance, run_id)
+        status = follow(instance, run_id, daemon=proc)
         if status is not DagsterRunStatus.SUCCESS:
             print(f"demo: drop_data_job ended {status.value}; see the Dagster UI (bash scripts/dev.sh ui)", file=sys.stderr)
             return 1
@@ -92,7 +95,7 @@ def run_demo(n: int = 120, seed: int = 0, train_steps: int = 200, *, eval_videos
             cfg = _train_config(seed, train_steps, eval_videos=eval_videos, sample_steps=sample_steps,
                                 gallery_stickers=gallery_stickers)
             train_id = launch("train_job", cfg, {"rdtf/source": "demo"})
-            status = follow(instance, train_id)
+            status = follow(instance, train_id, daemon=proc)
             if status is not DagsterRunStatus.SUCCESS:
                 print(f"demo: train_job ended {status.value}; see the Dagster UI", file=sys.stderr)
                 return 1

@@ -68,10 +68,17 @@ def launch(job: str, run_config: dict, tags: dict[str, str]) -> str:
     return run_id
 
 
-def wait_for_sensor_run(instance: DagsterInstance, sensor: str, partition: str, timeout_s: float = 180.0) -> str | None:
+def _check_daemon(daemon: subprocess.Popen | None) -> None:
+    if daemon is not None and daemon.poll() is not None:
+        raise RuntimeError(f"dagster-daemon exited with code {daemon.returncode}; see its log under RDTF_HOME/logs")
+
+
+def wait_for_sensor_run(instance: DagsterInstance, sensor: str, partition: str, timeout_s: float = 180.0, *,
+                        daemon: subprocess.Popen | None = None) -> str | None:
     """The run a sensor tick requested for ``partition`` (None if it did not within ``timeout_s``)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        _check_daemon(daemon)
         runs = instance.get_runs(RunsFilter(tags={"dagster/sensor_name": sensor, "dagster/partition": partition}),
                                  limit=1)
         if runs:
@@ -80,8 +87,10 @@ def wait_for_sensor_run(instance: DagsterInstance, sensor: str, partition: str, 
     return None
 
 
-def follow(instance: DagsterInstance, run_id: str, *, timeout_s: float = 3600.0, out=None) -> DagsterRunStatus:
-    """Print the run's progress until it ends; returns its final status."""
+def follow(instance: DagsterInstance, run_id: str, *, timeout_s: float = 3600.0, out=None,
+           daemon: subprocess.Popen | None = None) -> DagsterRunStatus:
+    """Print the run's progress until it ends; returns its final status (RuntimeError if ``daemon`` dies first:
+    a queued run would wait for it forever)."""
     out = out or sys.stdout
     cursor, t0, last_print = None, time.monotonic(), time.monotonic()
     running: list[str] = []  # steps started and not yet ended, in start order (several run at once)
@@ -111,6 +120,8 @@ def follow(instance: DagsterInstance, run_id: str, *, timeout_s: float = 3600.0,
                 last_print = time.monotonic()
         if run is not None and run.status in DONE:
             return run.status
+        if run is None or run.status in (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED):
+            _check_daemon(daemon)  # a started run goes on without the daemon (its own process)
         if time.monotonic() - last_print > HEARTBEAT_S:
             status = run.status.value.lower() if run is not None else "unknown"
             out.write(f"      {time.monotonic() - t0:6.0f}s  ... {', '.join(running) or 'waiting'} ({status})\n")
