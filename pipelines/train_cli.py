@@ -97,7 +97,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     reports = [
         run_fvd(samples, FVDConfig(weights=os.environ.get("RDTF_I3D_WEIGHTS") or None, device=device),
                 cache_dir=lake.fvd_real_stats()),
-        run_vqa(samples, VQAConfig(weights=os.environ.get("RDTF_FASTVQA_WEIGHTS") or None, device=device)),
+        run_vqa(samples, VQAConfig(weights=os.environ.get("RDTF_FASTVQA_WEIGHTS") or None, device=device,
+                                   num_clips=args.vqa_clips, clip_len=args.vqa_clip_len)),
         run_clip_similarity(samples, ClipSimConfig(model=clip["model"], pretrained=clip["pretrained"],
                                                    cache_dir=clip["cache_dir"], device=device)),
         run_reconstruction(samples),
@@ -146,6 +147,9 @@ def add_train_parsers(sub) -> None:
     e.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     e.add_argument("--batch-size", type=int, default=8, help="clips per sampler call (default: 8)")
     e.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    e.add_argument("--vqa-clips", type=int, default=4, help="FAST-VQA clips per video (default: 4, fast-b.yml's test "
+                   "protocol; fewer is faster, recorded in MLflow as vqa_num_clips)")
+    e.add_argument("--vqa-clip-len", type=int, default=32, help="FAST-VQA frames per clip, a multiple of 8 (default: 32)")
     e.add_argument("--tracking-uri", default=None,
                    help="MLflow store of the training run (default: $MLFLOW_TRACKING_URI or $RDTF_HOME/mlflow.db)")
     e.set_defaults(fn=_cmd_evaluate)

@@ -33,7 +33,7 @@ def test_train_then_evaluate_with_typed_options(tiny_shards, tmp_path):
     assert summary["step"] == 2
 
     res = _rdtf("evaluate", "--lake", str(lake), "--run-name", "cli", "--n-videos", "2", "--steps", "1",
-                "--tasks", "i2v", "--device", "cpu")
+                "--tasks", "i2v", "--device", "cpu", "--vqa-clips", "1", "--vqa-clip-len", "8")
     assert res.returncode == 0, res.stderr[-3000:]
     assert "eval/i2v/fvd" in res.stdout and "logged to MLflow run" in res.stdout
     run = mlflow.MlflowClient(tracking_uri=cfg["mlflow_uri"]).get_run(summary["mlflow_run_id"])
