@@ -32,6 +32,9 @@ def _instance() -> DagsterInstance:
     return DagsterInstance.get()
 
 
+IN_PROCESS_MAX_CORES = 4  # train_job's steps run in one process on machines this small (see _train_config)
+
+
 def _train_config(seed: int, train_steps: int, *, eval_videos: int, sample_steps: int, gallery_stickers: int) -> dict:
     run = f"demo-s{seed}"
     return {"ops": {"trained_model": {"config": {"steps": train_steps, "batch_size": 2, "ckpt_every": 50, "run_name": run}},
@@ -42,7 +45,11 @@ def _train_config(seed: int, train_steps: int, *, eval_videos: int, sample_steps
                     "vqa": {"config": {"num_clips": 1, "clip_len": 16}},
                     # the demo's model has random-init towers (weights=random): promoted only because the demo
                     # says so, so that `rdtf generate --model models:/rdtf-dfgn@champion` works
-                    "model_promotion": {"config": {"allow_random": True}}}}
+                    "model_promotion": {"config": {"allow_random": True}}},
+            # on a small machine (the 2-core CI box) the steps' processes would only take cores from each other, and
+            # each would pay its own interpreter start and torch/diffusers imports (~4 s): run the steps in one
+            # process there; with more cores, the default multiprocess executor runs gallery and metrics in parallel
+            **({"execution": {"config": {"in_process": {}}}} if (os.cpu_count() or 1) <= IN_PROCESS_MAX_CORES else {})}
 
 
 def _latest(instance: DagsterInstance, asset: str) -> dict:
