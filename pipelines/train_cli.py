@@ -14,6 +14,7 @@ Errors are one line on stderr with exit code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -77,6 +78,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pipelines.env import clip_from_env, default_tracking_uri
     from training.run_mirror import latest_checkpoint, local_checkpoint
 
+    # every option checked before any work (sampling takes minutes): a bad one is one line and exit 2
+    vqa_cfg = VQAConfig(weights=os.environ.get("RDTF_FASTVQA_WEIGHTS") or None, num_clips=args.vqa_clips,
+                        clip_len=args.vqa_clip_len)
     lake = _lake(args)
     run_dir = lake.training(args.run_name)
     ckpt = latest_checkpoint(run_dir)
@@ -97,8 +101,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     reports = [
         run_fvd(samples, FVDConfig(weights=os.environ.get("RDTF_I3D_WEIGHTS") or None, device=device),
                 cache_dir=lake.fvd_real_stats()),
-        run_vqa(samples, VQAConfig(weights=os.environ.get("RDTF_FASTVQA_WEIGHTS") or None, device=device,
-                                   num_clips=args.vqa_clips, clip_len=args.vqa_clip_len)),
+        run_vqa(samples, dataclasses.replace(vqa_cfg, device=device)),
         run_clip_similarity(samples, ClipSimConfig(model=clip["model"], pretrained=clip["pretrained"],
                                                    cache_dir=clip["cache_dir"], device=device)),
         run_reconstruction(samples),

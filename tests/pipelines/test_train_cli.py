@@ -45,3 +45,5 @@ def test_train_refuses_bad_options_before_torchrun(tmp_path):
     assert res.returncode == 2 and "precision must be one of" in res.stderr
     res = _rdtf("train", "--lake", str(tmp_path))
     assert res.returncode == 2 and "no published shards" in res.stderr
+    res = _rdtf("evaluate", "--lake", str(tmp_path), "--run-name", "none", "--vqa-clip-len", "12")
+    assert res.returncode == 2 and "clip_len must be a positive multiple of 8" in res.stderr
