@@ -273,7 +273,7 @@ class DFGN(ModelMixin, ConfigMixin):
             self.disable_gradient_checkpointing()
             return
         self.enable_gradient_checkpointing()
-        for m in [self, *self.modules()]:
+        for m in self.modules():  # the model itself included
             if isinstance(m, DFGN | UNetStage):
                 m.checkpoint_granularity = mode
 
